@@ -1,0 +1,433 @@
+"""
+Split the byte stream of an ACM "Events - Generic XML" connection into events.
+
+Sans-I/O: bytes go in through L{EventFramer.feed}, whole events and rejected
+pieces come out.  No reactor, no sockets, no files.
+
+What arrives is a sequence of XML documents, usually
+C{<?xml version="1.0" encoding="UTF-8"?>} followed by C{<EVENT>...</EVENT>},
+but also: documents without a declaration, newlines, CRLF, UTF-8 byte order
+marks, comments or whitespace between documents, single- or double-quoted
+declarations, attributes on the root, C{</EVENT >} with whitespace, CDATA
+sections and comments that contain the text C{</EVENT>}, and events split at
+any byte or many events in one read.
+
+Each event is handed over exactly once, from its C{<EVENT} to the C{>} of its
+end tag, byte for byte.  Anything between documents that is not whitespace, a
+declaration, a processing instruction or a comment is handed over as
+L{Rejected} so that it can be quarantined; so is an event larger than
+C{max_event_size}, of which only the first C{max_event_size} bytes are kept
+in memory (the rest is counted and discarded until the framer finds the next
+document).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_WHITESPACE = re.compile(rb"(?:[ \t\r\n]|\xef\xbb\xbf)+")
+_TAG_DELIMITERS = frozenset(b" \t\r\n>/")
+_END_DELIMITERS = frozenset(b" \t\r\n>")
+_CDATA_OPEN = b"<![CDATA["
+_CDATA_CLOSE = b"]]>"
+_COMMENT_OPEN = b"<!--"
+_COMMENT_CLOSE = b"-->"
+_PI_OPEN = b"<?"
+_PI_CLOSE = b"?>"
+
+_BETWEEN = 0
+_EVENT = 1
+_SKIPPING = 2
+
+REASON_OUTSIDE = "bytes outside any <{tag}> document"
+REASON_TOO_LARGE = (
+    "event larger than max-event-size ({limit} bytes); "
+    "first {limit} bytes kept, {dropped} more discarded"
+)
+REASON_TRUNCATED = "connection closed in the middle of an event"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """
+    Bytes that are not a whole event, with the reason they were set aside.
+    C{dropped} counts bytes that belonged to the same piece but were not
+    kept because of the size limit.
+    """
+
+    reason: str
+    data: bytes
+    dropped: int = 0
+
+
+class EventFramer:
+    """
+    Incremental splitter of one connection's byte stream.
+
+    @param event_tag: the root element name of one event (C{EVENT}).
+    @param max_event_size: the largest event (and the largest run of
+        unrecognised bytes) held in memory, in bytes.
+    """
+
+    def __init__(self, event_tag: str = "EVENT", max_event_size: int = 1 << 20) -> None:
+        if max_event_size < 1:
+            raise ValueError("max_event_size must be positive")
+        self.event_tag = event_tag
+        self.max_event_size = max_event_size
+        tag = event_tag.encode("utf-8")
+        self._open = b"<" + tag
+        self._close = b"</" + tag
+        self._buf = bytearray()
+        self._state = _BETWEEN
+        # Inside an event: where to resume looking for its end.
+        self._scan = 0
+        # Inside an event that needs the careful scanner (CDATA, comments,
+        # nested roots): its position and element depth.
+        self._careful = False
+        self._pending = False
+        self._depth = 0
+        # Unrecognised bytes between documents, and oversized pieces.
+        self._garbage = bytearray()
+        self._garbage_dropped = 0
+        self._head = b""
+        self._dropped = 0
+
+    @property
+    def buffered(self) -> int:
+        """
+        How many bytes the framer holds right now (bounded by about
+        C{max_event_size} plus one read).
+        """
+        return len(self._buf) + len(self._garbage) + len(self._head)
+
+    def feed(self, data: bytes) -> tuple[list[bytes], list[Rejected]]:
+        """
+        Take the next bytes of the stream.
+
+        @return: the events completed by these bytes, in order, and the
+            rejected pieces completed by them.
+        """
+        events: list[bytes] = []
+        rejected: list[Rejected] = []
+        buf = self._buf
+        buf += data
+        pos = 0
+        n = len(buf)
+        while pos < n:
+            if self._state == _EVENT:
+                end = self._find_end(buf, pos) if not self._pending else self._finish_start_tag(buf, pos, events)
+                if end == -2:
+                    # A self-closing root was handed over whole.
+                    pos = self._scan
+                    self._state = _BETWEEN
+                    continue
+                if end < 0:
+                    if n - pos > self.max_event_size:
+                        self._head = bytes(buf[pos : pos + self.max_event_size])
+                        self._dropped = 0
+                        self._state = _SKIPPING
+                        pos += self.max_event_size
+                        continue
+                    break
+                if end - pos > self.max_event_size:
+                    self._head = bytes(buf[pos : pos + self.max_event_size])
+                    self._dropped = end - pos - self.max_event_size
+                    rejected.append(self._finish_oversize())
+                else:
+                    events.append(bytes(buf[pos:end]))
+                self._state = _BETWEEN
+                pos = end
+            elif self._state == _SKIPPING:
+                pos = self._skip(buf, pos, n, rejected)
+                if self._state == _SKIPPING:
+                    break
+            else:
+                advanced = self._between(buf, pos, n, events, rejected)
+                if advanced < 0:
+                    break
+                pos = advanced
+        del buf[:pos]
+        if self._state == _EVENT:
+            self._scan -= pos
+        return events, rejected
+
+    def close(self) -> list[Rejected]:
+        """
+        The connection ended: hand over whatever incomplete piece is left.
+        Whitespace and a dangling declaration are not worth keeping.
+        """
+        rejected: list[Rejected] = []
+        self._flush_garbage(rejected)
+        if self._state == _EVENT:
+            rejected.append(Rejected(REASON_TRUNCATED, bytes(self._buf)))
+        elif self._state == _SKIPPING:
+            self._dropped += len(self._buf)
+            rejected.append(self._finish_oversize())
+        else:
+            rest = bytes(self._buf)
+            if rest.strip(b" \t\r\n\xef\xbb\xbf") and not rest.startswith(_PI_OPEN):
+                rejected.append(self._outside(rest[: self.max_event_size]))
+        self._buf = bytearray()
+        self._state = _BETWEEN
+        return rejected
+
+    # Between documents.
+
+    def _between(
+        self,
+        buf: bytearray,
+        pos: int,
+        n: int,
+        events: list[bytes],
+        rejected: list[Rejected],
+    ) -> int:
+        """
+        Consume what stands at C{pos} between documents.
+
+        @return: the new position, or -1 when more bytes are needed.
+        """
+        match = _WHITESPACE.match(buf, pos)
+        if match is not None:
+            return match.end()
+        if buf.startswith(self._open, pos):
+            after = pos + len(self._open)
+            if after >= n:
+                return -1
+            if buf[after] in _TAG_DELIMITERS:
+                self._flush_garbage(rejected)
+                self._start_event(pos)
+                return pos
+        elif buf.startswith(_PI_OPEN, pos):
+            return self._skip_markup(buf, pos, n, _PI_CLOSE, rejected)
+        elif buf.startswith(_COMMENT_OPEN, pos):
+            return self._skip_markup(buf, pos, n, _COMMENT_CLOSE, rejected)
+        elif n - pos < len(self._open) + 1 and self._could_start(bytes(buf[pos:n])):
+            return -1
+        return self._take_garbage(buf, pos, n, rejected)
+
+    def _could_start(self, tail: bytes) -> bool:
+        return any(
+            marker.startswith(tail)
+            for marker in (self._open, _PI_OPEN, _COMMENT_OPEN, b"\xef\xbb\xbf")
+        )
+
+    def _skip_markup(
+        self, buf: bytearray, pos: int, n: int, closer: bytes, rejected: list[Rejected]
+    ) -> int:
+        end = buf.find(closer, pos + 2)
+        if end < 0:
+            if n - pos > self.max_event_size:
+                return self._take_garbage(buf, pos, n, rejected)
+            return -1
+        self._flush_garbage(rejected)
+        return end + len(closer)
+
+    def _take_garbage(
+        self, buf: bytearray, pos: int, n: int, rejected: list[Rejected]
+    ) -> int:
+        """
+        Set aside unrecognised bytes up to the next thing that may start a
+        document.
+        """
+        candidates = [
+            i
+            for i in (buf.find(self._open, pos + 1), buf.find(_PI_OPEN, pos + 1))
+            if i >= 0
+        ]
+        if candidates:
+            end = min(candidates)
+        else:
+            # Keep a tail that may be the start of a marker.
+            end = max(pos + 1, n - len(self._open))
+        room = self.max_event_size - len(self._garbage)
+        if room > 0:
+            self._garbage += buf[pos : min(end, pos + room)]
+        self._garbage_dropped += max(0, end - pos - max(room, 0))
+        return end
+
+    def _flush_garbage(self, rejected: list[Rejected]) -> None:
+        if self._garbage or self._garbage_dropped:
+            rejected.append(self._outside(bytes(self._garbage), self._garbage_dropped))
+            self._garbage = bytearray()
+            self._garbage_dropped = 0
+
+    def _outside(self, data: bytes, dropped: int = 0) -> Rejected:
+        return Rejected(REASON_OUTSIDE.format(tag=self.event_tag), data, dropped)
+
+    def _start_event(self, pos: int) -> None:
+        self._state = _EVENT
+        self._careful = False
+        self._pending = True
+        self._scan = pos + len(self._open)
+
+    def _finish_start_tag(self, buf: bytearray, pos: int, events: list[bytes]) -> int:
+        """
+        Find the end of the root's start tag.  A self-closing root
+        (C{<EVENT/>}, C{<EVENT a="1"/>}) is a whole event already.
+
+        @return: -2 when a self-closing event was handed over (C{_scan} then
+            says where it ended), or what L{_find_end} returns.
+        """
+        gt = buf.find(b">", self._scan)
+        if gt < 0:
+            self._scan = len(buf)
+            return -1
+        self._pending = False
+        if buf[gt - 1] == 0x2F:  # "/"
+            events.append(bytes(buf[pos : gt + 1]))
+            self._scan = gt + 1
+            return -2
+        self._scan = gt + 1
+        return self._find_end(buf, pos)
+
+    # Inside an event.
+
+    def _find_end(self, buf: bytearray, start: int) -> int:
+        """
+        Find the end of the event that starts at C{start}.
+
+        @return: the index just past the C{>} of its end tag, or -1.
+        """
+        if self._careful:
+            return self._find_end_carefully(buf, start)
+        close = self._close
+        n = len(buf)
+        i = self._scan
+        while True:
+            j = buf.find(close, i)
+            if j < 0:
+                self._scan = max(i, n - len(close))
+                return -1
+            k = j + len(close)
+            while k < n and buf[k] in b" \t\r\n":
+                k += 1
+            if k >= n:
+                self._scan = j
+                return -1
+            if buf[k] != 0x3E:  # not ">": e.g. </EVENTS
+                i = j + 1
+                continue
+            if self._needs_care(buf, start, j):
+                self._careful = True
+                self._scan = start + len(self._open)
+                self._depth = 1
+                return self._find_end_carefully(buf, start)
+            return k + 1
+
+    def _needs_care(self, buf: bytearray, start: int, end: int) -> bool:
+        """
+        Whether the bytes of an event hold something in which an end tag
+        may stand without ending it: CDATA, a comment, or a nested root.
+        """
+        if buf.find(_CDATA_OPEN, start, end) >= 0:
+            return True
+        if buf.find(_COMMENT_OPEN, start, end) >= 0:
+            return True
+        nested = buf.find(self._open, start + 1, end)
+        while nested >= 0:
+            after = nested + len(self._open)
+            if after < end and buf[after] in _TAG_DELIMITERS:
+                return True
+            nested = buf.find(self._open, nested + 1, end)
+        return False
+
+    def _find_end_carefully(self, buf: bytearray, start: int) -> int:
+        """
+        Walk the markup of the event one C{<} at a time, stepping over CDATA
+        sections and comments and counting nested roots.  Resumable: the
+        position and depth are kept between calls.
+        """
+        n = len(buf)
+        p = self._scan
+        close = self._close
+        while True:
+            k = buf.find(b"<", p)
+            if k < 0:
+                self._scan = n
+                return -1
+            self._scan = k
+            if buf.startswith(_CDATA_OPEN, k):
+                e = buf.find(_CDATA_CLOSE, k + len(_CDATA_OPEN))
+                if e < 0:
+                    return -1
+                p = e + len(_CDATA_CLOSE)
+            elif buf.startswith(_COMMENT_OPEN, k):
+                e = buf.find(_COMMENT_CLOSE, k + len(_COMMENT_OPEN))
+                if e < 0:
+                    return -1
+                p = e + len(_COMMENT_CLOSE)
+            elif buf.startswith(close, k):
+                e = k + len(close)
+                while e < n and buf[e] in b" \t\r\n":
+                    e += 1
+                if e >= n:
+                    return -1
+                if buf[e] != 0x3E:
+                    p = k + 1
+                    continue
+                self._depth -= 1
+                if self._depth == 0:
+                    return e + 1
+                p = e + 1
+            elif buf.startswith(self._open, k):
+                after = k + len(self._open)
+                if after >= n:
+                    return -1
+                if buf[after] in _TAG_DELIMITERS:
+                    gt = buf.find(b">", after)
+                    if gt < 0:
+                        return -1
+                    if buf[gt - 1] != 0x2F:
+                        self._depth += 1
+                    p = gt + 1
+                else:
+                    p = k + 1
+            elif n - k < len(_CDATA_OPEN) and any(
+                m.startswith(bytes(buf[k:n]))
+                for m in (_CDATA_OPEN, _COMMENT_OPEN, close, self._open)
+            ):
+                return -1
+            else:
+                p = k + 1
+
+    # After an oversized event.
+
+    def _skip(self, buf: bytearray, pos: int, n: int, rejected: list[Rejected]) -> int:
+        """
+        Discard bytes of an oversized event up to its end tag or the next
+        declaration, whichever comes first.
+        """
+        close = buf.find(self._close, pos)
+        while close >= 0:
+            k = close + len(self._close)
+            while k < n and buf[k] in b" \t\r\n":
+                k += 1
+            if k >= n:
+                break
+            if buf[k] == 0x3E:
+                self._dropped += k + 1 - pos
+                rejected.append(self._finish_oversize())
+                return k + 1
+            close = buf.find(self._close, close + 1)
+        decl = buf.find(b"<?xml", pos)
+        if decl >= 0 and (close < 0 or decl < close):
+            self._dropped += decl - pos
+            rejected.append(self._finish_oversize())
+            return decl
+        keep = min(n - pos, len(self._close) + 64)
+        if close >= 0:
+            keep = max(keep, n - close)
+        self._dropped += n - keep - pos
+        return n - keep
+
+    def _finish_oversize(self) -> Rejected:
+        rejected = Rejected(
+            REASON_TOO_LARGE.format(limit=self.max_event_size, dropped=self._dropped),
+            self._head,
+            self._dropped,
+        )
+        self._state = _BETWEEN
+        self._head = b""
+        self._dropped = 0
+        return rejected

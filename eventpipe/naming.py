@@ -1,0 +1,79 @@
+"""
+Object keys.  A key is decided once, when a segment is sealed, from the UTC
+time of sealing, the instance id and the instance's sequence number:
+
+    {prefix}{YYYY}/{MM}/{DD}/{YYYYMMDD_HHMMSS}_{instance-id}_{sequence}{ext}
+
+Quarantine objects use the same name under C{{prefix}quarantine/}.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+_INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
+_SEGMENT_NAME = re.compile(r"^(\d{8})_(\d{6})_([A-Za-z0-9][A-Za-z0-9.-]*)_(\d+)$")
+QUARANTINE = "quarantine/"
+
+
+def valid_instance_id(instance_id: str) -> bool:
+    """
+    An instance id goes into every key: letters, digits, dots and hyphens,
+    starting with a letter or digit, at most 63 characters.
+    """
+    return _INSTANCE_ID.match(instance_id) is not None
+
+
+def instance_id_from_hostname(hostname: str) -> str:
+    """
+    The default instance id: the host name with anything a key should not
+    hold replaced by a hyphen.
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9.-]", "-", hostname).strip(".-")[:63]
+    return cleaned or "eventpipe"
+
+
+def segment_name(sealed_at: float, instance_id: str, sequence: int) -> str:
+    """
+    The name of a sealed segment; the object key is derived from it.
+
+    @param sealed_at: POSIX time of sealing.
+    """
+    stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime(sealed_at))
+    return f"{stamp}_{instance_id}_{sequence:06d}"
+
+
+def is_segment_name(name: str) -> bool:
+    return _SEGMENT_NAME.match(name) is not None
+
+
+def sequence_of(name: str) -> int:
+    """The sequence number in a segment name."""
+    match = _SEGMENT_NAME.match(name)
+    if match is None:
+        raise ValueError(f"not a segment name: {name!r}")
+    return int(match.group(4))
+
+
+def normalize_prefix(prefix: str) -> str:
+    """C{acm}, C{acm/} and C{/acm/} all mean C{acm/}; empty stays empty."""
+    prefix = prefix.strip("/")
+    return prefix + "/" if prefix else ""
+
+
+def object_key(name: str, extension: str, prefix: str = "") -> str:
+    """
+    The key of the batch made from the segment C{name}, e.g.
+    C{acm/2025/07/29/20250729_161500_gw1_000042.xml}.
+    """
+    match = _SEGMENT_NAME.match(name)
+    if match is None:
+        raise ValueError(f"not a segment name: {name!r}")
+    day = match.group(1)
+    return f"{normalize_prefix(prefix)}{day[:4]}/{day[4:6]}/{day[6:]}/{name}{extension}"
+
+
+def quarantine_key(name: str, prefix: str = "") -> str:
+    """The key of the quarantine object made from the segment C{name}."""
+    return object_key(name, ".txt", normalize_prefix(prefix) + QUARANTINE)

@@ -1,0 +1,302 @@
+"""
+Turn a sealed segment into the batch file that is delivered, and a
+quarantine file for whatever is not a well-formed event.
+
+No reactor: plain files in, plain files out, streaming (one event in memory
+at a time).  Runs in a thread.
+
+XML batch::
+
+    <?xml version="1.0" encoding="UTF-8"?>
+    <EVENTS>
+    <EVENT>...</EVENT>
+    ...
+    </EVENTS>
+
+JSON Lines batch: one object per event per line, see L{event_to_json}.
+
+Quarantine file: for every piece set aside, a header line
+C{# eventpipe quarantine: <reason> (<n> bytes)} followed by exactly C{n}
+raw bytes, unchanged, and a newline.
+
+Every event is parsed with lxml (the ElementTree API) with entity
+resolution, DTD loading and network access off.  An event that does not
+parse, or whose root is not the event tag, goes to quarantine with the
+parser's message; its neighbours are delivered.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO
+
+from lxml import etree
+
+from eventpipe.spool import KIND_EVENT, KIND_REJECTED, read_records
+
+FORMATS = ("xml", "json")
+COMPRESSIONS = ("none", "gzip")
+
+XML_HEADER = b'<?xml version="1.0" encoding="UTF-8"?>\n<EVENTS>\n'
+XML_FOOTER = b"</EVENTS>\n"
+
+CONTENT_TYPES = {"xml": "application/xml", "json": "application/x-ndjson"}
+EXTENSIONS = {"xml": ".xml", "json": ".json"}
+
+
+def extension(fmt: str, compress: str) -> str:
+    """The key's extension: C{.xml}, C{.json}, C{.xml.gz}, C{.json.gz}."""
+    return EXTENSIONS[fmt] + (".gz" if compress == "gzip" else "")
+
+
+def make_parser() -> etree.XMLParser:
+    """
+    An lxml parser that never resolves entities, never loads a DTD and
+    never touches the network.
+    """
+    return etree.XMLParser(
+        resolve_entities=False,
+        load_dtd=False,
+        dtd_validation=False,
+        no_network=True,
+        huge_tree=False,
+        remove_comments=False,
+        collect_ids=False,
+    )
+
+
+@dataclass
+class RenderResult:
+    """What a render produced."""
+
+    events: int = 0
+    quarantined: int = 0
+    batch_bytes: int = 0
+    quarantine_bytes: int = 0
+    batch_sha256: str = ""
+    quarantine_sha256: str = ""
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def note(self, reason: str) -> None:
+        self.quarantined += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+class _HashingWriter(io.RawIOBase):
+    """Counts and hashes what goes through to a file."""
+
+    def __init__(self, target: BinaryIO) -> None:
+        self._target = target
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._target.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+class _Output:
+    """A batch or quarantine file, opened only when something is written."""
+
+    def __init__(self, path: str, compress: str, header: bytes = b"") -> None:
+        self.path = path
+        self._compress = compress
+        self._header = header
+        self._file: BinaryIO | None = None
+        self._hasher: _HashingWriter | None = None
+        self._writer: IO[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._writer is None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            self._file = os.fdopen(fd, "wb", buffering=1 << 16)
+            self._hasher = _HashingWriter(self._file)
+            if self._compress == "gzip":
+                # mtime=0 makes the same segment render to the same bytes.
+                self._writer = gzip.GzipFile(
+                    filename="", mode="wb", fileobj=self._hasher, mtime=0, compresslevel=6
+                )
+            else:
+                self._writer = io.BufferedWriter(self._hasher, 1 << 16)
+            self._writer.write(self._header)
+        self._writer.write(data)
+
+    @property
+    def opened(self) -> bool:
+        return self._writer is not None
+
+    def finish(self, footer: bytes = b"") -> tuple[int, str]:
+        if self._writer is None or self._hasher is None or self._file is None:
+            return 0, ""
+        self._writer.write(footer)
+        self._writer.close() if self._compress == "gzip" else self._writer.flush()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return self._hasher.size, self._hasher.sha256.hexdigest()
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def quarantine_entry(reason: str, data: bytes) -> bytes:
+    return b"# eventpipe quarantine: %s (%d bytes)\n%b\n" % (
+        reason.encode("utf-8", "replace"),
+        len(data),
+        data,
+    )
+
+
+def render_segment(
+    segment_path: str,
+    batch_path: str,
+    quarantine_path: str,
+    fmt: str = "xml",
+    compress: str = "none",
+    event_tag: str = "EVENT",
+) -> RenderResult:
+    """
+    Render a sealed segment.  The batch file is written only if at least one
+    event is good, the quarantine file only if something was set aside.
+    Rendering the same segment twice gives the same bytes.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    result = RenderResult()
+    parser = make_parser()
+    header, footer = (XML_HEADER, XML_FOOTER) if fmt == "xml" else (b"", b"")
+    batch = _Output(batch_path, compress, header)
+    quarantine = _Output(quarantine_path, "none")
+    try:
+        with open(segment_path, "rb", buffering=1 << 16) as stream:
+            for record in read_records(stream):
+                if record.kind == KIND_EVENT:
+                    reason, rendered = _render_event(record.data, parser, fmt, event_tag)
+                    if reason is None:
+                        batch.write(rendered)
+                        result.events += 1
+                        continue
+                elif record.kind == KIND_REJECTED:
+                    reason = record.reason
+                else:
+                    reason = record.reason
+                result.note(reason)
+                quarantine.write(quarantine_entry(reason, record.data))
+        result.batch_bytes, result.batch_sha256 = batch.finish(footer)
+        result.quarantine_bytes, result.quarantine_sha256 = quarantine.finish()
+    except BaseException:
+        batch.abort()
+        quarantine.abort()
+        raise
+    return result
+
+
+def _render_event(
+    data: bytes, parser: etree.XMLParser, fmt: str, event_tag: str
+) -> tuple[str | None, bytes]:
+    """
+    Validate one event.
+
+    @return: (None, the bytes to write) for a good event, or (the reason it
+        is not, b"").
+    """
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as error:
+        return f"not well-formed XML: {error.msg}", b""
+    if root.tag != event_tag:
+        return f"root element is {root.tag!r}, not {event_tag!r}", b""
+    if fmt == "xml":
+        return None, data + b"\n"
+    line = json.dumps(event_to_json(root), ensure_ascii=False, separators=(",", ":"))
+    return None, line.encode("utf-8") + b"\n"
+
+
+def _name(element: Any) -> str:
+    qname = etree.QName(element)
+    return f"{element.prefix}:{qname.localname}" if element.prefix else qname.localname
+
+
+def _attribute_name(key: str, element: Any) -> str:
+    if key.startswith("{"):
+        uri, local = key[1:].split("}", 1)
+        for prefix, value in element.nsmap.items():
+            if value == uri and prefix:
+                return f"@{prefix}:{local}"
+        return f"@{{{uri}}}{local}"
+    return "@" + key
+
+
+def _value(element: Any) -> Any:
+    """
+    The JSON value of an element: its text when it has neither attributes
+    nor child elements (C{""} when empty), otherwise an object.
+    """
+    children = [child for child in element if isinstance(child.tag, str)]
+    parent = element.getparent()
+    inherited = parent.nsmap if parent is not None else {}
+    declared = {
+        prefix: uri for prefix, uri in element.nsmap.items() if inherited.get(prefix) != uri
+    }
+    if not children and not element.attrib and not declared:
+        return element.text or ""
+    value: dict[str, Any] = {}
+    for prefix, uri in declared.items():
+        value["@xmlns:" + prefix if prefix else "@xmlns"] = uri
+    for key, attribute in element.attrib.items():
+        value[_attribute_name(key, element)] = attribute
+    text = element.text or ""
+    for child in element:
+        text += child.tail or ""
+    if children:
+        text = text if text.strip() else ""
+    if text:
+        value["#text"] = text
+    for child in children:
+        name = _name(child)
+        converted = _value(child)
+        if name in value:
+            existing = value[name]
+            # A converted child is a string or an object, never a list: a
+            # list here can only come from an earlier repetition.
+            if isinstance(existing, list):
+                existing.append(converted)
+            else:
+                value[name] = [existing, converted]
+        else:
+            value[name] = converted
+    return value
+
+
+def event_to_json(root: Any) -> dict[str, Any]:
+    """
+    The lossless JSON form of one event: C{{"EVENT": {...}}}.
+
+    - a child element becomes a key, in document order;
+    - a repeated child becomes a list of its values;
+    - an attribute becomes C{"@name"};
+    - an element with neither attributes nor children becomes its text,
+      exactly as sent (padding kept), C{""} when empty;
+    - the text of an element that also has attributes or children becomes
+      C{"#text"} (whitespace-only text between child elements is layout and
+      is not kept);
+    - names keep the prefix they were written with (C{"p:name"}); a
+      namespace declaration becomes C{"@xmlns"} or C{"@xmlns:p"};
+    - comments and processing instructions inside an event are not kept.
+    """
+    return {_name(root): _value(root)}

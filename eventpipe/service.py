@@ -1,0 +1,530 @@
+"""
+The Twisted side of the pipeline: ingest (connections to spool, with
+back-pressure) and shipping (rotation timer, render, upload, retry, delete).
+
+The clock and the way blocking work reaches a thread are injected, so unit
+tests drive everything with L{twisted.internet.task.Clock}.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from twisted.application.internet import TimerService
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    succeed,
+)
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from eventpipe.framing import Rejected
+from eventpipe.naming import object_key, quarantine_key
+from eventpipe.protocol import EventReceiver
+from eventpipe.render import CONTENT_TYPES, RenderResult, extension, render_segment
+from eventpipe.retry import backoff_policy, retrying
+from eventpipe.spool import Segment, Spool, SpoolWriteError
+from eventpipe.upload import IUploader, UploadError, UploadRequest
+
+T = TypeVar("T")
+
+RunInThread = Callable[..., "Deferred[Any]"]
+
+log = Logger(namespace="eventpipe")
+
+DISK_RETRY_DELAY = 1.0
+LOW_WATER = 0.9
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the pipeline needs to know, already validated."""
+
+    instance_id: str
+    rotation_interval: float = 60.0
+    max_file_size: int = 5 * 1024 * 1024
+    check_interval: float = 10.0
+    format: str = "xml"
+    compress: str = "none"
+    event_tag: str = "EVENT"
+    max_event_size: int = 1024 * 1024
+    shutdown_timeout: float = 30.0
+    max_spool_size: int = 1_000_000_000
+    prefix: str = ""
+    retry_initial: float = 1.0
+    retry_max: float = 60.0
+
+
+class Ingest:
+    """
+    Connections hand their events here; they go to the spool at once.
+
+    When the spool holds more than C{max_spool_size} bytes, or the disk
+    refuses a write, every connection stops being read (TCP pushes back on
+    the sender) until there is room again.  Events already framed when the
+    disk refused are kept in memory (at most one read per connection, as
+    reading stops) and written first when the disk accepts again.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        clock: IReactorTime,
+        settings: Settings,
+        on_segment_full: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.spool = spool
+        self.clock = clock
+        self.event_tag = settings.event_tag
+        self.max_event_size = settings.max_event_size
+        self.max_file_size = settings.max_file_size
+        self.max_spool_size = settings.max_spool_size
+        self._on_segment_full = on_segment_full
+        self.receivers: set[EventReceiver] = set()
+        self.paused_for: set[str] = set()
+        self._pending: list[tuple[list[bytes], list[Rejected]]] = []
+        self._disk_retry: IDelayedCall | None = None
+        self._all_gone: list[Deferred[None]] = []
+        self.accepting = True
+        self.events_received = 0
+        self.bytes_received = 0
+        self.pieces_rejected = 0
+
+    # Connections.
+
+    def connection_made(self, receiver: EventReceiver) -> bool:
+        if not self.accepting:
+            return False
+        self.receivers.add(receiver)
+        log.info("connection from {peer}", peer=receiver.peer)
+        if self.paused_for:
+            receiver.transport.pauseProducing()  # type: ignore[union-attr]
+        return True
+
+    def connection_lost(self, receiver: EventReceiver) -> None:
+        if receiver in self.receivers:
+            self.receivers.discard(receiver)
+            log.info("connection from {peer} closed", peer=receiver.peer)
+        if not self.receivers:
+            waiting, self._all_gone = self._all_gone, []
+            for d in waiting:
+                d.callback(None)
+
+    def close_connections(self, timeout: float) -> Deferred[None]:
+        """
+        Stop reading: close every connection; fires when all are gone, or
+        after C{timeout} seconds.
+        """
+        self.accepting = False
+        if not self.receivers:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._all_gone.append(d)
+        for receiver in list(self.receivers):
+            receiver.transport.loseConnection()  # type: ignore[union-attr]
+        d.addTimeout(timeout, self.clock, onTimeoutCancel=lambda result, t: None)
+        return d
+
+    # Events.
+
+    def accept(
+        self, receiver: EventReceiver, events: list[bytes], rejected: list[Rejected]
+    ) -> None:
+        for piece in rejected:
+            log.warn(
+                "set aside {size} bytes from {peer} for quarantine: {reason}",
+                size=len(piece.data) + piece.dropped,
+                peer=receiver.peer,
+                reason=piece.reason,
+            )
+        if self._pending:
+            self._pending.append((events, rejected))
+            return
+        self._write(events, rejected)
+
+    def _write(self, events: list[bytes], rejected: list[Rejected]) -> bool:
+        try:
+            written = self.spool.append(events, rejected)
+        except SpoolWriteError as error:
+            if not self._pending:
+                self._pending.append((events, rejected))
+                log.error(
+                    "{error}; reading paused, retrying every {delay} s", error=error,
+                    delay=DISK_RETRY_DELAY,
+                )
+            self.pause("disk")
+            self._disk_retry = self.clock.callLater(DISK_RETRY_DELAY, self._retry_pending)
+            return False
+        self.events_received += len(events)
+        self.pieces_rejected += len(rejected)
+        self.bytes_received += written
+        if self.spool.current_size >= self.max_file_size:
+            self._on_segment_full()
+        self.update_backpressure()
+        return True
+
+    def _retry_pending(self) -> None:
+        self._disk_retry = None
+        events = [event for batch in self._pending for event in batch[0]]
+        rejected = [piece for batch in self._pending for piece in batch[1]]
+        self._pending = []
+        if self._write(events, rejected):
+            log.info("the spool accepts writes again")
+            self.resume("disk")
+
+    # Back-pressure.
+
+    def update_backpressure(self) -> None:
+        waiting = self.spool.waiting_bytes
+        if waiting >= self.max_spool_size:
+            if "spool full" not in self.paused_for:
+                log.warn(
+                    "spool holds {waiting} bytes (limit {limit}): reading paused",
+                    waiting=waiting,
+                    limit=self.max_spool_size,
+                )
+            self.pause("spool full")
+        elif waiting <= self.max_spool_size * LOW_WATER and "spool full" in self.paused_for:
+            log.info("spool down to {waiting} bytes: reading resumed", waiting=waiting)
+            self.resume("spool full")
+
+    def pause(self, why: str) -> None:
+        if not self.paused_for:
+            for receiver in self.receivers:
+                receiver.transport.pauseProducing()  # type: ignore[union-attr]
+        self.paused_for.add(why)
+
+    def resume(self, why: str) -> None:
+        if why not in self.paused_for:
+            return
+        self.paused_for.discard(why)
+        if not self.paused_for:
+            for receiver in self.receivers:
+                receiver.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self._disk_retry is not None and self._disk_retry.active():
+            self._disk_retry.cancel()
+            # What could not be written stays unwritten: try once more.
+            self._retry_pending()
+
+
+class _Shipment:
+    """One sealed segment on its way out."""
+
+    def __init__(self, segment: Segment, started: float) -> None:
+        self.segment = segment
+        self.started = started
+        self.result: RenderResult | None = None
+        self.batch_path = ""
+        self.quarantine_path = ""
+
+
+class Pipeline(Service):
+    """
+    Rotation and shipping.
+
+    @param run_in_thread: C{run_in_thread(f, *args)} runs blocking work (the
+        render) away from the reactor and returns a Deferred.
+    """
+
+    name = "eventpipe-pipeline"
+
+    def __init__(
+        self,
+        settings: Settings,
+        spool: Spool,
+        uploader: IUploader,
+        clock: IReactorTime,
+        run_in_thread: RunInThread,
+        jitter: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.uploader = uploader
+        self.clock = clock
+        self.run_in_thread = run_in_thread
+        self.ingest = Ingest(spool, clock, settings, on_segment_full=self._segment_full)
+        self._policy = backoff_policy(
+            settings.retry_initial,
+            settings.retry_max,
+            jitter=jitter if jitter is not None else _random,
+        )
+        self._shipping: dict[str, Deferred[None]] = {}
+        self._timer = TimerService(settings.check_interval, self.check_rotation)
+        self._timer.clock = clock
+        self._full_call: IDelayedCall | None = None
+        self.extension = extension(settings.format, settings.compress)
+        self.segments_sealed = 0
+        self.segments_delivered = 0
+        self.events_delivered = 0
+        self.events_quarantined = 0
+
+    # Start and stop.
+
+    def startService(self) -> None:
+        super().startService()
+        segments = self.spool.recover()
+        if segments:
+            log.info(
+                "recovered {count} sealed segments ({size} bytes) to ship",
+                count=len(segments),
+                size=sum(segment.size for segment in segments),
+            )
+        self.uploader.start()
+        self.uploader.check().addCallbacks(
+            lambda where: log.info("destination {where} is reachable", where=where),
+            self._destination_unreachable,
+        )
+        for segment in segments:
+            self._ship(segment)
+        self._timer.startService()
+
+    def _destination_unreachable(self, failure: Failure) -> None:
+        error = failure.value
+        hint = getattr(error, "hint", "")
+        log.error(
+            "destination {where} is not usable yet: {error}{hint}; "
+            "events are spooled and delivered once it is",
+            where=self.uploader.description,
+            error=str(error),
+            hint=f" ({hint})" if hint else "",
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self._timer.running:
+            await self._timer.stopService()
+        if self._full_call is not None and self._full_call.active():
+            self._full_call.cancel()
+        deadline = self.clock.seconds() + self.settings.shutdown_timeout
+        await self.ingest.close_connections(min(2.0, self.settings.shutdown_timeout))
+        self.ingest.stop()
+        self.seal("shutdown")
+        waiting = list(self._shipping.values())
+        if waiting:
+            log.info(
+                "shipping {count} segments before stopping (at most {seconds:.0f} s)",
+                count=len(waiting),
+                seconds=max(0.0, deadline - self.clock.seconds()),
+            )
+            everything = DeferredList(waiting, consumeErrors=True)
+            everything.addTimeout(
+                max(0.0, deadline - self.clock.seconds()),
+                self.clock,
+                onTimeoutCancel=lambda result, timeout: None,
+            )
+            await everything
+        left = list(self._shipping.values())
+        for d in left:
+            d.cancel()
+        if left:
+            log.warn(
+                "stopping with {count} segments not yet delivered; "
+                "they stay in {spool} and are shipped at the next start",
+                count=len(left),
+                spool=self.spool.directory,
+            )
+        self.uploader.stop()
+        self.spool.close()
+
+    # Rotation.
+
+    def check_rotation(self) -> None:
+        """
+        Called by the timer: seal the current segment when it is old or
+        large enough.  Never raises (that would stop the timer for good).
+        """
+        try:
+            if self.spool.current_size >= self.settings.max_file_size:
+                self.seal("size")
+            elif (
+                self.spool.current_size
+                and self.spool.current_age() >= self.settings.rotation_interval
+            ):
+                self.seal("time")
+        except Exception:
+            log.failure("rotation check failed; trying again at the next check")
+
+    def _segment_full(self) -> None:
+        # Seal soon, not inside the connection's dataReceived.
+        if self._full_call is None or not self._full_call.active():
+            self._full_call = self.clock.callLater(0, self._seal_full)
+
+    def _seal_full(self) -> None:
+        self._full_call = None
+        if self.spool.current_size >= self.settings.max_file_size:
+            try:
+                self.seal("size")
+            except Exception:
+                log.failure("sealing a full segment failed; the timer tries again")
+
+    def seal(self, trigger: str) -> Segment | None:
+        events = self.spool.current_events
+        segment = self.spool.seal()
+        if segment is None:
+            return None
+        self.segments_sealed += 1
+        log.info(
+            "sealed {name} ({trigger}): {events} events, {size} bytes, key {key}",
+            name=segment.name,
+            trigger=trigger,
+            events=events,
+            size=segment.size,
+            key=self.key_for(segment),
+        )
+        self._ship(segment)
+        return segment
+
+    def key_for(self, segment: Segment) -> str:
+        return object_key(segment.name, self.extension, self.settings.prefix)
+
+    # Shipping.
+
+    def _ship(self, segment: Segment) -> None:
+        shipment = _Shipment(segment, self.clock.seconds())
+        d = retrying(
+            self.clock,
+            lambda attempt: Deferred.fromCoroutine(self._attempt(shipment, attempt)),
+            self._delay_for,
+            lambda failure, attempt, delay: self._attempt_failed(shipment, failure, attempt, delay),
+        )
+        self._shipping[segment.name] = d
+        d.addCallbacks(
+            lambda attempts: self._delivered(shipment, attempts),
+            lambda failure: self._not_delivered(shipment, failure),
+        )
+        d.addBoth(lambda _: self._shipping.pop(segment.name, None))
+
+    def _delay_for(self, failure: Failure, attempt: int) -> float:
+        error = failure.value
+        if isinstance(error, UploadError) and not error.transient:
+            return self.settings.retry_max
+        return self._policy(attempt)
+
+    async def _attempt(self, shipment: _Shipment, attempt: int) -> int:
+        segment = shipment.segment
+        if shipment.result is None:
+            shipment.batch_path = self.spool.rendered_path(segment, self.extension)
+            shipment.quarantine_path = self.spool.rendered_path(segment, ".quarantine")
+            result = await self.run_in_thread(
+                render_segment,
+                segment.path,
+                shipment.batch_path,
+                shipment.quarantine_path,
+                self.settings.format,
+                self.settings.compress,
+                self.settings.event_tag,
+            )
+            shipment.result = result
+            self.spool.rendered_bytes += result.batch_bytes + result.quarantine_bytes
+        result = shipment.result
+        metadata = {
+            "instance-id": self.settings.instance_id,
+            "segment": segment.name,
+        }
+        if result.events:
+            await self.uploader.upload(
+                UploadRequest(
+                    path=shipment.batch_path,
+                    key=self.key_for(segment),
+                    sha256=result.batch_sha256,
+                    content_type=CONTENT_TYPES[self.settings.format],
+                    content_encoding="gzip" if self.settings.compress == "gzip" else None,
+                    metadata=dict(metadata, events=str(result.events)),
+                )
+            )
+        if result.quarantined:
+            await self.uploader.upload(
+                UploadRequest(
+                    path=shipment.quarantine_path,
+                    key=quarantine_key(segment.name, self.settings.prefix),
+                    sha256=result.quarantine_sha256,
+                    content_type="text/plain; charset=utf-8",
+                    metadata=dict(metadata, items=str(result.quarantined)),
+                )
+            )
+        return attempt
+
+    def _attempt_failed(
+        self, shipment: _Shipment, failure: Failure, attempt: int, delay: float
+    ) -> None:
+        error = failure.value
+        hint = getattr(error, "hint", "")
+        log.error(
+            "delivering {key} to {where} failed (attempt {attempt}): {error}{hint}; "
+            "next attempt in {delay:.1f} s, the segment stays in the spool",
+            key=self.key_for(shipment.segment),
+            where=self.uploader.description,
+            attempt=attempt,
+            error=str(error) or type(error).__name__,
+            hint=f" -- {hint}" if hint else "",
+            delay=delay,
+        )
+
+    def _delivered(self, shipment: _Shipment, attempts: int) -> None:
+        result = shipment.result
+        assert result is not None
+        self.spool.delete(shipment.segment)
+        self._forget_rendered(shipment)
+        self.segments_delivered += 1
+        self.events_delivered += result.events
+        self.events_quarantined += result.quarantined
+        if result.quarantined:
+            log.warn(
+                "quarantined {count} pieces of {name} under {key}: {reasons}",
+                count=result.quarantined,
+                name=shipment.segment.name,
+                key=quarantine_key(shipment.segment.name, self.settings.prefix),
+                reasons="; ".join(f"{n} x {reason}" for reason, n in result.reasons.items()),
+            )
+        log.info(
+            "delivered {key}: {events} events, {bytes} bytes, {seconds:.3f} s, attempt {attempt}",
+            key=self.key_for(shipment.segment) if result.events else "(no good events)",
+            events=result.events,
+            bytes=result.batch_bytes,
+            seconds=self.clock.seconds() - shipment.started,
+            attempt=attempts,
+        )
+        self.ingest.update_backpressure()
+
+    def _forget_rendered(self, shipment: _Shipment) -> None:
+        result = shipment.result
+        if result is not None:
+            self.spool.rendered_bytes -= result.batch_bytes + result.quarantine_bytes
+        for path in (shipment.batch_path, shipment.quarantine_path):
+            if path:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
+    def _not_delivered(self, shipment: _Shipment, failure: Failure) -> None:
+        self._forget_rendered(shipment)
+        if failure.check(CancelledError):
+            return
+        log.failure(
+            "shipping {name} stopped; it stays in the spool",
+            failure,
+            name=shipment.segment.name,
+        )
+
+    @property
+    def shipping(self) -> int:
+        """Segments sealed and not yet delivered."""
+        return len(self._shipping)
+
+
+def _random() -> float:
+    import random
+
+    return random.random()

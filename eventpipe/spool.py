@@ -1,0 +1,372 @@
+"""
+The spool: events on local disk, between the socket and the destination.
+
+Layout of the spool directory::
+
+    current              the segment being appended to
+    sealed/<name>        sealed segments; <name> fixes the object key
+    rendered/            batch files being made from sealed segments
+    sequence             the next sequence number (never reused)
+
+A segment is a sequence of records.  A record is a header of 18 bytes --
+its kind (C{E} for an event, C{Q} for bytes set aside by the framer), the
+payload length and its CRC-32, each as 8 hex digits, and a newline -- then
+the payload and a newline.  A record that was only partly written when the
+process died (a torn record) fails the length or CRC check; the reader hands
+it over as torn so that it is quarantined, never delivered as an event.
+
+Plain files only: no reactor.  The time of sealing comes from an injected
+C{now} callable.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+from eventpipe.framing import Rejected
+from eventpipe.naming import is_segment_name, segment_name, sequence_of
+
+FSYNC_MODES = ("never", "seal", "always")
+
+KIND_EVENT = b"E"
+KIND_REJECTED = b"Q"
+KIND_TORN = b"T"
+
+_HEADER = 18
+_TORN_CHUNK = 1 << 20
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+
+
+class SpoolWriteError(Exception):
+    """
+    Appending failed (a full disk, an I/O error).  Nothing of the failed
+    append was kept: the segment is as it was before the call.
+    """
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(f"cannot write to the spool: {error.strerror or error}")
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record read back from a segment."""
+
+    kind: bytes
+    data: bytes
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A sealed segment: its name fixes the object key."""
+
+    name: str
+    path: str
+    size: int
+
+    @property
+    def sequence(self) -> int:
+        return sequence_of(self.name)
+
+
+def encode_event(event: bytes) -> bytes:
+    return b"E%08x%08x\n%b\n" % (len(event), zlib.crc32(event), event)
+
+
+def encode_rejected(rejected: Rejected) -> bytes:
+    payload = rejected.reason.encode("utf-8").replace(b"\n", b" ") + b"\n" + rejected.data
+    return b"Q%08x%08x\n%b\n" % (len(payload), zlib.crc32(payload), payload)
+
+
+def read_records(stream: BinaryIO) -> Iterator[Record]:
+    """
+    Read the records of a segment, streaming.  Whatever follows the last
+    intact record (a torn write) comes out as L{KIND_TORN} records of at
+    most 1 MiB each.
+    """
+    while True:
+        header = stream.read(_HEADER)
+        if not header:
+            return
+        record = _parse(header, stream)
+        if record is None:
+            yield from _torn(header, stream)
+            return
+        yield record
+
+
+def _parse(header: bytes, stream: BinaryIO) -> Record | None:
+    if len(header) != _HEADER or header[17:18] != b"\n":
+        return None
+    kind = header[:1]
+    if kind not in (KIND_EVENT, KIND_REJECTED):
+        return None
+    try:
+        length = int(header[1:9], 16)
+        crc = int(header[9:17], 16)
+    except ValueError:
+        return None
+    position = stream.tell()
+    payload = stream.read(length)
+    trailer = stream.read(1)
+    if len(payload) != length or trailer != b"\n" or zlib.crc32(payload) != crc:
+        stream.seek(position)
+        return None
+    if kind == KIND_REJECTED:
+        reason, _, data = payload.partition(b"\n")
+        return Record(kind, data, reason.decode("utf-8", "replace"))
+    return Record(kind, payload)
+
+
+def _torn(header: bytes, stream: BinaryIO) -> Iterator[Record]:
+    chunk = header + stream.read(_TORN_CHUNK - len(header))
+    while chunk:
+        yield Record(
+            KIND_TORN,
+            chunk,
+            "torn record: the process stopped in the middle of writing it",
+        )
+        chunk = stream.read(_TORN_CHUNK)
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """
+    The current segment, the sealed segments and the sequence counter.
+
+    @param directory: the spool directory (created 0700 if missing).
+    @param instance_id: goes into every segment name.
+    @param now: returns the current POSIX time (inject the reactor's clock).
+    @param fsync: C{never}, C{seal} (fsync a segment before sealing it and
+        the directory after the rename) or C{always} (also after every
+        append).
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        instance_id: str,
+        now: Callable[[], float],
+        fsync: str = "seal",
+    ) -> None:
+        if fsync not in FSYNC_MODES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}")
+        self.directory = directory
+        self.instance_id = instance_id
+        self.fsync = fsync
+        self._now = now
+        self.current_path = os.path.join(directory, "current")
+        self.sealed_dir = os.path.join(directory, "sealed")
+        self.rendered_dir = os.path.join(directory, "rendered")
+        self._sequence_path = os.path.join(directory, "sequence")
+        for path in (directory, self.sealed_dir, self.rendered_dir):
+            os.makedirs(path, mode=_DIR_MODE, exist_ok=True)
+        self._fd: int | None = None
+        self.current_size = 0
+        self.current_events = 0
+        self.current_started: float | None = None
+        self.sealed_bytes = 0
+        self.rendered_bytes = 0
+        self._next_sequence = self._read_sequence()
+
+    # Start-up.
+
+    def recover(self) -> list[Segment]:
+        """
+        Make the spool ready after a start: remove half-made rendered files,
+        seal a leftover current segment, and return every sealed segment,
+        oldest first.  Their names -- and so their keys -- are the ones they
+        had.
+        """
+        for name in os.listdir(self.rendered_dir):
+            os.unlink(os.path.join(self.rendered_dir, name))
+        if os.path.exists(self.current_path):
+            self.current_size = os.path.getsize(self.current_path)
+            if self.current_size:
+                self.current_started = self._now()
+                self._seal_file()
+            else:
+                os.unlink(self.current_path)
+        segments = self.sealed()
+        self.sealed_bytes = sum(segment.size for segment in segments)
+        if segments:
+            self._next_sequence = max(self._next_sequence, segments[-1].sequence + 1)
+        return segments
+
+    def sealed(self) -> list[Segment]:
+        """The sealed segments on disk, oldest (lowest sequence) first."""
+        segments = []
+        for name in os.listdir(self.sealed_dir):
+            if is_segment_name(name):
+                path = os.path.join(self.sealed_dir, name)
+                segments.append(Segment(name, path, os.path.getsize(path)))
+        segments.sort(key=lambda segment: segment.sequence)
+        return segments
+
+    # Appending.
+
+    def append(self, events: Iterable[bytes], rejected: Iterable[Rejected] = ()) -> int:
+        """
+        Append events and rejected pieces to the current segment, as one
+        write.  On failure nothing of this call is kept.
+
+        @return: the number of bytes written.
+        @raise SpoolWriteError: the disk refused; the caller may retry later.
+        """
+        parts = [encode_event(event) for event in events]
+        count = len(parts)
+        parts.extend(encode_rejected(piece) for piece in rejected)
+        if not parts:
+            return 0
+        data = b"".join(parts)
+        fd = self._open_current()
+        before = self.current_size
+        try:
+            written = 0
+            view = memoryview(data)
+            while written < len(data):
+                written += os.write(fd, view[written:])
+            if self.fsync == "always":
+                os.fsync(fd)
+        except OSError as error:
+            self._undo(fd, before)
+            raise SpoolWriteError(error) from error
+        if self.current_started is None:
+            self.current_started = self._now()
+        self.current_size = before + len(data)
+        self.current_events += count
+        return len(data)
+
+    def _open_current(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(
+                    self.current_path,
+                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                    _FILE_MODE,
+                )
+            except OSError as error:
+                raise SpoolWriteError(error) from error
+        return self._fd
+
+    def _undo(self, fd: int, size: int) -> None:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            # The record will be found torn at recovery and quarantined.
+            pass
+
+    # Sealing.
+
+    def current_age(self) -> float:
+        """Seconds since the first append to the current segment (0 if empty)."""
+        if self.current_started is None:
+            return 0.0
+        return max(0.0, self._now() - self.current_started)
+
+    def seal(self) -> Segment | None:
+        """
+        Seal the current segment: an atomic rename that fixes its name (and
+        so its object key).  An empty segment is never sealed.
+
+        @return: the sealed segment, or None when there was nothing to seal.
+        @raise OSError: the rename or the sequence file could not be written;
+            the current segment stays as it was.
+        """
+        if self.current_size == 0:
+            return None
+        if self._fd is not None:
+            if self.fsync != "never":
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        return self._seal_file()
+
+    def _seal_file(self) -> Segment:
+        sequence = self._next_sequence
+        name = segment_name(self._now(), self.instance_id, sequence)
+        self._write_sequence(sequence + 1)
+        path = os.path.join(self.sealed_dir, name)
+        os.rename(self.current_path, path)
+        if self.fsync != "never":
+            _fsync_directory(self.sealed_dir)
+            _fsync_directory(self.directory)
+        self._next_sequence = sequence + 1
+        segment = Segment(name, path, self.current_size)
+        self.sealed_bytes += segment.size
+        self.current_size = 0
+        self.current_events = 0
+        self.current_started = None
+        return segment
+
+    def _read_sequence(self) -> int:
+        try:
+            with open(self._sequence_path, "rb") as stream:
+                return int(stream.read().strip() or b"0")
+        except FileNotFoundError:
+            return 0
+        except ValueError:
+            # A damaged counter: the sealed names still bound it from below,
+            # and the time stamp keeps keys apart.
+            return 0
+
+    def _write_sequence(self, value: int) -> None:
+        temporary = self._sequence_path + ".tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        try:
+            os.write(fd, b"%d\n" % value)
+            if self.fsync != "never":
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self._sequence_path)
+
+    # Delivered.
+
+    def rendered_path(self, segment: Segment, suffix: str) -> str:
+        return os.path.join(self.rendered_dir, segment.name + suffix)
+
+    def delete(self, segment: Segment) -> None:
+        """
+        Forget a delivered segment (the "reset"): remove it and whatever was
+        rendered from it.
+        """
+        try:
+            os.unlink(segment.path)
+        except FileNotFoundError:
+            pass
+        else:
+            self.sealed_bytes -= segment.size
+
+    @property
+    def waiting_bytes(self) -> int:
+        """Bytes not yet delivered: current, sealed and rendered."""
+        return self.current_size + self.sealed_bytes + self.rendered_bytes
+
+    def close(self) -> None:
+        """Close the current segment's file (it stays on disk)."""
+        if self._fd is not None:
+            if self.fsync != "never":
+                try:
+                    os.fsync(self._fd)
+                except OSError:
+                    pass
+            os.close(self._fd)
+            self._fd = None
+
+
+def is_disk_full(error: SpoolWriteError) -> bool:
+    return error.error.errno in (errno.ENOSPC, errno.EDQUOT)
