@@ -189,6 +189,9 @@ class EventFramer:
         """
         match = _WHITESPACE.match(buf, pos)
         if match is not None:
+            if self._garbage:
+                # Whitespace inside a run of unrecognised bytes is part of it.
+                self._keep_garbage(buf, pos, match.end())
             return match.end()
         if buf.startswith(self._open, pos):
             after = pos + len(self._open)
@@ -240,11 +243,13 @@ class EventFramer:
         else:
             # Keep a tail that may be the start of a marker.
             end = max(pos + 1, n - len(self._open))
-        room = self.max_event_size - len(self._garbage)
-        if room > 0:
-            self._garbage += buf[pos : min(end, pos + room)]
-        self._garbage_dropped += max(0, end - pos - max(room, 0))
+        self._keep_garbage(buf, pos, end)
         return end
+
+    def _keep_garbage(self, buf: bytearray, start: int, end: int) -> None:
+        room = max(self.max_event_size - len(self._garbage), 0)
+        self._garbage += buf[start : min(end, start + room)]
+        self._garbage_dropped += max(0, end - start - room)
 
     def _flush_garbage(self, rejected: list[Rejected]) -> None:
         if self._garbage or self._garbage_dropped:
@@ -398,7 +403,9 @@ class EventFramer:
         Discard bytes of an oversized event up to its end tag or the next
         declaration, whichever comes first.
         """
-        close = buf.find(self._close, pos)
+        declaration = buf.find(b"<?xml", pos)
+        limit = declaration if declaration >= 0 else n
+        close = buf.find(self._close, pos, limit)
         while close >= 0:
             k = close + len(self._close)
             while k < n and buf[k] in b" \t\r\n":
@@ -409,12 +416,11 @@ class EventFramer:
                 self._dropped += k + 1 - pos
                 rejected.append(self._finish_oversize())
                 return k + 1
-            close = buf.find(self._close, close + 1)
-        decl = buf.find(b"<?xml", pos)
-        if decl >= 0 and (close < 0 or decl < close):
-            self._dropped += decl - pos
+            close = buf.find(self._close, close + 1, limit)
+        if declaration >= 0:
+            self._dropped += declaration - pos
             rejected.append(self._finish_oversize())
-            return decl
+            return declaration
         keep = min(n - pos, len(self._close) + 64)
         if close >= 0:
             keep = max(keep, n - close)

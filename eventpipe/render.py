@@ -219,6 +219,8 @@ def _render_event(
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as error:
         return f"not well-formed XML: {error.msg}", b""
+    if root.getroottree().docinfo.doctype:
+        return "a DOCTYPE is not allowed in an event", b""
     if root.tag != event_tag:
         return f"root element is {root.tag!r}, not {event_tag!r}", b""
     if fmt == "xml":

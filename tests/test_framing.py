@@ -1,0 +1,217 @@
+"""
+The framer, fed the same bytes at every chunk size (as Twisted's own
+test_basic does) and at hypothesis-chosen splits.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from eventpipe.framing import EventFramer, Rejected
+from tests.support import SAMPLE, make_event
+
+DECL = b'<?xml version="1.0" encoding="UTF-8"?>'
+
+# (bytes on the wire, the events expected, how many rejected pieces)
+VARIANTS: list[tuple[bytes, list[bytes]]] = []
+
+
+def _variant(wire: bytes, *events: bytes) -> None:
+    VARIANTS.append((wire, list(events)))
+
+
+E1 = b"<EVENT><cn>1</cn><plasectrxCardno>               0</plasectrxCardno></EVENT>"
+E2 = "<EVENT><plasectrxFname>Jürgen</plasectrxFname></EVENT>".encode()
+E3 = b'<EVENT id="3" kind=\'x\'><a>&amp;&lt;&#233;</a></EVENT >'
+E4 = b"<EVENT><![CDATA[ </EVENT> <EVENT> ]]><b/></EVENT>"
+E5 = b"<EVENT><!-- </EVENT> --><c>5</c></EVENT\r\n>"
+E6 = b"<EVENT><EVENT>nested</EVENT><d/></EVENT>"
+E7 = b"<EVENT/>"
+E8 = b'<EVENT a="1"\n/>'
+E9 = b"<EVENT><EVENTS>not the end</EVENTS></EVENT>"
+
+_variant(DECL + b"\n" + E1 + b"\n", E1)
+_variant(DECL + E1 + DECL + E2, E1, E2)
+_variant(E1 + E2 + E3, E1, E2, E3)
+_variant(DECL + b"\r\n" + E1 + b"\r\n" + DECL + b"\r\n" + E2 + b"\r\n", E1, E2)
+_variant(b"\xef\xbb\xbf" + DECL + E1 + b"\xef\xbb\xbf" + DECL + E2, E1, E2)
+_variant(b"<?xml version='1.0' encoding='UTF-8'?>" + E3, E3)
+_variant(b"<!-- keep-alive -->\n  \t" + DECL + E1 + b"\n<!-- ping -->\n", E1)
+_variant(DECL + E4 + DECL + E5 + DECL + E6, E4, E5, E6)
+_variant(DECL + E7 + DECL + E8 + E9, E7, E8, E9)
+_variant(b"<?xml version=\"1.0\"?><?other pi?>\n" + E2, E2)
+
+
+def feed_in_chunks(data: bytes, size: int, **kwargs: object) -> tuple[list[bytes], list[Rejected]]:
+    framer = EventFramer(**kwargs)  # type: ignore[arg-type]
+    events: list[bytes] = []
+    rejected: list[Rejected] = []
+    for start in range(0, len(data), size):
+        got, bad = framer.feed(data[start : start + size])
+        events.extend(got)
+        rejected.extend(bad)
+    rejected.extend(framer.close())
+    return events, rejected
+
+
+def feed_at(data: bytes, cuts: list[int], **kwargs: object) -> tuple[list[bytes], list[Rejected]]:
+    framer = EventFramer(**kwargs)  # type: ignore[arg-type]
+    events: list[bytes] = []
+    rejected: list[Rejected] = []
+    edges = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
+    for start, end in zip(edges, edges[1:]):
+        got, bad = framer.feed(data[start:end])
+        events.extend(got)
+        rejected.extend(bad)
+    rejected.extend(framer.close())
+    return events, rejected
+
+
+class EveryChunkSizeTests(SynchronousTestCase):
+    def test_variants(self) -> None:
+        """
+        Each variant of the stream gives exactly its events, byte for byte,
+        and nothing rejected, whatever the chunk size.
+        """
+        for wire, expected in VARIANTS:
+            for size in range(1, len(wire) + 1):
+                events, rejected = feed_in_chunks(wire, size)
+                self.assertEqual((events, rejected), (expected, []), (wire, size))
+
+    def test_all_variants_in_one_stream(self) -> None:
+        wire = b"".join(v[0] for v in VARIANTS)
+        expected = [e for v in VARIANTS for e in v[1]]
+        for size in range(1, len(wire) + 1):
+            self.assertEqual(feed_in_chunks(wire, size), (expected, []), size)
+
+    def test_sample_stream(self) -> None:
+        """
+        The 25 events of the sample stream, at chunk sizes 1 to 700 and a
+        few large ones: the same events each time, declarations stripped,
+        padding kept.
+        """
+        with open(SAMPLE, "rb") as stream:
+            wire = stream.read()
+        whole, rejected = feed_in_chunks(wire, len(wire))
+        self.assertEqual(rejected, [])
+        self.assertEqual(len(whole), 25)
+        for event in whole:
+            self.assertTrue(event.startswith(b"<EVENT>"))
+            self.assertTrue(event.endswith(b"</EVENT>"))
+            self.assertIn(event, wire)
+            self.assertNotIn(b"<?xml", event)
+        self.assertIn(b"<plasectrxCardno>         8339220</plasectrxCardno>", whole[0])
+        for size in [*range(1, 701), 1021, 4096, 65536]:
+            self.assertEqual(feed_in_chunks(wire, size), (whole, []), size)
+
+
+class SplitTests(SynchronousTestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(st.sampled_from(range(len(VARIANTS))), min_size=1, max_size=8),
+        st.lists(st.integers(min_value=0, max_value=4000), max_size=30),
+    )
+    def test_any_split(self, which: list[int], cuts: list[int]) -> None:
+        """Any mix of variants, split anywhere, gives the events in order."""
+        wire = b"".join(VARIANTS[i][0] for i in which)
+        expected = [e for i in which for e in VARIANTS[i][1]]
+        self.assertEqual(feed_at(wire, cuts), (expected, []))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=3000), st.lists(st.integers(min_value=0, max_value=3000), max_size=20))
+    def test_arbitrary_bytes(self, noise: bytes, cuts: list[int]) -> None:
+        """
+        Arbitrary bytes never raise, every event handed over is a slice of
+        the input, and the framer never holds much more than its limit.
+        """
+        limit = 512
+        framer = EventFramer(max_event_size=limit)
+        edges = [0, *sorted(set(c for c in cuts if 0 < c < len(noise))), len(noise)]
+        for start, end in zip(edges, edges[1:]):
+            events, rejected = framer.feed(noise[start:end])
+            for event in events:
+                self.assertIn(event, noise)
+            for piece in rejected:
+                self.assertLessEqual(len(piece.data), limit)
+            self.assertLessEqual(framer.buffered, 2 * limit + (end - start) + 64)
+        framer.close()
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                st.sampled_from([DECL + make_event(n) + b"\n" for n in range(3)]),
+                st.binary(max_size=40).filter(lambda b: b"<" not in b and b.strip()),
+            ),
+            max_size=10,
+        ),
+        st.lists(st.integers(min_value=0, max_value=5000), max_size=20),
+    )
+    def test_garbage_never_spoils_neighbours(self, pieces: list[bytes], cuts: list[int]) -> None:
+        """Junk between documents is set aside; the events around it still come out."""
+        wire = b"".join(pieces)
+        events, rejected = feed_at(wire, cuts)
+        expected = [p[len(DECL) : -1] for p in pieces if p.startswith(DECL)]
+        self.assertEqual(events, expected)
+        junk = b"".join(p for p in pieces if not p.startswith(DECL))
+        # Whitespace next to a document is layout; the junk itself is kept.
+        def squeeze(data: bytes) -> bytes:
+            return data.translate(None, b" \t\r\n")
+
+        self.assertEqual(squeeze(b"".join(r.data for r in rejected)), squeeze(junk))
+
+
+class LimitTests(SynchronousTestCase):
+    def test_oversized_event(self) -> None:
+        """
+        An event above the limit is rejected with its first bytes and a
+        count of the rest; the stream resynchronises and the next event
+        comes out whole.
+        """
+        big = b"<EVENT>" + b"x" * 5000 + b"</EVENT>"
+        wire = DECL + E1 + DECL + big + DECL + E2
+        for size in (1, 7, 100, 4096, len(wire)):
+            events, rejected = feed_in_chunks(wire, size, max_event_size=1000)
+            self.assertEqual(events, [E1, E2], size)
+            self.assertEqual(len(rejected), 1)
+            self.assertEqual(rejected[0].data, big[:1000])
+            self.assertEqual(rejected[0].dropped, len(big) - 1000)
+            self.assertIn("max-event-size", rejected[0].reason)
+
+    def test_oversized_without_end(self) -> None:
+        """
+        An event that never ends is cut at the next declaration; memory
+        stays bounded while it streams in.
+        """
+        framer = EventFramer(max_event_size=1000)
+        framer.feed(DECL + b"<EVENT>")
+        for _ in range(200):
+            events, rejected = framer.feed(b"y" * 997)
+            self.assertEqual((events, rejected), ([], []))
+            self.assertLess(framer.buffered, 3000)
+        events, rejected = framer.feed(DECL + E1)
+        self.assertEqual(events, [E1])
+        self.assertEqual(len(rejected), 1)
+        self.assertEqual(len(rejected[0].data), 1000)
+        self.assertEqual(rejected[0].dropped, 7 + 200 * 997 - 1000)
+
+    def test_truncated_at_close(self) -> None:
+        framer = EventFramer()
+        self.assertEqual(framer.feed(DECL + E1 + DECL + b"<EVENT><cn>"), ([E1], []))
+        rejected = framer.close()
+        self.assertEqual([r.data for r in rejected], [b"<EVENT><cn>"])
+        self.assertIn("closed in the middle", rejected[0].reason)
+
+    def test_garbage_between(self) -> None:
+        events, rejected = feed_in_chunks(b"hello" + DECL + E1 + b"<OTHER>x</OTHER>" + E2, 3)
+        self.assertEqual(events, [E1, E2])
+        self.assertEqual([r.data for r in rejected], [b"hello", b"<OTHER>x</OTHER>"])
+
+    def test_other_tag(self) -> None:
+        """The root element name is configurable."""
+        wire = DECL + b"<ALARM><a/></ALARM>" + DECL + E1
+        events, rejected = feed_in_chunks(wire, 5, event_tag="ALARM")
+        self.assertEqual(events, [b"<ALARM><a/></ALARM>"])
+        self.assertEqual([r.data for r in rejected], [E1])

@@ -1,0 +1,134 @@
+"""Rendering sealed segments into batch and quarantine files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+
+from lxml import etree
+from twisted.trial.unittest import SynchronousTestCase
+
+from eventpipe.framing import Rejected
+from eventpipe.render import _render_event, event_to_json, make_parser, render_segment
+from eventpipe.spool import Spool
+from tests.support import make_event, numbers_in_xml_batch
+
+
+class RenderTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.spool = Spool(self.mktemp(), "gw1", lambda: 1753805700.0)
+
+    def segment(self, events: list[bytes], rejected: list[Rejected] = ()) -> str:  # type: ignore[assignment]
+        self.spool.append(events, rejected)
+        segment = self.spool.seal()
+        assert segment is not None
+        return segment.path
+
+    def render(self, path: str, **kwargs: str) -> tuple[object, bytes, bytes]:
+        batch = path + ".batch"
+        quarantine = path + ".quarantine"
+        result = render_segment(path, batch, quarantine, **kwargs)
+        read = lambda p: open(p, "rb").read() if os.path.exists(p) else b""  # noqa: E731
+        return result, read(batch), read(quarantine)
+
+    def test_xml_batch(self) -> None:
+        """
+        One declaration, one <EVENTS> root, the events byte for byte; it
+        parses and holds every event.
+        """
+        events = [make_event(n) for n in range(5)]
+        result, batch, quarantine = self.render(self.segment(events))
+        self.assertTrue(batch.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<EVENTS>\n'))
+        self.assertEqual(batch.count(b"<?xml"), 1)
+        self.assertTrue(batch.endswith(b"</EVENTS>\n"))
+        self.assertEqual(numbers_in_xml_batch(batch), list(range(5)))
+        for event in events:
+            self.assertIn(event, batch)
+        self.assertEqual((result.events, result.quarantined, quarantine), (5, 0, b""))
+        self.assertEqual(result.batch_bytes, len(batch))
+
+    def test_bad_events_quarantined(self) -> None:
+        """
+        A malformed event, an undefined entity, a wrong root, bytes the
+        framer set aside and a torn record go to quarantine, raw and with a
+        reason; their neighbours are in the batch.
+        """
+        bad = [
+            b"<EVENT><a></EVENT>",
+            b"<EVENT>&undefined;</EVENT>",
+            b"<EVENT>\x01</EVENT>",
+            b"<EVENT>\xff\xfe</EVENT>",
+        ]
+        events = [make_event(0), *bad, make_event(1)]
+        path = self.segment(events, [Rejected("bytes outside any <EVENT> document", b"junk")])
+        with open(path, "ab") as stream:
+            stream.write(b"E0000ffff")  # torn
+        result, batch, quarantine = self.render(path)
+        self.assertEqual(numbers_in_xml_batch(batch), [0, 1])
+        self.assertEqual(result.quarantined, 6)
+        for piece in bad:
+            self.assertIn(b"\n" + piece + b"\n", quarantine)
+        self.assertIn(b"not well-formed XML", quarantine)
+        self.assertIn(b"# eventpipe quarantine: bytes outside any <EVENT> document (4 bytes)\njunk\n", quarantine)
+        self.assertIn(b"torn record", quarantine)
+
+    def test_only_bad(self) -> None:
+        """No batch file when no event is good."""
+        result, batch, quarantine = self.render(self.segment([b"<EVENT>"]))
+        self.assertEqual((result.events, batch), (0, b""))
+        self.assertNotEqual(quarantine, b"")
+
+    def test_deterministic_gzip(self) -> None:
+        """
+        A segment renders to the same bytes every time (a re-upload after a
+        crash carries the same checksum), gzip included.
+        """
+        path = self.segment([make_event(n) for n in range(50)])
+        first = self.render(path, compress="gzip")
+        second = self.render(path, compress="gzip")
+        self.assertEqual(first[1], second[1])
+        self.assertEqual(first[0].batch_sha256, second[0].batch_sha256)  # type: ignore[attr-defined]
+        self.assertEqual(numbers_in_xml_batch(gzip.decompress(first[1])), list(range(50)))
+
+    def test_json_lines(self) -> None:
+        path = self.segment([make_event(7), b'<EVENT kind="x"><a>  1</a><a>2</a><b/></EVENT>'])
+        result, batch, _ = self.render(path, fmt="json")
+        lines = [json.loads(line) for line in batch.decode().splitlines()]
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(lines[0]["EVENT"]["cn"], "n000000000007")
+        self.assertEqual(lines[0]["EVENT"]["plasectrxCardno"], "         8339220")
+        self.assertEqual(lines[0]["EVENT"]["plasectrxFname"], "J\u00fcrgen")
+        self.assertEqual(lines[0]["EVENT"]["plasectrxSourcename"], "Stair 4 L2 & Lobby")
+        self.assertEqual(lines[1], {"EVENT": {"@kind": "x", "a": ["  1", "2"], "b": ""}})
+
+    def test_no_doctype(self) -> None:
+        """
+        An event with a DOCTYPE is refused (ACM never sends one), and the
+        parser reads no file for an external entity.
+        """
+        for wire in (
+            b'<!DOCTYPE EVENT [<!ENTITY x SYSTEM "file:///etc/passwd">]><EVENT>&x;</EVENT>',
+            b'<!DOCTYPE EVENT [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]><EVENT>&b;</EVENT>',
+        ):
+            reason, rendered = _render_event(wire, make_parser(), "xml", "EVENT")
+            self.assertIn("DOCTYPE", reason or "")
+            self.assertEqual(rendered, b"")
+            root = etree.fromstring(wire, make_parser())
+            self.assertNotIn("root:", etree.tostring(root).decode())
+
+    def test_json_mapping(self) -> None:
+        root = etree.fromstring(
+            b'<EVENT xmlns:p="urn:p"><p:a p:b="1">t<c/>u</p:a><d>x<!-- c --></d></EVENT>',
+            make_parser(),
+        )
+        self.assertEqual(
+            event_to_json(root),
+            {
+                "EVENT": {
+                    "@xmlns:p": "urn:p",
+                    "p:a": {"@p:b": "1", "#text": "tu", "c": ""},
+                    "d": {"#text": "x"} if False else "x",
+                }
+            },
+        )

@@ -1,0 +1,75 @@
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from eventpipe.retry import backoff_policy, retrying
+
+
+class PolicyTests(SynchronousTestCase):
+    def test_grows_and_caps(self) -> None:
+        policy = backoff_policy(1.0, 60.0, jitter=lambda: 0.0)
+        self.assertEqual([policy(a) for a in range(1, 9)], [1, 2, 4, 8, 16, 32, 60, 60])
+        self.assertEqual(policy(10_000), 60.0)
+
+    def test_jitter_bounds(self) -> None:
+        policy = backoff_policy(2.0, 10.0, jitter=lambda: 1.0)
+        self.assertEqual(policy(1), 1.5)
+        self.assertEqual(policy(100), 7.5)
+
+    def test_bad_policy(self) -> None:
+        self.assertRaises(ValueError, backoff_policy, 0.0, 1.0)
+        self.assertRaises(ValueError, backoff_policy, 2.0, 1.0)
+
+
+class RetryingTests(SynchronousTestCase):
+    def test_retries_until_success(self) -> None:
+        clock = Clock()
+        attempts: list[int] = []
+        failures: list[tuple[int, float]] = []
+
+        def operation(attempt: int) -> Deferred[str]:
+            attempts.append(attempt)
+            if attempt < 4:
+                return fail(RuntimeError("nope"))
+            return succeed("done")
+
+        d = retrying(
+            clock,
+            operation,
+            lambda failure, attempt: 2.0**attempt,
+            lambda failure, attempt, delay: failures.append((attempt, delay)),
+        )
+        self.assertNoResult(d)
+        clock.advance(2)
+        clock.advance(4)
+        self.assertNoResult(d)
+        clock.advance(8)
+        self.assertEqual(self.successResultOf(d), "done")
+        self.assertEqual(attempts, [1, 2, 3, 4])
+        self.assertEqual(failures, [(1, 2.0), (2, 4.0), (3, 8.0)])
+
+    def test_cancel_while_waiting(self) -> None:
+        clock = Clock()
+        d = retrying(clock, lambda a: fail(RuntimeError()), lambda f, a: 5.0)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cancel_during_attempt(self) -> None:
+        clock = Clock()
+        cancelled: list[object] = []
+        pending: Deferred[None] = Deferred(cancelled.append)
+        d = retrying(clock, lambda a: pending, lambda f, a: 5.0)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(cancelled, [pending])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_broken_delay(self) -> None:
+        """A delay function that raises ends the retries with its error."""
+        def broken(failure: Failure, attempt: int) -> float:
+            raise ZeroDivisionError()
+
+        d = retrying(Clock(), lambda a: fail(RuntimeError()), broken)
+        self.failureResultOf(d, ZeroDivisionError)
