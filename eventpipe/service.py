@@ -317,25 +317,29 @@ class Pipeline(Service):
                 count=len(waiting),
                 seconds=max(0.0, deadline - self.clock.seconds()),
             )
-            everything = DeferredList(waiting, consumeErrors=True)
-            everything.addTimeout(
-                max(0.0, deadline - self.clock.seconds()),
-                self.clock,
-                onTimeoutCancel=lambda result, timeout: None,
+            give_up = self.clock.callLater(
+                max(0.0, deadline - self.clock.seconds()), self._cancel_shipping
             )
-            await everything
-        left = list(self._shipping.values())
-        for d in left:
-            d.cancel()
+            await DeferredList(waiting, consumeErrors=True)
+            if give_up.active():
+                give_up.cancel()
+        left = self._cancel_shipping()
         if left:
             log.warn(
                 "stopping with {count} segments not yet delivered; "
                 "they stay in {spool} and are shipped at the next start",
-                count=len(left),
+                count=left,
                 spool=self.spool.directory,
             )
         self.uploader.stop()
         self.spool.close()
+
+    def _cancel_shipping(self) -> int:
+        """Stop every shipment (the segments stay in the spool)."""
+        shipping = list(self._shipping.values())
+        for d in shipping:
+            d.cancel()
+        return len(shipping)
 
     # Rotation.
 
@@ -403,7 +407,11 @@ class Pipeline(Service):
             lambda attempts: self._delivered(shipment, attempts),
             lambda failure: self._not_delivered(shipment, failure),
         )
-        d.addBoth(lambda _: self._shipping.pop(segment.name, None))
+        d.addBoth(self._forget_shipment, segment.name)
+
+    def _forget_shipment(self, result: object, name: str) -> None:
+        # Return None, not the popped Deferred (which would chain to itself).
+        self._shipping.pop(name, None)
 
     def _delay_for(self, failure: Failure, attempt: int) -> float:
         error = failure.value

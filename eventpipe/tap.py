@@ -428,9 +428,10 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
-def makeService(options: Options) -> IService:
+def makeService(options: Options, reactor: Any = None) -> IService:
     """Wire the pipeline and its listeners; nothing else happens here."""
-    from twisted.internet import reactor
+    if reactor is None:
+        from twisted.internet import reactor
 
     from eventpipe.protocol import EventReceiverFactory
     from eventpipe.service import Pipeline, Settings
@@ -452,16 +453,18 @@ def makeService(options: Options) -> IService:
         retry_initial=options["retry-initial-delay"],
         retry_max=options["retry-max-delay"],
     )
-    spool = Spool(
-        options["spool-dir"],
-        options["instance-id"],
-        reactor.seconds,  # type: ignore[attr-defined]
-        options["fsync"],
-    )
+    try:
+        spool = Spool(options["spool-dir"], options["instance-id"], reactor.seconds, options["fsync"])
+    except OSError as error:
+        sys.stderr.write(
+            f"eventpipe: --spool-dir: cannot use {options['spool-dir']!r}: "
+            f"{error.strerror or error}\n"
+        )
+        raise SystemExit(1)
     uploader: IUploader
     if options["s3-bucket"]:
         uploader = S3Uploader(
-            reactor,  # type: ignore[arg-type]
+            reactor,
             options["s3-bucket"],
             endpoint_url=options["s3-endpoint-url"],
             region=options["s3-region"],
@@ -469,21 +472,21 @@ def makeService(options: Options) -> IService:
         )
     else:
         uploader = LocalDirectoryUploader(
-            reactor,  # type: ignore[arg-type]
+            reactor,
             options["outbox"],
             threads=options["upload-concurrency"],
         )
     render_pool = DaemonThreadPool(0, 1, "eventpipe-render")
 
     def run_in_thread(function: Callable[..., Any], *args: Any) -> Any:
-        return deferToThreadPool(reactor, render_pool, function, *args)  # type: ignore[arg-type]
+        return deferToThreadPool(reactor, render_pool, function, *args)
 
     top = MultiService()
     ThreadPoolService(render_pool).setServiceParent(top)
-    pipeline = Pipeline(settings, spool, uploader, reactor, run_in_thread)  # type: ignore[arg-type]
+    pipeline = Pipeline(settings, spool, uploader, reactor, run_in_thread)
     pipeline.setServiceParent(top)
     factory = EventReceiverFactory(pipeline.ingest)
     # Listeners come last: they stop first, before the pipeline seals.
     for description in options["listen"]:
-        strports.service(with_backlog(description), factory).setServiceParent(top)
+        strports.service(with_backlog(description), factory, reactor).setServiceParent(top)
     return top

@@ -116,14 +116,22 @@ def send(port: int, data: bytes, chunk: int = 0) -> None:
                 connection.sendall(data[start : start + chunk])
 
 
+# The twistd command of this interpreter (what the installed twistd script runs).
+TWISTD = [
+    sys.executable,
+    "-c",
+    "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()",
+]
+
+
 class Twistd:
     """A real C{twistd -n eventpipe} process."""
 
     def __init__(self, workdir: str, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.workdir = workdir
+        self.workdir = os.path.abspath(workdir)
         self.port = free_port()
-        self.spool = os.path.join(workdir, "spool")
-        self.log_path = os.path.join(workdir, f"twistd-{time.monotonic_ns()}.log")
+        self.spool = os.path.join(self.workdir, "spool")
+        self.log_path = ""
         self.args = args
         self.env = dict(os.environ, **(env or {}))
         self.process: subprocess.Popen[bytes] | None = None
@@ -131,9 +139,7 @@ class Twistd:
     @property
     def command(self) -> list[str]:
         return [
-            sys.executable,
-            "-m",
-            "twisted",
+            *TWISTD,
             "-n",
             "--pidfile=",
             f"--logfile={self.log_path}",

@@ -1,0 +1,160 @@
+"""
+End to end with real processes: C{twistd -n eventpipe} on a free loopback
+port, events over real TCP, batches in the local outbox.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from eventpipe.spool import KIND_EVENT, read_records
+from tests.support import (
+    DECLARATION,
+    Twistd,
+    batch_files,
+    delivered_numbers,
+    make_stream,
+    quarantine_files,
+    read_object,
+    send,
+    wait_for,
+)
+
+FAST = ["--rotation-interval=1", "--check-interval=0.2"]
+
+
+def spooled_events(spool: str) -> int:
+    """Events in the spool's current segment (read while it grows)."""
+    path = os.path.join(spool, "current")
+    if not os.path.exists(path):
+        return 0
+    with open(path, "rb") as stream:
+        return sum(1 for record in read_records(stream) if record.kind == KIND_EVENT)
+
+
+class ProcessTestCase(SynchronousTestCase):
+    def twistd(self, *args: str) -> Twistd:
+        workdir = self.mktemp()
+        os.makedirs(workdir)
+        process = Twistd(workdir, list(args))
+        self.addCleanup(process.cleanup)
+        return process
+
+    def outbox(self, process: Twistd) -> str:
+        return os.path.join(process.spool, "outbox")
+
+    def assertExactlyOnce(self, process: Twistd, expected: list[int]) -> None:
+        counts = collections.Counter(delivered_numbers(self.outbox(process)))
+        duplicated = sorted(n for n, c in counts.items() if c > 1)
+        missing = sorted(set(expected) - set(counts))
+        self.assertEqual((missing[:10], duplicated[:10]), ([], []))
+        self.assertEqual(sorted(counts), sorted(expected))
+
+
+class EndToEndTests(ProcessTestCase):
+    def test_many_connections_odd_splits(self) -> None:
+        """
+        Four connections at once, each split at a different odd size:
+        every event arrives exactly once, in well-formed batches named by
+        the key scheme.
+        """
+        process = self.twistd(*FAST).start()
+        batches = [list(range(i * 500, (i + 1) * 500)) for i in range(4)]
+        chunks = [1, 7, 1021, 0]
+        errors: list[BaseException] = []
+
+        def sender(numbers: list[int], chunk: int) -> None:
+            try:
+                send(process.port, make_stream(numbers, b"\r\n" if chunk == 7 else b"\n"), chunk)
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+
+        threads = [
+            threading.Thread(target=sender, args=(numbers, chunk))
+            for numbers, chunk in zip(batches, chunks)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertEqual(errors, [])
+        expected = [n for numbers in batches for n in numbers]
+        wait_for(
+            lambda: len(delivered_numbers(self.outbox(process))) >= len(expected),
+            30,
+            "every event in the outbox",
+        )
+        self.assertExactlyOnce(process, expected)
+        for path in batch_files(self.outbox(process)):
+            relative = os.path.relpath(path, self.outbox(process))
+            self.assertRegex(relative, r"^\d{4}/\d\d/\d\d/\d{8}_\d{6}_test_\d{6}\.xml$")
+            self.assertEqual(read_object(path).count(b"<?xml"), 1)
+        status = process.stop()
+        self.assertIn(status, (0, -signal.SIGTERM))
+
+    def test_malformed_event(self) -> None:
+        """
+        A malformed event and junk between documents go to quarantine with
+        a reason; their neighbours are delivered.
+        """
+        process = self.twistd(*FAST).start()
+        bad = DECLARATION + b"<EVENT><plasectrxCardno>1</plasectrxcardno></EVENT>\n"
+        send(process.port, make_stream([1]) + bad + b"GARBAGE\n" + make_stream([2]))
+        wait_for(lambda: quarantine_files(self.outbox(process)), 20, "a quarantine object")
+        wait_for(lambda: len(delivered_numbers(self.outbox(process))) == 2, 20, "the good events")
+        self.assertExactlyOnce(process, [1, 2])
+        quarantined = b"".join(read_object(p) for p in quarantine_files(self.outbox(process)))
+        self.assertIn(b"<EVENT><plasectrxCardno>1</plasectrxcardno></EVENT>", quarantined)
+        self.assertIn(b"not well-formed", quarantined)
+        self.assertIn(b"GARBAGE", quarantined)
+        self.assertIn("quarantined", process.log())
+
+    def test_json_format(self) -> None:
+        process = self.twistd(*FAST, "--format=json", "--compress=gzip").start()
+        send(process.port, make_stream(range(50)))
+        wait_for(lambda: len(delivered_numbers(self.outbox(process))) == 50, 20, "the events")
+        self.assertExactlyOnce(process, list(range(50)))
+        for path in batch_files(self.outbox(process)):
+            self.assertTrue(path.endswith(".json.gz"), path)
+
+
+class RestartTests(ProcessTestCase):
+    def test_sigterm_ships_before_exit(self) -> None:
+        """
+        With a long rotation interval, SIGTERM seals the current segment
+        and ships it before the process ends.
+        """
+        process = self.twistd("--rotation-interval=3600").start()
+        send(process.port, make_stream(range(300)), 500)
+        wait_for(lambda: spooled_events(process.spool) == 300, 20, "events in the spool")
+        status = process.stop()
+        self.assertIn(status, (0, -signal.SIGTERM))
+        self.assertExactlyOnce(process, list(range(300)))
+        self.assertEqual(os.listdir(os.path.join(process.spool, "sealed")), [])
+
+    def test_kill_and_restart(self) -> None:
+        """
+        kill -9 with events only in the spool: the next start recovers and
+        ships them, nothing lost, nothing twice; a later restart ships
+        nothing again.
+        """
+        process = self.twistd("--rotation-interval=3600", "--check-interval=0.2")
+        process.start()
+        send(process.port, make_stream(range(400)), 999)
+        wait_for(lambda: spooled_events(process.spool) == 400, 20, "events in the spool")
+        self.assertEqual(process.kill(), -signal.SIGKILL)
+        self.assertEqual(batch_files(self.outbox(process)), [])
+        process.start()
+        wait_for(lambda: len(delivered_numbers(self.outbox(process))) >= 400, 20, "recovered events")
+        send(process.port, make_stream(range(400, 500)))
+        wait_for(lambda: spooled_events(process.spool) == 100, 20, "new events in the spool")
+        process.stop()
+        process.start()
+        process.stop()
+        self.assertExactlyOnce(process, list(range(500)))
+        self.assertIn("recovered 1 sealed segments", process.log())
