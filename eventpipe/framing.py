@@ -116,7 +116,11 @@ class EventFramer:
         n = len(buf)
         while pos < n:
             if self._state == _EVENT:
-                end = self._find_end(buf, pos) if not self._pending else self._finish_start_tag(buf, pos, events)
+                end = (
+                    self._find_end(buf, pos)
+                    if not self._pending
+                    else self._finish_start_tag(buf, pos, events)
+                )
                 if end == -2:
                     # A self-closing root was handed over whole.
                     pos = self._scan
@@ -226,17 +230,13 @@ class EventFramer:
         self._flush_garbage(rejected)
         return end + len(closer)
 
-    def _take_garbage(
-        self, buf: bytearray, pos: int, n: int, rejected: list[Rejected]
-    ) -> int:
+    def _take_garbage(self, buf: bytearray, pos: int, n: int, rejected: list[Rejected]) -> int:
         """
         Set aside unrecognised bytes up to the next thing that may start a
         document.
         """
         candidates = [
-            i
-            for i in (buf.find(self._open, pos + 1), buf.find(_PI_OPEN, pos + 1))
-            if i >= 0
+            i for i in (buf.find(self._open, pos + 1), buf.find(_PI_OPEN, pos + 1)) if i >= 0
         ]
         if candidates:
             end = min(candidates)

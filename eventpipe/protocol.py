@@ -20,12 +20,12 @@ class Ingest(TypingProtocol):
     event_tag: str
     max_event_size: int
 
-    def connection_made(self, receiver: "EventReceiver") -> bool: ...
+    def connection_made(self, receiver: EventReceiver) -> bool: ...
 
-    def connection_lost(self, receiver: "EventReceiver") -> None: ...
+    def connection_lost(self, receiver: EventReceiver) -> None: ...
 
     def accept(
-        self, receiver: "EventReceiver", events: list[bytes], rejected: list[Rejected]
+        self, receiver: EventReceiver, events: list[bytes], rejected: list[Rejected]
     ) -> None: ...
 
 
@@ -62,7 +62,7 @@ class EventReceiverFactory(Factory):
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
 
-    def buildProtocol(self, addr: IAddress) -> EventReceiver:
+    def buildProtocol(self, addr: IAddress | None) -> EventReceiver:
         receiver = EventReceiver(self.ingest)
         receiver.factory = self
         return receiver

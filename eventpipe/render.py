@@ -33,7 +33,7 @@ import io
 import json
 import os
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from lxml import etree
 
@@ -114,22 +114,24 @@ class _Output:
         self._header = header
         self._file: BinaryIO | None = None
         self._hasher: _HashingWriter | None = None
-        self._writer: IO[bytes] | None = None
+        self._writer: gzip.GzipFile | io.BufferedWriter | None = None
 
     def write(self, data: bytes) -> None:
-        if self._writer is None:
+        writer = self._writer
+        if writer is None:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             self._file = os.fdopen(fd, "wb", buffering=1 << 16)
             self._hasher = _HashingWriter(self._file)
             if self._compress == "gzip":
                 # mtime=0 makes the same segment render to the same bytes.
-                self._writer = gzip.GzipFile(
+                writer = gzip.GzipFile(
                     filename="", mode="wb", fileobj=self._hasher, mtime=0, compresslevel=6
                 )
             else:
-                self._writer = io.BufferedWriter(self._hasher, 1 << 16)
-            self._writer.write(self._header)
-        self._writer.write(data)
+                writer = io.BufferedWriter(self._hasher, 1 << 16)
+            writer.write(self._header)
+            self._writer = writer
+        writer.write(data)
 
     @property
     def opened(self) -> bool:
@@ -219,7 +221,7 @@ def _render_event(
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as error:
         return f"not well-formed XML: {error.msg}", b""
-    if root.getroottree().docinfo.doctype:
+    if getattr(root.getroottree().docinfo, "doctype", ""):
         return "a DOCTYPE is not allowed in an event", b""
     if root.tag != event_tag:
         return f"root element is {root.tag!r}, not {event_tag!r}", b""

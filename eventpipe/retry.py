@@ -8,7 +8,8 @@ operation with an injected clock until it succeeds or is cancelled.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -48,10 +49,10 @@ def backoff_policy(
 
 def retrying(
     clock: IReactorTime,
-    operation: Callable[[int], "Deferred[T] | T"],
+    operation: Callable[[int], Deferred[T] | T],
     delay_for: Callable[[Failure, int], float],
     on_failure: Callable[[Failure, int, float], None] = lambda f, a, d: None,
-) -> "Deferred[T]":
+) -> Deferred[T]:
     """
     Call C{operation(attempt)} until it succeeds.
 

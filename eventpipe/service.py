@@ -9,8 +9,9 @@ tests drive everything with L{twisted.internet.task.Clock}.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
@@ -155,7 +156,8 @@ class Ingest:
             if not self._pending:
                 self._pending.append((events, rejected))
                 log.error(
-                    "{error}; reading paused, retrying every {delay} s", error=error,
+                    "{error}; reading paused, retrying every {delay} s",
+                    error=error,
                     delay=DISK_RETRY_DELAY,
                 )
             self.pause("disk")
@@ -256,7 +258,7 @@ class Pipeline(Service):
             settings.retry_max,
             jitter=jitter if jitter is not None else _random,
         )
-        self._shipping: dict[str, Deferred[None]] = {}
+        self._shipping: dict[str, Deferred[Any]] = {}
         self._timer = TimerService(settings.check_interval, self.check_rotation)
         self._timer.clock = clock
         self._full_call: IDelayedCall | None = None
@@ -396,7 +398,7 @@ class Pipeline(Service):
 
     def _ship(self, segment: Segment) -> None:
         shipment = _Shipment(segment, self.clock.seconds())
-        d = retrying(
+        d: Deferred[int] = retrying(
             self.clock,
             lambda attempt: Deferred.fromCoroutine(self._attempt(shipment, attempt)),
             self._delay_for,

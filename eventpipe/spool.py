@@ -24,8 +24,9 @@ from __future__ import annotations
 import errno
 import os
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO
 
 from eventpipe.framing import Rejected
 from eventpipe.naming import is_segment_name, segment_name, sequence_of

@@ -12,7 +12,8 @@ import os
 import re
 import socket
 import sys
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
@@ -176,8 +177,7 @@ PARAMETERS: list[_Parameter] = [
         ("EVENTPIPE_INSTANCE_ID",),
         None,
         _instance_id,
-        "Goes into every object key; letters, digits, dots and hyphens. "
-        "Default: this host's name.",
+        "Goes into every object key; letters, digits, dots and hyphens. Default: this host's name.",
     ),
     (
         "event-tag",
@@ -215,8 +215,7 @@ PARAMETERS: list[_Parameter] = [
         ("EVENTPIPE_FSYNC",),
         "seal",
         _choice(FSYNC_MODES),
-        "never, seal (fsync each segment when it is sealed) or always (also after "
-        "every write).",
+        "never, seal (fsync each segment when it is sealed) or always (also after every write).",
     ),
     (
         "retry-max-delay",
@@ -317,7 +316,7 @@ class Options(usage.Options):
         except usage.UsageError as error:
             # twistd would print the whole --help first; one line is clearer.
             sys.stderr.write(f"eventpipe: {error}\n")
-            raise SystemExit(1)
+            raise SystemExit(1) from None
 
     def postOptions(self) -> None:
         for name, environment, default, convert, _ in PARAMETERS:
@@ -333,7 +332,9 @@ class Options(usage.Options):
             try:
                 self[name] = convert(raw)
             except ValueError:
-                raise usage.UsageError(f"{source}: invalid value {raw!r} ({_expect(name)})")
+                raise usage.UsageError(
+                    f"{source}: invalid value {raw!r} ({_expect(name, convert)})"
+                ) from None
         self._listen()
         if self["instance-id"] is None:
             self["instance-id"] = instance_id_from_hostname(socket.gethostname())
@@ -342,9 +343,7 @@ class Options(usage.Options):
         if self["max-event-size"] > self["max-spool-size"]:
             raise usage.UsageError("--max-event-size: must not exceed --max-spool-size")
         if self["retry-initial-delay"] > self["retry-max-delay"]:
-            raise usage.UsageError(
-                "--retry-initial-delay: must not exceed --retry-max-delay"
-            )
+            raise usage.UsageError("--retry-initial-delay: must not exceed --retry-max-delay")
 
     def _listen(self) -> None:
         source = "--listen"
@@ -368,18 +367,17 @@ class Options(usage.Options):
             check_endpoint(description, source)
 
 
-def _expect(name: str) -> str:
-    for parameter, _, _, convert, _ in PARAMETERS:
-        if parameter == name:
-            break
-    return {
+def _expect(name: str, convert: Callable[[str], Any]) -> str:
+    """What a valid value of an option looks like, for error messages."""
+    messages: dict[Callable[[str], Any], str] = {
         _positive_float: "a number of seconds above 0",
         _non_negative_float: "a number of seconds, 0 or more",
         _positive_size: "a size such as 5242880, 5MiB, 5MB or 512KiB",
         _positive_int: "a whole number above 0",
         _event_tag: "an XML element name",
         _instance_id: "letters, digits, dots and hyphens, at most 63",
-    }.get(convert, _choices_of(name))
+    }
+    return messages.get(convert) or _choices_of(name)
 
 
 def _choices_of(name: str) -> str:
@@ -400,7 +398,7 @@ def check_endpoint(description: str, source: str = "--listen") -> None:
     except Exception as error:
         raise usage.UsageError(
             f"{source}: invalid endpoint {description!r} ({error or type(error).__name__})"
-        )
+        ) from None
 
 
 def with_backlog(description: str) -> str:
@@ -454,13 +452,15 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         retry_max=options["retry-max-delay"],
     )
     try:
-        spool = Spool(options["spool-dir"], options["instance-id"], reactor.seconds, options["fsync"])
+        spool = Spool(
+            options["spool-dir"], options["instance-id"], reactor.seconds, options["fsync"]
+        )
     except OSError as error:
         sys.stderr.write(
             f"eventpipe: --spool-dir: cannot use {options['spool-dir']!r}: "
             f"{error.strerror or error}\n"
         )
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     uploader: IUploader
     if options["s3-bucket"]:
         uploader = S3Uploader(

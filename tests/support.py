@@ -16,13 +16,16 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from lxml import etree
 
 DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 SAMPLE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "acm-sample.stream"
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "tests",
+    "data",
+    "acm-sample.stream",
 )
 
 _FIELDS = [
@@ -83,7 +86,9 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, step: float = 0.05) -> None:
+def wait_for(
+    predicate: Callable[[], object], timeout: float, what: str, step: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
@@ -93,7 +98,9 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, step: f
         time.sleep(step)
 
 
-def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 30.0, process: subprocess.Popen | None = None
+) -> None:
     def listening() -> bool:
         if process is not None and process.poll() is not None:
             raise AssertionError(f"process exited with {process.returncode} before listening")
@@ -150,11 +157,15 @@ class Twistd:
             *self.args,
         ]
 
-    def start(self, wait: bool = True) -> "Twistd":
+    def start(self, wait: bool = True) -> Twistd:
         self.log_path = os.path.join(self.workdir, f"twistd-{time.monotonic_ns()}.log")
         self.process = subprocess.Popen(
-            self.command, cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=open(self.log_path + ".stderr", "wb"),
+            self.command,
+            cwd=self.workdir,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path + ".stderr", "wb"),
         )
         if wait:
             wait_for_port(self.port, process=self.process)
@@ -235,7 +246,11 @@ def batch_files(outbox: str) -> list[str]:
     found = []
     for path in glob.glob(os.path.join(outbox, "**", "*"), recursive=True):
         relative = os.path.relpath(path, outbox)
-        if os.path.isfile(path) and not relative.startswith("quarantine") and not os.path.basename(path).startswith("."):
+        if (
+            os.path.isfile(path)
+            and not relative.startswith("quarantine")
+            and not os.path.basename(path).startswith(".")
+        ):
             found.append(path)
     return sorted(found)
 

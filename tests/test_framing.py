@@ -24,7 +24,7 @@ def _variant(wire: bytes, *events: bytes) -> None:
 
 E1 = b"<EVENT><cn>1</cn><plasectrxCardno>               0</plasectrxCardno></EVENT>"
 E2 = "<EVENT><plasectrxFname>Jürgen</plasectrxFname></EVENT>".encode()
-E3 = b'<EVENT id="3" kind=\'x\'><a>&amp;&lt;&#233;</a></EVENT >'
+E3 = b"<EVENT id=\"3\" kind='x'><a>&amp;&lt;&#233;</a></EVENT >"
 E4 = b"<EVENT><![CDATA[ </EVENT> <EVENT> ]]><b/></EVENT>"
 E5 = b"<EVENT><!-- </EVENT> --><c>5</c></EVENT\r\n>"
 E6 = b"<EVENT><EVENT>nested</EVENT><d/></EVENT>"
@@ -41,7 +41,7 @@ _variant(b"<?xml version='1.0' encoding='UTF-8'?>" + E3, E3)
 _variant(b"<!-- keep-alive -->\n  \t" + DECL + E1 + b"\n<!-- ping -->\n", E1)
 _variant(DECL + E4 + DECL + E5 + DECL + E6, E4, E5, E6)
 _variant(DECL + E7 + DECL + E8 + E9, E7, E8, E9)
-_variant(b"<?xml version=\"1.0\"?><?other pi?>\n" + E2, E2)
+_variant(b'<?xml version="1.0"?><?other pi?>\n' + E2, E2)
 
 
 def feed_in_chunks(data: bytes, size: int, **kwargs: object) -> tuple[list[bytes], list[Rejected]]:
@@ -120,7 +120,9 @@ class SplitTests(SynchronousTestCase):
         self.assertEqual(feed_at(wire, cuts), (expected, []))
 
     @settings(max_examples=200, deadline=None)
-    @given(st.binary(max_size=3000), st.lists(st.integers(min_value=0, max_value=3000), max_size=20))
+    @given(
+        st.binary(max_size=3000), st.lists(st.integers(min_value=0, max_value=3000), max_size=20)
+    )
     def test_arbitrary_bytes(self, noise: bytes, cuts: list[int]) -> None:
         """
         Arbitrary bytes never raise, every event handed over is a slice of
@@ -156,6 +158,7 @@ class SplitTests(SynchronousTestCase):
         expected = [p[len(DECL) : -1] for p in pieces if p.startswith(DECL)]
         self.assertEqual(events, expected)
         junk = b"".join(p for p in pieces if not p.startswith(DECL))
+
         # Whitespace next to a document is layout; the junk itself is kept.
         def squeeze(data: bytes) -> bytes:
             return data.translate(None, b" \t\r\n")

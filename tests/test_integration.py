@@ -150,7 +150,9 @@ class RestartTests(ProcessTestCase):
         self.assertEqual(process.kill(), -signal.SIGKILL)
         self.assertEqual(batch_files(self.outbox(process)), [])
         process.start()
-        wait_for(lambda: len(delivered_numbers(self.outbox(process))) >= 400, 20, "recovered events")
+        wait_for(
+            lambda: len(delivered_numbers(self.outbox(process))) >= 400, 20, "recovered events"
+        )
         send(process.port, make_stream(range(400, 500)))
         wait_for(lambda: spooled_events(process.spool) == 100, 20, "new events in the spool")
         process.stop()

@@ -70,7 +70,10 @@ class RenderTests(SynchronousTestCase):
         for piece in bad:
             self.assertIn(b"\n" + piece + b"\n", quarantine)
         self.assertIn(b"not well-formed XML", quarantine)
-        self.assertIn(b"# eventpipe quarantine: bytes outside any <EVENT> document (4 bytes)\njunk\n", quarantine)
+        self.assertIn(
+            b"# eventpipe quarantine: bytes outside any <EVENT> document (4 bytes)\njunk\n",
+            quarantine,
+        )
         self.assertIn(b"torn record", quarantine)
 
     def test_only_bad(self) -> None:

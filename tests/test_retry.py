@@ -68,6 +68,7 @@ class RetryingTests(SynchronousTestCase):
 
     def test_broken_delay(self) -> None:
         """A delay function that raises ends the retries with its error."""
+
         def broken(failure: Failure, attempt: int) -> float:
             raise ZeroDivisionError()
 

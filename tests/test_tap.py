@@ -164,12 +164,20 @@ class PluginTests(SynchronousTestCase):
         env = dict(os.environ, PYTHONPATH="")
         listing = subprocess.run(
             [*TWISTD, "--help"],
-            cwd=workdir, env=env, capture_output=True, text=True, check=True,
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         self.assertIn("eventpipe", listing)
         help_text = subprocess.run(
             [*TWISTD, "eventpipe", "--help"],
-            cwd=workdir, env=env, capture_output=True, text=True, check=True,
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         from eventpipe.tap import PARAMETERS
 
