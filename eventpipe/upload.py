@@ -118,9 +118,15 @@ class DaemonThreadPool(ThreadPool):
 class _ThreadedUploader:
     """Runs the blocking work of an uploader in its own thread pool."""
 
-    def __init__(self, reactor: IReactorFromThreads, threads: int, name: str) -> None:
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        threads: int,
+        name: str,
+        pool: ThreadPool | None = None,
+    ) -> None:
         self._reactor = reactor
-        self._pool = DaemonThreadPool(0, threads, name)
+        self._pool = pool if pool is not None else DaemonThreadPool(0, threads, name)
 
     def start(self) -> None:
         if not self._pool.started:
@@ -268,8 +274,9 @@ class S3Uploader(_ThreadedUploader):
         region: str | None = None,
         concurrency: int = 2,
         client: Any = None,
+        pool: ThreadPool | None = None,
     ) -> None:
-        super().__init__(reactor, concurrency, "eventpipe-s3")
+        super().__init__(reactor, concurrency, "eventpipe-s3", pool)
         self.bucket = bucket
         self.endpoint_url = endpoint_url
         self.region = region

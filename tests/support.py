@@ -261,3 +261,171 @@ def quarantine_files(outbox: str) -> list[str]:
         for path in glob.glob(os.path.join(outbox, "quarantine", "**", "*"), recursive=True)
         if os.path.isfile(path)
     )
+
+
+# A real S3-compatible server, and a cable to cut in front of it.
+
+
+class MotoServer:
+    """
+    moto's S3 server as a separate process on a loopback port.  Stopped by
+    PID; started again on the same port (its contents are gone then, as
+    with any in-memory store: tests keep their own record of what arrived).
+    """
+
+    def __init__(self, workdir: str, port: int | None = None) -> None:
+        self.workdir = os.path.abspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoServer:
+        log = open(os.path.join(self.workdir, f"moto-{self.port}.log"), "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, 60, self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+            self.process = None
+
+    def client(self, endpoint: str | None = None):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint or self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+
+def s3_objects(client, bucket: str, prefix: str = "") -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    """Every object under a prefix, read whole."""
+    found: dict[str, bytes] = {}
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            found[item["Key"]] = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    return found
+
+
+def numbers_in_objects(objects: dict[str, bytes]) -> list[int]:
+    numbers: list[int] = []
+    for key, data in objects.items():
+        if "quarantine/" in key:
+            continue
+        data = read_object(data)
+        if ".json" in key:
+            numbers.extend(numbers_in_json_batch(data))
+        else:
+            numbers.extend(numbers_in_xml_batch(data))
+    return numbers
+
+
+class Cable:
+    """
+    A TCP relay on its own loopback port in front of a server.  It can be
+    unplugged (nothing listens on its port), and it can swallow responses:
+    the request reaches the server, which acts on it, but the client only
+    sees the connection drop -- an ambiguous failure.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.port = free_port()
+        self.swallow = 0
+        self.delay = 0.0
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def plug(self) -> Cable:
+        import threading
+
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def unplug(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                connection.close()
+            self._connections = []
+
+    def _accept(self, listener: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._connections += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, response: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if response and data.startswith(b"HTTP/1.1 100 "):
+                    # An interim "100 Continue" goes through: the request
+                    # must reach the server whole.
+                    end = data.find(b"\r\n\r\n") + 4
+                    sink.sendall(data[:end])
+                    data = data[end:]
+                    if not data:
+                        continue
+                if response and self.swallow > 0:
+                    with self._lock:
+                        self.swallow -= 1
+                    break
+                if self.delay:
+                    time.sleep(self.delay)
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
