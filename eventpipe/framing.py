@@ -159,19 +159,20 @@ class EventFramer:
     def close(self) -> list[Rejected]:
         """
         The connection ended: hand over whatever incomplete piece is left.
-        Whitespace and a dangling declaration are not worth keeping.
+        Whitespace and byte order marks are not worth keeping; anything
+        else is (a dangling declaration included).
         """
         rejected: list[Rejected] = []
-        self._flush_garbage(rejected)
         if self._state == _EVENT:
+            self._flush_garbage(rejected)
             rejected.append(Rejected(REASON_TRUNCATED, bytes(self._buf)))
         elif self._state == _SKIPPING:
             self._dropped += len(self._buf)
             rejected.append(self._finish_oversize())
         else:
-            rest = bytes(self._buf)
-            if rest.strip(b" \t\r\n\xef\xbb\xbf") and not rest.startswith(_PI_OPEN):
-                rejected.append(self._outside(rest[: self.max_event_size]))
+            if _WHITESPACE.sub(b"", self._buf):
+                self._keep_garbage(self._buf, 0, len(self._buf))
+            self._flush_garbage(rejected)
         self._buf = bytearray()
         self._state = _BETWEEN
         return rejected
