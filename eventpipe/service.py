@@ -19,6 +19,7 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     DeferredList,
+    DeferredSemaphore,
     succeed,
 )
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -60,6 +61,7 @@ class Settings:
     prefix: str = ""
     retry_initial: float = 1.0
     retry_max: float = 60.0
+    upload_concurrency: int = 2
 
 
 class Ingest:
@@ -86,6 +88,9 @@ class Ingest:
         self.max_event_size = settings.max_event_size
         self.max_file_size = settings.max_file_size
         self.max_spool_size = settings.max_spool_size
+        # Room to render the segments being shipped (a batch is about the
+        # size of its segment), and some to spare.
+        self.disk_reserve = int(settings.upload_concurrency * settings.max_file_size * 1.25) + 2**20
         self._on_segment_full = on_segment_full
         self.receivers: set[EventReceiver] = set()
         self.paused_for: set[str] = set()
@@ -153,14 +158,16 @@ class Ingest:
         try:
             written = self.spool.append(events, rejected)
         except SpoolWriteError as error:
-            if not self._pending:
-                self._pending.append((events, rejected))
+            # Keep them, first in line, and stop reading until the disk
+            # accepts writes again.
+            self._pending.insert(0, (events, rejected))
+            if "disk" not in self.paused_for:
                 log.error(
                     "{error}; reading paused, retrying every {delay} s",
                     error=error,
                     delay=DISK_RETRY_DELAY,
                 )
-            self.pause("disk")
+                self.pause("disk")
             self._disk_retry = self.clock.callLater(DISK_RETRY_DELAY, self._retry_pending)
             return False
         self.events_received += len(events)
@@ -183,6 +190,12 @@ class Ingest:
     # Back-pressure.
 
     def update_backpressure(self) -> None:
+        """
+        Pause or resume reading: by the bytes waiting in the spool, and by
+        the free space left on its filesystem (a reserve is kept so that
+        sealed segments can always be rendered and shipped, which is what
+        frees space again).
+        """
         waiting = self.spool.waiting_bytes
         if waiting >= self.max_spool_size:
             if "spool full" not in self.paused_for:
@@ -191,10 +204,23 @@ class Ingest:
                     waiting=waiting,
                     limit=self.max_spool_size,
                 )
-            self.pause("spool full")
+                self.pause("spool full")
         elif waiting <= self.max_spool_size * LOW_WATER and "spool full" in self.paused_for:
             log.info("spool down to {waiting} bytes: reading resumed", waiting=waiting)
             self.resume("spool full")
+        free = self.spool.free_bytes()
+        if free < self.disk_reserve:
+            if "disk reserve" not in self.paused_for:
+                log.warn(
+                    "only {free} bytes free on the spool's filesystem, {reserve} are kept "
+                    "for rendering: reading paused",
+                    free=free,
+                    reserve=self.disk_reserve,
+                )
+                self.pause("disk reserve")
+        elif free >= self.disk_reserve * 1.5 and "disk reserve" in self.paused_for:
+            log.info("{free} bytes free on the spool's filesystem: reading resumed", free=free)
+            self.resume("disk reserve")
 
     def pause(self, why: str) -> None:
         if not self.paused_for:
@@ -211,10 +237,19 @@ class Ingest:
                 receiver.transport.resumeProducing()  # type: ignore[union-attr]
 
     def stop(self) -> None:
+        """
+        Before sealing at shutdown: one last try to write what the disk
+        refused.  If it still refuses, those events cannot be kept.
+        """
         if self._disk_retry is not None and self._disk_retry.active():
             self._disk_retry.cancel()
-            # What could not be written stays unwritten: try once more.
             self._retry_pending()
+            if self._disk_retry is not None and self._disk_retry.active():
+                self._disk_retry.cancel()
+                log.error(
+                    "stopping while the spool refuses writes: {count} events read but not written",
+                    count=sum(len(batch[0]) for batch in self._pending),
+                )
 
 
 class _Shipment:
@@ -224,6 +259,9 @@ class _Shipment:
         self.segment = segment
         self.started = started
         self.result: RenderResult | None = None
+        # Whether the rendered files are on disk now (they are removed after
+        # a failed attempt and made again, identical, for the next one).
+        self.rendered = False
         self.batch_path = ""
         self.quarantine_path = ""
 
@@ -259,6 +297,7 @@ class Pipeline(Service):
             jitter=jitter if jitter is not None else _random,
         )
         self._shipping: dict[str, Deferred[Any]] = {}
+        self._slots = DeferredSemaphore(settings.upload_concurrency)
         self._timer = TimerService(settings.check_interval, self.check_rotation)
         self._timer.clock = clock
         self._full_call: IDelayedCall | None = None
@@ -351,6 +390,8 @@ class Pipeline(Service):
         large enough.  Never raises (that would stop the timer for good).
         """
         try:
+            # Space may have come back from outside: look again.
+            self.ingest.update_backpressure()
             if self.spool.current_size >= self.settings.max_file_size:
                 self.seal("size")
             elif (
@@ -358,6 +399,11 @@ class Pipeline(Service):
                 and self.spool.current_age() >= self.settings.rotation_interval
             ):
                 self.seal("time")
+        except OSError as error:
+            log.error(
+                "sealing failed: {error}; trying again at the next check",
+                error=error.strerror or str(error),
+            )
         except Exception:
             log.failure("rotation check failed; trying again at the next check")
 
@@ -422,22 +468,41 @@ class Pipeline(Service):
         return self._policy(attempt)
 
     async def _attempt(self, shipment: _Shipment, attempt: int) -> int:
+        # At most upload-concurrency segments are rendered and uploading at
+        # once: rendered files never pile up while the destination is down.
+        await self._slots.acquire()
+        try:
+            if not shipment.rendered:
+                await self._render(shipment)
+            await self._upload(shipment)
+        except BaseException:
+            self._forget_rendered(shipment)
+            raise
+        finally:
+            self._slots.release()
+        return attempt
+
+    async def _render(self, shipment: _Shipment) -> None:
         segment = shipment.segment
-        if shipment.result is None:
-            shipment.batch_path = self.spool.rendered_path(segment, self.extension)
-            shipment.quarantine_path = self.spool.rendered_path(segment, ".quarantine")
-            result = await self.run_in_thread(
-                render_segment,
-                segment.path,
-                shipment.batch_path,
-                shipment.quarantine_path,
-                self.settings.format,
-                self.settings.compress,
-                self.settings.event_tag,
-            )
-            shipment.result = result
-            self.spool.rendered_bytes += result.batch_bytes + result.quarantine_bytes
+        shipment.batch_path = self.spool.rendered_path(segment, self.extension)
+        shipment.quarantine_path = self.spool.rendered_path(segment, ".quarantine")
+        result = await self.run_in_thread(
+            render_segment,
+            segment.path,
+            shipment.batch_path,
+            shipment.quarantine_path,
+            self.settings.format,
+            self.settings.compress,
+            self.settings.event_tag,
+        )
+        shipment.result = result
+        shipment.rendered = True
+        self.spool.rendered_bytes += result.batch_bytes + result.quarantine_bytes
+
+    async def _upload(self, shipment: _Shipment) -> None:
+        segment = shipment.segment
         result = shipment.result
+        assert result is not None
         metadata = {
             "instance-id": self.settings.instance_id,
             "segment": segment.name,
@@ -463,7 +528,6 @@ class Pipeline(Service):
                     metadata=dict(metadata, items=str(result.quarantined)),
                 )
             )
-        return attempt
 
     def _attempt_failed(
         self, shipment: _Shipment, failure: Failure, attempt: int, delay: float
@@ -509,8 +573,10 @@ class Pipeline(Service):
 
     def _forget_rendered(self, shipment: _Shipment) -> None:
         result = shipment.result
-        if result is not None:
-            self.spool.rendered_bytes -= result.batch_bytes + result.quarantine_bytes
+        if not shipment.rendered or result is None:
+            return
+        shipment.rendered = False
+        self.spool.rendered_bytes -= result.batch_bytes + result.quarantine_bytes
         for path in (shipment.batch_path, shipment.quarantine_path):
             if path:
                 try:

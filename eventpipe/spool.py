@@ -325,15 +325,17 @@ class Spool:
             return 0
 
     def _write_sequence(self, value: int) -> None:
-        temporary = self._sequence_path + ".tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        """
+        Record the next sequence number, overwriting a fixed-width file in
+        place: no new block is needed, so sealing works on a full disk.
+        """
+        fd = os.open(self._sequence_path, os.O_WRONLY | os.O_CREAT, _FILE_MODE)
         try:
-            os.write(fd, b"%d\n" % value)
+            os.pwrite(fd, b"%020d\n" % value, 0)
             if self.fsync != "never":
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temporary, self._sequence_path)
 
     # Delivered.
 
@@ -351,6 +353,14 @@ class Spool:
             pass
         else:
             self.sealed_bytes -= segment.size
+
+    def free_bytes(self) -> int:
+        """Bytes available to this process on the spool's filesystem."""
+        try:
+            stats = os.statvfs(self.directory)
+        except OSError:
+            return 0
+        return stats.f_bavail * stats.f_frsize
 
     @property
     def waiting_bytes(self) -> int:

@@ -450,6 +450,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         prefix=options["s3-prefix"],
         retry_initial=options["retry-initial-delay"],
         retry_max=options["retry-max-delay"],
+        upload_concurrency=options["upload-concurrency"],
     )
     try:
         spool = Spool(

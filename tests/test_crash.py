@@ -1,0 +1,309 @@
+"""
+Fault injection with real processes: kill -9 at seeded random moments while
+uploads are slow, a long S3 outage under a sender that pushes more than the
+spool may hold, and a spool on a filesystem that runs full.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from eventpipe.spool import KIND_EVENT, read_records
+from tests.support import (
+    Cable,
+    MotoServer,
+    Twistd,
+    delivered_numbers,
+    make_event,
+    make_stream,
+    numbers_in_objects,
+    read_object,
+    s3_objects,
+    wait_for,
+)
+from tests.test_s3 import BUCKET, CREDENTIALS
+
+_NUMBER = re.compile(rb"<cn>n(\d{12})</cn>")
+
+
+def spooled(spool: str) -> set[int]:
+    """Event numbers in the spool's segments right now (torn tails ignored)."""
+    numbers: set[int] = set()
+    paths = [os.path.join(spool, "current"), *glob.glob(os.path.join(spool, "sealed", "*"))]
+    for path in paths:
+        try:
+            with open(path, "rb") as stream:
+                for record in read_records(stream):
+                    if record.kind == KIND_EVENT:
+                        match = _NUMBER.search(record.data)
+                        if match:
+                            numbers.add(int(match.group(1)))
+        except FileNotFoundError:
+            continue
+    return numbers
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def spool_bytes(spool: str) -> int:
+    total = 0
+    for path in glob.glob(os.path.join(spool, "**", "*"), recursive=True):
+        if os.path.isfile(path) and "/outbox/" not in path:
+            total += os.path.getsize(path)
+    return total
+
+
+class Sender(threading.Thread):
+    """
+    Sends numbered events, a few at a time, reconnecting whenever the
+    connection goes (the service is being killed and restarted).
+    """
+
+    def __init__(self, port: int, total: int, per_send: int = 10, pause: float = 0.002) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.total = total
+        self.per_send = per_send
+        self.pause = pause
+        self.sent: set[int] = set()
+        self.next = 0
+        self.stopping = False
+
+    def run(self) -> None:
+        while self.next < self.total and not self.stopping:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as connection:
+                    while self.next < self.total and not self.stopping:
+                        numbers = range(self.next, min(self.next + self.per_send, self.total))
+                        connection.sendall(make_stream(numbers))
+                        self.sent.update(numbers)
+                        self.next = numbers[-1] + 1
+                        time.sleep(self.pause)
+            except OSError:
+                time.sleep(0.05)
+
+
+class KillTests(SynchronousTestCase):
+    def test_kill_nine_at_random_moments(self) -> None:
+        """
+        Ten kill -9 at seeded random moments while events stream in and
+        uploads crawl: every event that reached the spool is delivered
+        exactly once and byte for byte; the only events missing are ones
+        the service never read.
+        """
+        rng = random.Random(20261128)
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        server = MotoServer(workdir).start()
+        self.addCleanup(server.stop)
+        s3 = server.client()
+        s3.create_bucket(Bucket=BUCKET)
+        cable = Cable(server.port).plug()
+        self.addCleanup(cable.unplug)
+        cable.delay = 0.05
+        process = Twistd(
+            workdir,
+            [
+                f"--s3-bucket={BUCKET}",
+                f"--s3-endpoint-url=http://127.0.0.1:{cable.port}",
+                "--rotation-interval=0.5",
+                "--check-interval=0.1",
+                "--retry-initial-delay=0.2",
+                "--retry-max-delay=1",
+            ],
+            CREDENTIALS,
+        )
+        self.addCleanup(process.cleanup)
+        process.start()
+        sender = Sender(process.port, total=1_000_000)
+        sender.start()
+        self.addCleanup(setattr, sender, "stopping", True)
+        seen_in_spool: set[int] = set()
+        kills = during_upload = 0
+        for _ in range(10):
+            time.sleep(rng.uniform(0.3, 1.5))
+            uploading = bool(os.listdir(os.path.join(process.spool, "rendered")))
+            process.kill()
+            kills += 1
+            during_upload += uploading
+            seen_in_spool |= spooled(process.spool)
+            process.start()
+        time.sleep(1)
+        sender.stopping = True
+        sender.join(10)
+        cable.delay = 0
+        time.sleep(0.5)
+        process.stop()
+        seen_in_spool |= spooled(process.spool)
+        process.start()
+        wait_for(
+            lambda: (
+                not spooled(process.spool) and not os.listdir(os.path.join(process.spool, "sealed"))
+            ),
+            60,
+            "the spool to drain",
+        )
+        process.stop()
+        objects = s3_objects(s3, BUCKET)
+        delivered = numbers_in_objects(objects)
+        counts = collections.Counter(delivered)
+        duplicates = [n for n, c in counts.items() if c > 1]
+        lost_from_spool = seen_in_spool - set(counts)
+        never_read = sender.sent - set(counts)
+        # Byte for byte: every delivered event is exactly what was sent.
+        for data in objects.values():
+            body = read_object(data)
+            for n in _NUMBER.findall(body):
+                self.assertIn(make_event(int(n)), body)
+        self.assertEqual(kills, 10)
+        self.assertGreaterEqual(during_upload, 3, "kills during uploads")
+        self.assertEqual(duplicates, [])
+        self.assertEqual(sorted(lost_from_spool), [])
+        self.assertLessEqual(set(counts), sender.sent)
+        # What the sender had in flight when a kill landed is all that may
+        # be missing: at most what socket buffers hold, per kill.
+        self.assertLess(len(never_read), 10 * 20_000)
+        print(
+            f"\n    kills={kills} during_upload={during_upload} sent={len(sender.sent)} "
+            f"delivered={len(delivered)} duplicates={len(duplicates)} "
+            f"lost_from_spool={len(lost_from_spool)} never_read={len(never_read)} "
+            f"objects={len(objects)}"
+        )
+
+
+class OutageTests(SynchronousTestCase):
+    def test_long_outage_backpressure(self) -> None:
+        """
+        With S3 unreachable, a sender pushing far more than --max-spool-size
+        is slowed down, not failed; the spool and the process's memory stay
+        bounded; everything arrives once S3 is back.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        server = MotoServer(workdir).start()
+        self.addCleanup(server.stop)
+        s3 = server.client()
+        s3.create_bucket(Bucket=BUCKET)
+        cable = Cable(server.port)
+        limit = 2_000_000
+        process = Twistd(
+            workdir,
+            [
+                f"--s3-bucket={BUCKET}",
+                f"--s3-endpoint-url=http://127.0.0.1:{cable.port}",
+                "--rotation-interval=0.5",
+                "--check-interval=0.1",
+                "--max-file-size=256KiB",
+                f"--max-spool-size={limit}",
+                "--retry-initial-delay=0.2",
+                "--retry-max-delay=1",
+            ],
+            CREDENTIALS,
+        )
+        self.addCleanup(process.cleanup)
+        process.start()
+        total = 20_000  # about 32 MB, sixteen times the spool limit
+        sender = Sender(process.port, total, per_send=50, pause=0)
+        sender.start()
+        self.addCleanup(setattr, sender, "stopping", True)
+        time.sleep(8)
+        self.assertTrue(sender.is_alive(), "the sender was not slowed down")
+        self.assertLess(sender.next, total)
+        waiting = spool_bytes(process.spool)
+        # The limit, plus what is rendered for the two upload slots, a
+        # segment being sealed and one read in flight.
+        self.assertLess(waiting, limit + 3 * 256 * 1024 + 512 * 1024)
+        self.assertIn("reading paused", process.log())
+        cable.plug()
+        self.addCleanup(cable.unplug)
+        sender.join(90)
+        self.assertFalse(sender.is_alive())
+        wait_for(
+            lambda: len(numbers_in_objects(s3_objects(s3, BUCKET))) >= total, 60, "every event"
+        )
+        assert process.process is not None
+        peak = peak_rss_kib(process.process.pid)
+        counts = collections.Counter(numbers_in_objects(s3_objects(s3, BUCKET)))
+        self.assertEqual(sorted(counts), list(range(total)))
+        self.assertEqual([n for n, c in counts.items() if c > 1], [])
+        self.assertIn("reading resumed", process.log())
+        self.assertLess(peak, 150 * 1024, "peak RSS in KiB")
+        print(f"\n    peak_rss_mib={peak / 1024:.1f} spool_bytes_at_outage={waiting}")
+        process.stop()
+
+
+class DiskFullTests(SynchronousTestCase):
+    def test_spool_filesystem_full(self) -> None:
+        """
+        The spool's filesystem runs full: reading pauses, nothing is lost,
+        and ingest resumes once space comes back.
+        """
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            raise SkipTest("mounting a small tmpfs needs root")
+        workdir = os.path.abspath(self.mktemp())
+        spool_fs = os.path.join(workdir, "small")
+        os.makedirs(spool_fs)
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", spool_fs], capture_output=True
+        )
+        if mounted.returncode != 0:
+            raise SkipTest(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+        self.addCleanup(subprocess.run, ["umount", "-l", spool_fs])
+        process = Twistd(
+            workdir,
+            [
+                "--rotation-interval=0.5",
+                "--check-interval=0.1",
+                "--retry-max-delay=1",
+                "--max-file-size=256KiB",
+                "--outbox",
+                os.path.join(workdir, "outbox"),
+            ],
+        )
+        process.spool = os.path.join(spool_fs, "spool")
+        self.addCleanup(process.cleanup)
+        process.start()
+        ballast = os.path.join(spool_fs, "ballast")
+        with open(ballast, "wb") as stream:
+            try:
+                while True:
+                    stream.write(b"\0" * 65536)
+                    stream.flush()
+            except OSError:
+                pass
+        sender = Sender(process.port, 3000, per_send=20, pause=0)
+        sender.start()
+        self.addCleanup(setattr, sender, "stopping", True)
+        # Either the free-space reserve or the disk itself stops ingest.
+        wait_for(lambda: "reading paused" in process.log(), 20, "ingest to pause")
+        time.sleep(1)
+        self.assertTrue(sender.is_alive(), "the sender should be held back")
+        os.unlink(ballast)
+        sender.join(60)
+        self.assertFalse(sender.is_alive())
+        outbox = os.path.join(workdir, "outbox")
+        wait_for(lambda: len(delivered_numbers(outbox)) >= 3000, 30, "every event")
+        counts = collections.Counter(delivered_numbers(outbox))
+        self.assertEqual(sorted(counts), list(range(3000)))
+        self.assertEqual(max(counts.values()), 1)
+        log = process.log()
+        self.assertTrue("No space left on device" in log or "bytes free on the spool" in log)
+        self.assertTrue("accepts writes again" in log or "reading resumed" in log)
+        process.stop()
