@@ -32,6 +32,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -80,6 +81,7 @@ class RenderResult:
     quarantine_bytes: int = 0
     batch_sha256: str = ""
     quarantine_sha256: str = ""
+    repaired: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def note(self, reason: str) -> None:
@@ -164,6 +166,22 @@ def quarantine_entry(reason: str, data: bytes) -> bytes:
     )
 
 
+# ACM's administrator guide prints three element names with a space in them
+# (<plasectrxPanel date>, <plasectrxPanel dateUTC>, <plasectrxPanel name>).
+# That is not XML; with repair on, such names are joined.
+_SPACED_NAME = re.compile(rb"<(/?)(plasectrx[A-Za-z]+) ([A-Za-z]+)(\s*/?>)")
+
+
+def repair_tag_names(data: bytes) -> tuple[bytes, int]:
+    """
+    Join ACM element names printed with a space: C{<plasectrxPanel date>}
+    becomes C{<plasectrxPaneldate>}.
+
+    @return: the repaired bytes and how many tags were changed.
+    """
+    return _SPACED_NAME.subn(rb"<\1\2\3\4", data)
+
+
 def render_segment(
     segment_path: str,
     batch_path: str,
@@ -171,11 +189,16 @@ def render_segment(
     fmt: str = "xml",
     compress: str = "none",
     event_tag: str = "EVENT",
+    repair: bool = False,
 ) -> RenderResult:
     """
     Render a sealed segment.  The batch file is written only if at least one
     event is good, the quarantine file only if something was set aside.
     Rendering the same segment twice gives the same bytes.
+
+    @param repair: join ACM's space-separated element names in events that
+        are not well-formed because of them (see L{repair_tag_names}); a
+        well-formed event is never touched.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
@@ -189,6 +212,13 @@ def render_segment(
             for record in read_records(stream):
                 if record.kind == KIND_EVENT:
                     reason, rendered = _render_event(record.data, parser, fmt, event_tag)
+                    if reason is not None and repair:
+                        repaired, changes = repair_tag_names(record.data)
+                        if changes:
+                            again, rendered = _render_event(repaired, parser, fmt, event_tag)
+                            if again is None:
+                                reason = None
+                                result.repaired += 1
                     if reason is None:
                         batch.write(rendered)
                         result.events += 1

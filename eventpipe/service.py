@@ -62,6 +62,7 @@ class Settings:
     retry_initial: float = 1.0
     retry_max: float = 60.0
     upload_concurrency: int = 2
+    repair_tag_names: bool = False
 
 
 class Ingest:
@@ -494,6 +495,7 @@ class Pipeline(Service):
             self.settings.format,
             self.settings.compress,
             self.settings.event_tag,
+            self.settings.repair_tag_names,
         )
         shipment.result = result
         shipment.rendered = True
@@ -553,6 +555,12 @@ class Pipeline(Service):
         self.segments_delivered += 1
         self.events_delivered += result.events
         self.events_quarantined += result.quarantined
+        if result.repaired:
+            log.info(
+                "repaired the element names of {count} events of {name} (--repair-acm-tag-names)",
+                count=result.repaired,
+                name=shipment.segment.name,
+            )
         if result.quarantined:
             log.warn(
                 "quarantined {count} pieces of {name} under {key}: {reasons}",

@@ -294,6 +294,16 @@ class Options(usage.Options):
         [name, None, None, _help(name, env, default, text)]
         for name, env, default, _, text in PARAMETERS
     ]
+    optFlags = [
+        [
+            "repair-acm-tag-names",
+            None,
+            "Join element names that ACM's guide prints with a space "
+            "(<plasectrxPanel date> becomes <plasectrxPaneldate>) in events that are "
+            "not well-formed because of them; well-formed events are never touched. "
+            "Environment: EVENTPIPE_REPAIR_ACM_TAG_NAMES=1.",
+        ],
+    ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__()
@@ -336,6 +346,9 @@ class Options(usage.Options):
                     f"{source}: invalid value {raw!r} ({_expect(name, convert)})"
                 ) from None
         self._listen()
+        self["repair-acm-tag-names"] = bool(self["repair-acm-tag-names"]) or _flag(
+            self.environ, "EVENTPIPE_REPAIR_ACM_TAG_NAMES"
+        )
         if self["instance-id"] is None:
             self["instance-id"] = instance_id_from_hostname(socket.gethostname())
         if self["outbox"] is None:
@@ -365,6 +378,15 @@ class Options(usage.Options):
                 self["listen"] = [DEFAULT_LISTEN]
         for description in self["listen"]:
             check_endpoint(description, source)
+
+
+def _flag(environ: Mapping[str, str], variable: str) -> bool:
+    value = environ.get(variable, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise usage.UsageError(f"{variable}: invalid value {value!r} (1/true/yes or 0/false/no)")
 
 
 def _expect(name: str, convert: Callable[[str], Any]) -> str:
@@ -451,6 +473,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         retry_initial=options["retry-initial-delay"],
         retry_max=options["retry-max-delay"],
         upload_concurrency=options["upload-concurrency"],
+        repair_tag_names=options["repair-acm-tag-names"],
     )
     try:
         spool = Spool(
