@@ -53,7 +53,7 @@ class Options(usage.Options):
             raise usage.UsageError("name a command; see --help")
 
 
-def run(argv: Sequence[str], out: object = None) -> int:
+def run(argv: Sequence[str], out: TextIO | None = None) -> int:
     stream = out if out is not None else sys.stdout
     options = Options()
     try:
@@ -70,7 +70,7 @@ def run(argv: Sequence[str], out: object = None) -> int:
             file_format=sub["file-format"] or "",
             storage_integration=sub["storage-integration"],
         )
-        stream.write(  # type: ignore[attr-defined]
+        stream.write(
             snowflake_sql(sub["s3-bucket"], sub["s3-prefix"], sub["format"], sub["compress"], names)
         )
     return 0
