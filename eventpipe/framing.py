@@ -27,6 +27,11 @@ import re
 from dataclasses import dataclass
 
 _WHITESPACE = re.compile(rb"(?:[ \t\r\n]|\xef\xbb\xbf)+")
+# Whitespace, byte order marks, and whole declarations, processing
+# instructions and comments: what stands between documents, in one match.
+_PROLOG = re.compile(
+    rb"(?:[ \t\r\n]+|\xef\xbb\xbf|<\?[^?]{0,256}\?>|<!--(?:[^-]|-(?!->)){0,256}-->)+"
+)
 _TAG_DELIMITERS = frozenset(b" \t\r\n>/")
 _END_DELIMITERS = frozenset(b" \t\r\n>")
 _CDATA_OPEN = b"<![CDATA["
@@ -192,12 +197,16 @@ class EventFramer:
 
         @return: the new position, or -1 when more bytes are needed.
         """
-        match = _WHITESPACE.match(buf, pos)
-        if match is not None:
-            if self._garbage:
+        if self._garbage:
+            match = _WHITESPACE.match(buf, pos)
+            if match is not None:
                 # Whitespace inside a run of unrecognised bytes is part of it.
                 self._keep_garbage(buf, pos, match.end())
-            return match.end()
+                return match.end()
+        else:
+            match = _PROLOG.match(buf, pos)
+            if match is not None:
+                return match.end()
         if buf.startswith(self._open, pos):
             after = pos + len(self._open)
             if after >= n:
@@ -326,9 +335,7 @@ class EventFramer:
         Whether the bytes of an event hold something in which an end tag
         may stand without ending it: CDATA, a comment, or a nested root.
         """
-        if buf.find(_CDATA_OPEN, start, end) >= 0:
-            return True
-        if buf.find(_COMMENT_OPEN, start, end) >= 0:
+        if buf.find(b"<!", start, end) >= 0:  # CDATA or a comment
             return True
         nested = buf.find(self._open, start + 1, end)
         while nested >= 0:
