@@ -257,7 +257,8 @@ def _render_event(
         return f"root element is {root.tag!r}, not {event_tag!r}", b""
     if fmt == "xml":
         return None, data + b"\n"
-    line = json.dumps(event_to_json(root), ensure_ascii=False, separators=(",", ":"))
+    document = event_to_json(root, namespaced=b"xmlns" in data)
+    line = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
     return None, line.encode("utf-8") + b"\n"
 
 
@@ -276,34 +277,46 @@ def _attribute_name(key: str, element: Any) -> str:
     return "@" + key
 
 
-def _value(element: Any) -> Any:
+def _value(element: Any, namespaced: bool) -> Any:
     """
     The JSON value of an element: its text when it has neither attributes
     nor child elements (C{""} when empty), otherwise an object.
+
+    @param namespaced: whether the event declares any namespace; without
+        one, names are taken as they are (the fast path for ACM events).
     """
-    children = [child for child in element if isinstance(child.tag, str)]
-    parent = element.getparent()
-    inherited = parent.nsmap if parent is not None else {}
-    declared = {
-        prefix: uri for prefix, uri in element.nsmap.items() if inherited.get(prefix) != uri
-    }
-    if not children and not element.attrib and not declared:
-        return element.text or ""
-    value: dict[str, Any] = {}
-    for prefix, uri in declared.items():
-        value["@xmlns:" + prefix if prefix else "@xmlns"] = uri
-    for key, attribute in element.attrib.items():
-        value[_attribute_name(key, element)] = attribute
+    declared: dict[str | None, str] = {}
+    if namespaced:
+        parent = element.getparent()
+        inherited = parent.nsmap if parent is not None else {}
+        declared = {
+            prefix: uri for prefix, uri in element.nsmap.items() if inherited.get(prefix) != uri
+        }
+    attributes = element.attrib
+    if not len(element):
+        if not attributes and not declared:
+            return element.text or ""
+        children = []
+    else:
+        children = [child for child in element if isinstance(child.tag, str)]
     text = element.text or ""
     for child in element:
         text += child.tail or ""
-    if children:
-        text = text if text.strip() else ""
+    if not children and not attributes and not declared:
+        # Only comments or processing instructions inside: the text remains.
+        return text
+    value: dict[str, Any] = {}
+    for prefix, uri in declared.items():
+        value["@xmlns:" + prefix if prefix else "@xmlns"] = uri
+    for key, attribute in attributes.items():
+        value[_attribute_name(key, element) if namespaced else "@" + key] = attribute
+    if children and not text.strip():
+        text = ""
     if text:
         value["#text"] = text
     for child in children:
-        name = _name(child)
-        converted = _value(child)
+        name = _name(child) if namespaced else child.tag
+        converted = _value(child, namespaced)
         if name in value:
             existing = value[name]
             # A converted child is a string or an object, never a list: a
@@ -317,7 +330,7 @@ def _value(element: Any) -> Any:
     return value
 
 
-def event_to_json(root: Any) -> dict[str, Any]:
+def event_to_json(root: Any, namespaced: bool | None = None) -> dict[str, Any]:
     """
     The lossless JSON form of one event: C{{"EVENT": {...}}}.
 
@@ -332,5 +345,15 @@ def event_to_json(root: Any) -> dict[str, Any]:
     - names keep the prefix they were written with (C{"p:name"}); a
       namespace declaration becomes C{"@xmlns"} or C{"@xmlns:p"};
     - comments and processing instructions inside an event are not kept.
+
+    @param namespaced: whether the event uses namespaces, when the caller
+        knows (an event without the bytes C{xmlns} cannot); found out
+        otherwise.
     """
-    return {_name(root): _value(root)}
+    if namespaced is None:
+        namespaced = bool(root.nsmap) or any(
+            element.prefix or "{" in element.tag for element in root.iter(tag=etree.Element)
+        )
+    if not namespaced:
+        return {root.tag: _value(root, False)}
+    return {_name(root): _value(root, True)}
