@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 
-from eventpipe.spool import KIND_EVENT, KIND_REJECTED, read_records
+from eventpipe.spool import KIND_EVENT, read_records
 
 FORMATS = ("xml", "json")
 COMPRESSIONS = ("none", "gzip")
@@ -207,28 +207,42 @@ def render_segment(
     header, footer = (XML_HEADER, XML_FOOTER) if fmt == "xml" else (b"", b"")
     batch = _Output(batch_path, compress, header)
     quarantine = _Output(quarantine_path, "none")
+    events: list[bytes] = []
+    size = 0
+
+    def flush() -> None:
+        for data, (reason, rendered) in zip(
+            events, _render_events(events, parser, fmt, event_tag), strict=True
+        ):
+            if reason is not None and repair:
+                repaired, changes = repair_tag_names(data)
+                if changes:
+                    again, rendered = _render_event(repaired, parser, fmt, event_tag)
+                    if again is None:
+                        reason = None
+                        result.repaired += 1
+            if reason is None:
+                batch.write(rendered)
+                result.events += 1
+            else:
+                result.note(reason)
+                quarantine.write(quarantine_entry(reason, data))
+        events.clear()
+
     try:
         with open(segment_path, "rb", buffering=1 << 16) as stream:
             for record in read_records(stream):
                 if record.kind == KIND_EVENT:
-                    reason, rendered = _render_event(record.data, parser, fmt, event_tag)
-                    if reason is not None and repair:
-                        repaired, changes = repair_tag_names(record.data)
-                        if changes:
-                            again, rendered = _render_event(repaired, parser, fmt, event_tag)
-                            if again is None:
-                                reason = None
-                                result.repaired += 1
-                    if reason is None:
-                        batch.write(rendered)
-                        result.events += 1
-                        continue
-                elif record.kind == KIND_REJECTED:
-                    reason = record.reason
-                else:
-                    reason = record.reason
-                result.note(reason)
-                quarantine.write(quarantine_entry(reason, record.data))
+                    events.append(record.data)
+                    size += len(record.data)
+                    if len(events) >= CHUNK_EVENTS or size >= CHUNK_BYTES:
+                        flush()
+                        size = 0
+                    continue
+                # Set aside by the framer (KIND_REJECTED) or torn (KIND_TORN).
+                result.note(record.reason)
+                quarantine.write(quarantine_entry(record.reason, record.data))
+            flush()
         result.batch_bytes, result.batch_sha256 = batch.finish(footer)
         result.quarantine_bytes, result.quarantine_sha256 = quarantine.finish()
     except BaseException:
@@ -236,6 +250,39 @@ def render_segment(
         quarantine.abort()
         raise
     return result
+
+
+# Events are validated in chunks: one parse of the chunk wrapped in a root.
+# Every framed event starts with its root's start tag and ends with the end
+# tag that closes it, so the wrapped chunk is well-formed, with one child per
+# event, exactly when every event is; if not, each event of the chunk is
+# parsed alone to find the bad ones.
+CHUNK_EVENTS = 256
+CHUNK_BYTES = 1 << 20
+
+
+def _render_events(
+    events: list[bytes], parser: etree.XMLParser, fmt: str, event_tag: str
+) -> list[tuple[str | None, bytes]]:
+    """Validate (and convert) a chunk of events, in order."""
+    try:
+        root = etree.fromstring(b"<EVENTS>" + b"".join(events) + b"</EVENTS>", parser)
+    except etree.XMLSyntaxError:
+        root = None
+    if (
+        root is not None
+        and len(root) == len(events)
+        and all(child.tag == event_tag for child in root)
+    ):
+        if fmt == "xml":
+            return [(None, data + b"\n") for data in events]
+        return [(None, _json_line(child, b"xmlns" in data)) for child, data in zip(root, events)]
+    return [_render_event(data, parser, fmt, event_tag) for data in events]
+
+
+def _json_line(element: Any, namespaced: bool) -> bytes:
+    document = event_to_json(element, namespaced=namespaced)
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
 def _render_event(
@@ -257,9 +304,7 @@ def _render_event(
         return f"root element is {root.tag!r}, not {event_tag!r}", b""
     if fmt == "xml":
         return None, data + b"\n"
-    document = event_to_json(root, namespaced=b"xmlns" in data)
-    line = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-    return None, line.encode("utf-8") + b"\n"
+    return None, _json_line(root, b"xmlns" in data)
 
 
 def _name(element: Any) -> str:

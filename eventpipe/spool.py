@@ -39,6 +39,9 @@ KIND_TORN = b"T"
 
 _HEADER = 18
 _TORN_CHUNK = 1 << 20
+# The largest record a segment may hold (the largest --max-event-size, and
+# the reason of a rejected piece); a longer length in a header is damage.
+MAX_RECORD = 65 << 20
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
 
@@ -95,38 +98,44 @@ def read_records(stream: BinaryIO) -> Iterator[Record]:
         header = stream.read(_HEADER)
         if not header:
             return
-        record = _parse(header, stream)
+        record, body = _parse(header, stream)
         if record is None:
-            yield from _torn(header, stream)
+            yield from _torn(header + body, stream)
             return
         yield record
 
 
-def _parse(header: bytes, stream: BinaryIO) -> Record | None:
+def _parse(header: bytes, stream: BinaryIO) -> tuple[Record | None, bytes]:
+    """
+    Read the rest of the record that C{header} starts.
+
+    @return: the record (or None if it is not intact) and the bytes read
+        after the header.
+    """
     if len(header) != _HEADER or header[17:18] != b"\n":
-        return None
+        return None, b""
     kind = header[:1]
     if kind not in (KIND_EVENT, KIND_REJECTED):
-        return None
+        return None, b""
     try:
         length = int(header[1:9], 16)
         crc = int(header[9:17], 16)
     except ValueError:
-        return None
-    position = stream.tell()
-    payload = stream.read(length)
-    trailer = stream.read(1)
-    if len(payload) != length or trailer != b"\n" or zlib.crc32(payload) != crc:
-        stream.seek(position)
-        return None
+        return None, b""
+    if length > MAX_RECORD:
+        return None, b""
+    body = stream.read(length + 1)
+    payload = body[:-1]
+    if len(body) != length + 1 or body[-1:] != b"\n" or zlib.crc32(payload) != crc:
+        return None, body
     if kind == KIND_REJECTED:
         reason, _, data = payload.partition(b"\n")
-        return Record(kind, data, reason.decode("utf-8", "replace"))
-    return Record(kind, payload)
+        return Record(kind, data, reason.decode("utf-8", "replace")), body
+    return Record(kind, payload), body
 
 
-def _torn(header: bytes, stream: BinaryIO) -> Iterator[Record]:
-    chunk = header + stream.read(_TORN_CHUNK - len(header))
+def _torn(start: bytes, stream: BinaryIO) -> Iterator[Record]:
+    chunk = start + stream.read(max(_TORN_CHUNK - len(start), 0))
     while chunk:
         yield Record(
             KIND_TORN,

@@ -353,6 +353,8 @@ class Options(usage.Options):
             self["instance-id"] = instance_id_from_hostname(socket.gethostname())
         if self["outbox"] is None:
             self["outbox"] = os.path.join(self["spool-dir"], "outbox")
+        if self["max-event-size"] > 64 * 2**20:
+            raise usage.UsageError("--max-event-size: at most 64MiB")
         if self["max-event-size"] > self["max-spool-size"]:
             raise usage.UsageError("--max-event-size: must not exceed --max-spool-size")
         if self["retry-initial-delay"] > self["retry-max-delay"]:

@@ -136,6 +136,7 @@ class Twistd:
 
     def __init__(self, workdir: str, args: list[str], env: dict[str, str] | None = None) -> None:
         self.workdir = os.path.abspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
         self.port = free_port()
         self.spool = os.path.join(self.workdir, "spool")
         self.log_path = ""
@@ -275,6 +276,7 @@ class MotoServer:
 
     def __init__(self, workdir: str, port: int | None = None) -> None:
         self.workdir = os.path.abspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
         os.makedirs(self.workdir, exist_ok=True)
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
