@@ -9,6 +9,7 @@ Quarantine objects use the same name under C{{prefix}quarantine/}.
 
 from __future__ import annotations
 
+import calendar
 import re
 import time
 
@@ -42,6 +43,14 @@ def segment_name(sealed_at: float, instance_id: str, sequence: int) -> str:
     """
     stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime(sealed_at))
     return f"{stamp}_{instance_id}_{sequence:06d}"
+
+
+def sealed_at(name: str) -> float:
+    """The POSIX time (to the second) a segment was sealed, from its name."""
+    match = _SEGMENT_NAME.match(name)
+    if match is None:
+        raise ValueError(f"not a segment name: {name!r}")
+    return float(calendar.timegm(time.strptime(match.group(1) + match.group(2), "%Y%m%d%H%M%S")))
 
 
 def is_segment_name(name: str) -> bool:

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from eventpipe.framing import Rejected
+from eventpipe.metrics import Metrics, PipelineCollector, quarantine_reason
 from eventpipe.naming import object_key, quarantine_key
 from eventpipe.protocol import EventReceiver
 from eventpipe.render import CONTENT_TYPES, RenderResult, extension, render_segment
@@ -82,7 +83,9 @@ class Ingest:
         clock: IReactorTime,
         settings: Settings,
         on_segment_full: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics if metrics is not None else Metrics()
         self.spool = spool
         self.clock = clock
         self.event_tag = settings.event_tag
@@ -107,6 +110,7 @@ class Ingest:
 
     def connection_made(self, receiver: EventReceiver) -> bool:
         if not self.accepting:
+            self.metrics.connections_refused.labels("shutting_down").inc()
             return False
         self.receivers.add(receiver)
         log.info("connection from {peer}", peer=receiver.peer)
@@ -174,6 +178,8 @@ class Ingest:
         self.events_received += len(events)
         self.pieces_rejected += len(rejected)
         self.bytes_received += written
+        self.metrics.events_received.inc(len(events))
+        self.metrics.bytes_received.inc(written)
         if self.spool.current_size >= self.max_file_size:
             self._on_segment_full()
         self.update_backpressure()
@@ -285,13 +291,21 @@ class Pipeline(Service):
         clock: IReactorTime,
         run_in_thread: RunInThread,
         jitter: Callable[[], float] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics.registry.register(PipelineCollector(self))
         self.settings = settings
         self.spool = spool
         self.uploader = uploader
         self.clock = clock
         self.run_in_thread = run_in_thread
-        self.ingest = Ingest(spool, clock, settings, on_segment_full=self._segment_full)
+        self.ingest = Ingest(
+            spool, clock, settings, on_segment_full=self._segment_full, metrics=self.metrics
+        )
+        self.shipments: dict[str, _Shipment] = {}
+        self.last_attempt_error: str | None = None
+        self.last_delivery_at: float | None = None
         self._policy = backoff_policy(
             settings.retry_initial,
             settings.retry_max,
@@ -427,6 +441,7 @@ class Pipeline(Service):
         if segment is None:
             return None
         self.segments_sealed += 1
+        self.metrics.segments_sealed.labels(trigger).inc()
         log.info(
             "sealed {name} ({trigger}): {events} events, {size} bytes, key {key}",
             name=segment.name,
@@ -445,6 +460,7 @@ class Pipeline(Service):
 
     def _ship(self, segment: Segment) -> None:
         shipment = _Shipment(segment, self.clock.seconds())
+        self.shipments[segment.name] = shipment
         d: Deferred[int] = retrying(
             self.clock,
             lambda attempt: Deferred.fromCoroutine(self._attempt(shipment, attempt)),
@@ -461,6 +477,7 @@ class Pipeline(Service):
     def _forget_shipment(self, result: object, name: str) -> None:
         # Return None, not the popped Deferred (which would chain to itself).
         self._shipping.pop(name, None)
+        self.shipments.pop(name, None)
 
     def _delay_for(self, failure: Failure, attempt: int) -> float:
         error = failure.value
@@ -472,6 +489,7 @@ class Pipeline(Service):
         # At most upload-concurrency segments are rendered and uploading at
         # once: rendered files never pile up while the destination is down.
         await self._slots.acquire()
+        began = self.clock.seconds()
         try:
             if not shipment.rendered:
                 await self._render(shipment)
@@ -481,6 +499,7 @@ class Pipeline(Service):
             raise
         finally:
             self._slots.release()
+        self.metrics.upload_seconds.observe(self.clock.seconds() - began)
         return attempt
 
     async def _render(self, shipment: _Shipment) -> None:
@@ -536,6 +555,9 @@ class Pipeline(Service):
     ) -> None:
         error = failure.value
         hint = getattr(error, "hint", "")
+        self.metrics.uploads.labels("failure").inc()
+        self.metrics.upload_retries.inc()
+        self.last_attempt_error = str(error) or type(error).__name__
         log.error(
             "delivering {key} to {where} failed (attempt {attempt}): {error}{hint}; "
             "next attempt in {delay:.1f} s, the segment stays in the spool",
@@ -555,6 +577,12 @@ class Pipeline(Service):
         self.segments_delivered += 1
         self.events_delivered += result.events
         self.events_quarantined += result.quarantined
+        self.last_attempt_error = None
+        self.last_delivery_at = self.clock.seconds()
+        self.metrics.uploads.labels("success").inc()
+        self.metrics.events_delivered.inc(result.events)
+        for reason, count in result.reasons.items():
+            self.metrics.events_quarantined.labels(quarantine_reason(reason)).inc(count)
         if result.repaired:
             log.info(
                 "repaired the element names of {count} events of {name} (--repair-acm-tag-names)",
@@ -606,6 +634,33 @@ class Pipeline(Service):
     def shipping(self) -> int:
         """Segments sealed and not yet delivered."""
         return len(self._shipping)
+
+    # What an operator asks.
+
+    def oldest_waiting_age(self) -> float:
+        """Seconds since the oldest event not yet delivered arrived (0: none)."""
+        starts = [s.segment.started for s in self.shipments.values() if s.segment.started]
+        if self.spool.current_size and self.spool.current_started is not None:
+            starts.append(self.spool.current_started)
+        if not starts:
+            return 0.0
+        return max(0.0, self.clock.seconds() - min(starts))
+
+    def seconds_since_delivery(self) -> float | None:
+        if self.last_delivery_at is None:
+            return None
+        return self.clock.seconds() - self.last_delivery_at
+
+    def not_ready_because(self) -> str | None:
+        """Why the service is not ready, or None when it is."""
+        waiting = self.spool.waiting_bytes
+        if waiting >= self.settings.max_spool_size:
+            return f"spool holds {waiting} bytes, at or above --max-spool-size"
+        if self.ingest.paused_for & {"disk", "disk reserve"}:
+            return "the spool's filesystem is full"
+        if self.last_attempt_error is not None and self.shipping:
+            return f"the last delivery attempt failed: {self.last_attempt_error}"
+        return None
 
 
 def _random() -> float:

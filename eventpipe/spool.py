@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from eventpipe.framing import Rejected
-from eventpipe.naming import is_segment_name, segment_name, sequence_of
+from eventpipe.naming import is_segment_name, sealed_at, segment_name, sequence_of
 
 FSYNC_MODES = ("never", "seal", "always")
 
@@ -73,6 +73,10 @@ class Segment:
     name: str
     path: str
     size: int
+    # When its first event was appended; for a segment found on disk at
+    # start-up, when it was sealed (the first event is not older than that
+    # by more than a rotation interval).
+    started: float = 0.0
 
     @property
     def sequence(self) -> int:
@@ -222,7 +226,7 @@ class Spool:
         for name in os.listdir(self.sealed_dir):
             if is_segment_name(name):
                 path = os.path.join(self.sealed_dir, name)
-                segments.append(Segment(name, path, os.path.getsize(path)))
+                segments.append(Segment(name, path, os.path.getsize(path), sealed_at(name)))
         segments.sort(key=lambda segment: segment.sequence)
         return segments
 
@@ -315,7 +319,7 @@ class Spool:
             _fsync_directory(self.sealed_dir)
             _fsync_directory(self.directory)
         self._next_sequence = sequence + 1
-        segment = Segment(name, path, self.current_size)
+        segment = Segment(name, path, self.current_size, self.current_started or self._now())
         self.sealed_bytes += segment.size
         self.current_size = 0
         self.current_events = 0

@@ -120,6 +120,16 @@ def _text(text: str) -> str:
     return text
 
 
+def _endpoint(text: str) -> str:
+    from twisted.internet.testing import MemoryReactor
+
+    try:
+        serverFromString(MemoryReactor(), text)
+    except Exception:
+        raise ValueError(text) from None
+    return text
+
+
 PARAMETERS: list[_Parameter] = [
     (
         "spool-dir",
@@ -262,6 +272,14 @@ PARAMETERS: list[_Parameter] = [
         "S3 region. Default: boto3's own resolution.",
     ),
     (
+        "metrics",
+        ("EVENTPIPE_METRICS",),
+        None,
+        _endpoint,
+        "Serve /metrics (Prometheus), /healthz and /readyz on this endpoint, e.g. "
+        "tcp:9100:interface=127.0.0.1. Default: off.",
+    ),
+    (
         "upload-concurrency",
         ("EVENTPIPE_UPLOAD_CONCURRENCY",),
         2,
@@ -399,6 +417,7 @@ def _expect(name: str, convert: Callable[[str], Any]) -> str:
         _positive_size: "a size such as 5242880, 5MiB, 5MB or 512KiB",
         _positive_int: "a whole number above 0",
         _event_tag: "an XML element name",
+        _endpoint: "a Twisted server endpoint string such as tcp:9100",
         _instance_id: "letters, digits, dots and hyphens, at most 63",
     }
     return messages.get(convert) or _choices_of(name)
@@ -512,6 +531,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     pipeline = Pipeline(settings, spool, uploader, reactor, run_in_thread)
     pipeline.setServiceParent(top)
     factory = EventReceiverFactory(pipeline.ingest)
+    if options["metrics"]:
+        from twisted.web.server import Site
+
+        from eventpipe.metrics import health_resource
+
+        site = Site(health_resource(pipeline, pipeline.metrics))
+        site.displayTracebacks = False
+        strports.service(options["metrics"], site, reactor).setServiceParent(top)
     # Listeners come last: they stop first, before the pipeline seals.
     for description in options["listen"]:
         strports.service(with_backlog(description), factory, reactor).setServiceParent(top)

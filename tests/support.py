@@ -374,6 +374,12 @@ class Cable:
     def unplug(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone
+            # would leave the port listening until the next connection.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         with self._lock:
             for connection in self._connections:

@@ -70,7 +70,9 @@ def synchronous(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
     return maybeDeferred(function, *args)
 
 
-class PipelineTests(SynchronousTestCase):
+class PipelineHarness(SynchronousTestCase):
+    """A pipeline on a fake clock with an in-memory uploader; no tests."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1753805700)
@@ -113,6 +115,8 @@ class PipelineTests(SynchronousTestCase):
             numbers.extend(numbers_in_xml_batch(self.uploader.objects[key]))
         return numbers
 
+
+class PipelineTests(PipelineHarness):
     def test_rotation_by_time(self) -> None:
         """
         Events sit in the spool until the check after rotation-interval,
