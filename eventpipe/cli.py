@@ -6,9 +6,12 @@ holds the tools around it and reads the same options and environment.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
 from eventpipe import __version__
@@ -37,10 +40,61 @@ class SnowflakeOptions(ServiceOptions):
     ]
 
 
+class CheckOptions(ServiceOptions):
+    synopsis = "[service options]"
+    longdesc = (
+        "Check what the service needs, reading the same options and environment: "
+        "the listen endpoints parse and their ports are free, the spool directory "
+        "is writable with room to spare, and the destination (outbox, or S3 bucket "
+        "and prefix) can be written. One line each; exit status 0 when all pass."
+    )
+
+
+class SimulateOptions(usage.Options):
+    synopsis = "[--to ENDPOINT] [--rate N] [--count N | --duration S] ..."
+    longdesc = (
+        "Act as an ACM appliance: send realistic Generic XML events (a declaration "
+        "before each, ACM's 42 fields, padded numbers, non-ASCII names) to a "
+        "Twisted client endpoint."
+    )
+    optParameters = [
+        ["to", None, "tcp:localhost:8080", "Where to send: a Twisted client endpoint string."],
+        ["rate", None, 100.0, "Events per second.", float],
+        ["count", None, None, "Stop after this many events.", int],
+        ["duration", None, None, "Stop after this many seconds.", float],
+        ["connections", None, 1, "Connections to spread the events over.", int],
+        ["malformed-every", None, 0, "Make every Nth event malformed (0: none).", int],
+        ["seed", None, 0, "Random seed (the same seed sends the same events).", int],
+    ]
+    optFlags = [
+        ["reconnect-per-event", None, "Open a new connection for every event."],
+    ]
+
+    def postOptions(self) -> None:
+        if self["count"] is None and self["duration"] is None:
+            self["count"] = 1000
+        if not self["rate"] > 0:
+            raise usage.UsageError("--rate: must be above 0")
+        if self["connections"] < 1:
+            raise usage.UsageError("--connections: must be 1 or more")
+        if self["count"] is not None and self["count"] < 0:
+            raise usage.UsageError("--count: must be 0 or more")
+        if self["malformed-every"] < 0:
+            raise usage.UsageError("--malformed-every: must be 0 or more")
+        from twisted.internet.testing import MemoryReactor
+
+        try:
+            clientFromString(MemoryReactor(), self["to"])
+        except Exception as error:
+            raise usage.UsageError(f"--to: invalid endpoint {self['to']!r} ({error})") from None
+
+
 class Options(usage.Options):
     synopsis = "<command> [options]"
     longdesc = "Tools for eventpipe; the service itself runs as `twistd eventpipe`."
     subCommands = [
+        ["check", None, CheckOptions, "Check the listen ports, spool and destination."],
+        ["simulate", None, SimulateOptions, "Send simulated ACM events (demos, load tests)."],
         ["snowflake-sql", None, SnowflakeOptions, "Print the Snowflake set-up SQL."],
     ]
 
@@ -63,6 +117,12 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
         sys.stderr.write(f"eventpipe: {error}\n")
         return 1
     sub = options.subOptions
+    if options.subCommand == "check":
+        from eventpipe.check import run_checks
+
+        return run_checks(sub, stream)
+    if options.subCommand == "simulate":
+        return _simulate(sub, stream)
     if options.subCommand == "snowflake-sql":
         names = SnowflakeNames(
             table=sub["table"],
@@ -75,6 +135,46 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
             snowflake_sql(sub["s3-bucket"], sub["s3-prefix"], sub["format"], sub["compress"], names)
         )
     return 0
+
+
+def _simulate(sub: usage.Options, stream: TextIO) -> int:
+    """Run the simulator under its own reactor; exits the process when done."""
+    from twisted.internet import task
+
+    from eventpipe.simulate import Progress, simulate
+
+    async def go(reactor: Any) -> None:
+        began = time.monotonic()
+        try:
+            progress: Progress = await simulate(
+                reactor,
+                sub["to"],
+                sub["rate"],
+                sub["count"],
+                sub["duration"],
+                connections=sub["connections"],
+                reconnect_per_event=sub["reconnect-per-event"],
+                malformed_every=sub["malformed-every"],
+                seed=sub["seed"],
+                out=stream,
+            )
+        except ConnectionError as error:
+            sys.stderr.write(f"eventpipe: {error}\n")
+            raise SystemExit(1) from None
+        seconds = time.monotonic() - began
+        stream.write(
+            f"sent {progress.sent:,} events ({progress.malformed:,} malformed) over "
+            f"{progress.connections:,} connections in {seconds:.1f} s, "
+            f"{progress.sent / seconds if seconds else 0:,.0f} events/s, "
+            f"{progress.errors} errors\n"
+        )
+        for message in progress.messages:
+            stream.write(f"  error: {message}\n")
+        if progress.errors:
+            raise SystemExit(1)
+
+    task.react(lambda reactor: Deferred.fromCoroutine(go(reactor)))
+    return 0  # not reached: react() exits
 
 
 def main() -> None:

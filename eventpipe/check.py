@@ -1,0 +1,142 @@
+"""
+C{eventpipe check}: verify, before starting the service, what it will need.
+Each check is one line, ✓ or ✗; blocking calls are fine here (no reactor).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from twisted.internet.endpoints import serverFromString
+
+from eventpipe.naming import normalize_prefix
+
+Check = tuple[bool, str]
+
+
+def check_listen(description: str) -> Check:
+    """The endpoint parses and, for TCP, its port can be bound now."""
+    from twisted.internet.testing import MemoryReactor
+
+    endpoint = serverFromString(MemoryReactor(), description)
+    port = getattr(endpoint, "_port", None)
+    if port is None:
+        return True, f"listen {description}: parses"
+    interface = getattr(endpoint, "_interface", "") or ""
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((interface, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return False, f"listen {description}: port {port} is in use"
+            if error.errno == errno.EACCES:
+                return False, f"listen {description}: port {port} needs privileges"
+            return False, f"listen {description}: {error.strerror}"
+    return True, f"listen {description}: port {port} is free"
+
+
+def check_directory(label: str, path: str, need: int = 0) -> Check:
+    """The directory can be created and written, and has C{need} bytes free."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        probe = os.path.join(path, f".eventpipe-check-{os.getpid()}")
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"probe\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+        stats = os.statvfs(path)
+    except OSError as error:
+        return False, f"{label} {path}: not writable ({error.strerror or error})"
+    free = stats.f_bavail * stats.f_frsize
+    if free < need:
+        return False, f"{label} {path}: only {free:,} bytes free, {need:,} needed"
+    return True, f"{label} {path}: writable, {free:,} bytes free"
+
+
+def _missing(error: Exception, action: str) -> str:
+    from eventpipe.upload import classify
+
+    classified = classify(error)
+    code = ""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+    if code in ("AccessDenied", "403"):
+        return f"access denied: the IAM policy lacks {action}"
+    hint = f" ({classified.hint})" if classified.hint else ""
+    return f"{classified}{hint}"
+
+
+def check_s3(client: Any, bucket: str, prefix: str, instance: str) -> list[Check]:
+    """The bucket exists, and a probe object can be written, read and deleted."""
+    results: list[Check] = []
+    where = f"s3://{bucket}/{normalize_prefix(prefix)}"
+    try:
+        client.head_bucket(Bucket=bucket)
+    except Exception as error:
+        response = getattr(error, "response", {}) or {}
+        code = str(response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket"):
+            return [(False, f"bucket {bucket}: does not exist")]
+        results.append((False, f"bucket {bucket}: {_missing(error, 's3:ListBucket')}"))
+    else:
+        results.append((True, f"bucket {bucket}: reachable"))
+    key = f"{normalize_prefix(prefix)}.eventpipe-check/{instance}-{int(time.time())}"
+    steps: list[tuple[str, str, Callable[[], Any]]] = [
+        (
+            "write",
+            "s3:PutObject",
+            lambda: client.put_object(Bucket=bucket, Key=key, Body=b"probe\n"),
+        ),
+        ("read", "s3:GetObject", lambda: client.head_object(Bucket=bucket, Key=key)),
+        ("delete", "s3:DeleteObject", lambda: client.delete_object(Bucket=bucket, Key=key)),
+    ]
+    for verb, action, call in steps:
+        try:
+            call()
+        except Exception as error:
+            results.append(
+                (False, f"{where}: cannot {verb} a probe object: {_missing(error, action)}")
+            )
+            break
+        results.append((True, f"{where}: can {verb} objects ({action})"))
+    return results
+
+
+def run_checks(options: Any, out: TextIO, s3_client: Any = None) -> int:
+    """Run every check the options call for; 0 when all pass."""
+    results: list[Check] = []
+    for description in options["listen"]:
+        results.append(check_listen(description))
+    if options["metrics"]:
+        results.append(check_listen(options["metrics"]))
+    reserve = int(options["upload-concurrency"] * options["max-file-size"] * 1.25) + 2**20
+    results.append(check_directory("spool", options["spool-dir"], reserve))
+    if options["s3-bucket"]:
+        if s3_client is None:
+            from eventpipe.upload import S3Uploader
+
+            s3_client = S3Uploader(
+                None,  # type: ignore[arg-type]
+                options["s3-bucket"],
+                endpoint_url=options["s3-endpoint-url"],
+                region=options["s3-region"],
+            ).client
+        results.extend(
+            check_s3(s3_client, options["s3-bucket"], options["s3-prefix"], options["instance-id"])
+        )
+    else:
+        results.append(check_directory("outbox", options["outbox"]))
+    for ok, line in results:
+        out.write(("\u2713 " if ok else "\u2717 ") + line + "\n")
+    return 0 if all(ok for ok, _ in results) else 1

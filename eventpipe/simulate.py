@@ -1,0 +1,316 @@
+"""
+An ACM "Events - Generic XML" simulator, for demos and load tests.
+
+L{AcmEvents} makes the events (pure: numbers and a seeded random source in,
+bytes out); L{simulate} sends them over Twisted client endpoints at a rate.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+from xml.sax.saxutils import escape
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+
+_EVENT_TYPES = [
+    ("Valid Credential", "Local Grant", "0", "", ""),
+    ("Invalid Credential", "Invalid Card Format", "0", "FF0000", "FFFFFF"),
+    ("Door Forced Open", "Door Forced Open", "1", "FF0000", "FFFFFF"),
+    ("Door Held Open", "Door Held Open", "1", "FFA500", "000000"),
+    ("Access Denied", "Denied: Expired Credential", "0", "FFFF00", "000000"),
+]
+_FIRST = [
+    "J\u00fcrgen",
+    "Ana",
+    "Zo\u00eb",
+    "Bj\u00f6rn",
+    "S\u00f8ren",
+    "Fran\u00e7ois",
+    "Li",
+    "Nguyen",
+]
+_LAST = [
+    "Nguyen",
+    "M\u00fcller",
+    "O'Brien",
+    "Garc\u00eda",
+    "Smith & Sons",
+    "\u00c5str\u00f6m",
+    "Kim",
+]
+_DOORS = ["Stair 4 L2", "Lobby <Main>", "Loading Dock", "Server Room", "Roof Hatch"]
+
+
+class AcmEvents:
+    """
+    Realistic Generic XML events: the 42 fields ACM documents, in its order,
+    numeric fields padded with spaces, non-ASCII names, escaped C{&} and
+    C{<}.  The same seed gives the same events.
+    """
+
+    def __init__(self, seed: int = 0, start: float = 1754296600.0) -> None:
+        self._random = random.Random(seed)
+        self._start = start
+
+    def event(self, number: int) -> bytes:
+        r = self._random
+        kind, name, alarm, background, foreground = r.choice(_EVENT_TYPES)
+        moment = time.gmtime(self._start + number)
+        utc = time.strftime("%Y%m%d%H%M%SZ", moment)
+        local = (
+            time.strftime("%Y%m%d%H%M%S", time.gmtime(self._start + number - 5 * 3600)) + "-0500"
+        )
+        card = r.randrange(1, 99_999_999)
+        panel = r.randrange(1, 64)
+        point = r.randrange(1, 999)
+        fields = [
+            ("plasectrxGatewayDN", "cn=544de4aa06914073,ou=gateways,dc=plasec"),
+            ("cn", f"e{number:015x}"),
+            ("plasectrxRecdate", local),
+            ("plasectrxPaneldate", local),
+            ("plasectrxRecdateUTC", utc),
+            ("plasectrxPaneldateUTC", utc),
+            ("plasectrxLastacc", utc),
+            ("plasectrxEvtypename", kind),
+            ("plasectrxBackgroundColor", background),
+            ("plasectrxForegroundColor", foreground),
+            ("plasectrxAckBackgroundColor", ""),
+            ("plasectrxAckForegroundColor", ""),
+            ("plasectrxEventname", name),
+            ("plasectrxPanelname", f"Panel {panel} Bldg A"),
+            ("plasectrxSourcename", r.choice(_DOORS)),
+            ("plasectrxSourcelocation", "Building A"),
+            ("plasectrxSourcealtname", ""),
+            ("plasectrxPointaddress", f"{point:>10}"),
+            ("plasectrxPointDN", f"cn={point},ou=points,dc=plasec"),
+            ("plasectrxEvtypeaddress", f"{r.randrange(1, 99):>3}"),
+            (
+                "plasectrxSourceDN",
+                f"cn=100,cn=0,cn={panel},ou=panels,cn=544de4aa06914073,ou=gateways,dc=plasec",
+            ),
+            ("plasectrxSourcetype", "40"),
+            ("plasectrxOperatorname", ""),
+            ("plasectrxPri", str(r.choice([10, 50, 90]))),
+            ("plasectrxMsg", ""),
+            ("plasectrxIdentityDN", f"cn={r.getrandbits(40):010x},ou=identities,dc=plasec"),
+            ("plasectrxCardno", f"{card:>16}"),
+            ("plasectrxEmbossedno", str(card)),
+            ("plasectrxLname", r.choice(_LAST)),
+            ("plasectrxFname", r.choice(_FIRST)),
+            ("plasectrxMi", ""),
+            ("plasectrxIssuelevel", f"{-1:>8}"),
+            ("plasectrxFacilityCode", str(r.randrange(1, 255))),
+            ("plasectrxExpiredat", "19700101000000Z"),
+            ("plasectrxActivdat", "19700101000000Z"),
+            ("plasectrxIssuedat", "19700101000000Z"),
+            ("plasectrxHasCamera", "0"),
+            ("plasectrxHasNotes", "0"),
+            ("plasectrxHasSoftTriggerSet", "0"),
+            ("plasectrxShowVideo", "0"),
+            ("plasectrxSeqno", str(number)),
+            ("plasectrxIsAlarm", alarm),
+        ]
+        body = "\n".join(f"<{tag}>{escape(value)}</{tag}>" for tag, value in fields)
+        return f"<EVENT>\n{body}\n</EVENT>".encode()
+
+    def document(self, number: int, malformed: bool = False) -> bytes:
+        """One document as ACM puts it on the wire: declaration, event, newline."""
+        event = self.event(number)
+        if malformed:
+            # A mismatched end tag: the receiver must quarantine just this one.
+            event = event.replace(b"</plasectrxPri>", b"</plasectrxPRI>", 1)
+        return DECLARATION + event + b"\n"
+
+
+@dataclass
+class Progress:
+    sent: int = 0
+    malformed: int = 0
+    errors: int = 0
+    connections: int = 0
+    began: float = 0.0
+    messages: list[str] = field(default_factory=list)
+
+    def rate(self, now: float) -> float:
+        return self.sent / (now - self.began) if now > self.began else 0.0
+
+
+@implementer(IPushProducer)
+class _Sender(Protocol):
+    """
+    One connection.  It registers itself as the transport's producer, so a
+    receiver that stops reading (back-pressure) pauses this sender instead
+    of filling memory.
+    """
+
+    def __init__(self, lost: Callable[[_Sender], None]) -> None:
+        self._lost = lost
+        self.paused = False
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._lost(self)
+
+
+class _SenderFactory(Factory):
+    def __init__(self, lost: Callable[[_Sender], None]) -> None:
+        self._lost = lost
+
+    def buildProtocol(self, addr: Any) -> _Sender:
+        return _Sender(self._lost)
+
+
+def simulate(
+    reactor: Any,
+    endpoint: str,
+    rate: float,
+    count: int | None,
+    duration: float | None,
+    connections: int = 1,
+    reconnect_per_event: bool = False,
+    malformed_every: int = 0,
+    seed: int = 0,
+    out: TextIO | None = None,
+) -> Deferred[Progress]:
+    """
+    Send events at C{rate} per second until C{count} are sent or
+    C{duration} seconds have passed.
+
+    @return: a Deferred that fires with the final L{Progress}.
+    """
+    clock: IReactorTime = reactor
+    events = AcmEvents(seed)
+    progress = Progress(began=clock.seconds())
+    done: Deferred[Progress] = Deferred()
+    open_senders: list[_Sender] = []
+    closing: list[Deferred[None]] = []
+    next_sender = [0]
+    tty = out is not None and out.isatty()
+    last_line = [0.0]
+
+    def lost(sender: _Sender) -> None:
+        if sender in open_senders:
+            open_senders.remove(sender)
+
+    factory = _SenderFactory(lost)
+
+    def document() -> bytes:
+        number = progress.sent
+        bad = malformed_every > 0 and (number + 1) % malformed_every == 0
+        progress.malformed += bad
+        progress.sent += 1
+        return events.document(number, bad)
+
+    def failed(failure: Failure) -> None:
+        progress.errors += 1
+        message = failure.getErrorMessage()
+        if message not in progress.messages:
+            progress.messages.append(message)
+
+    def connect() -> Deferred[Any]:
+        d = clientFromString(reactor, endpoint).connect(factory)
+
+        def connected(sender: _Sender) -> _Sender:
+            progress.connections += 1
+            return sender
+
+        return d.addCallback(connected)
+
+    def one_shot(data: bytes) -> None:
+        def send(sender: _Sender) -> None:
+            sender.transport.write(data)  # type: ignore[union-attr]
+            sender.transport.loseConnection()  # type: ignore[union-attr]
+
+        d = connect().addCallbacks(send, failed)
+        closing.append(d)
+        d.addBoth(lambda _: closing.remove(d))
+
+    def finished() -> bool:
+        if count is not None and progress.sent >= count:
+            return True
+        return duration is not None and clock.seconds() - progress.began >= duration
+
+    def tick() -> None:
+        now = clock.seconds()
+        due = int((now - progress.began) * rate) + 1 - progress.sent
+        if count is not None:
+            due = min(due, count - progress.sent)
+        for _ in range(max(due, 0)):
+            if reconnect_per_event:
+                one_shot(document())
+            else:
+                ready = [sender for sender in open_senders if not sender.paused]
+                if not ready:
+                    # Every receiver pushes back: send the rest later.
+                    break
+                sender = ready[next_sender[0] % len(ready)]
+                next_sender[0] += 1
+                sender.transport.write(document())  # type: ignore[union-attr]
+        if tty and out is not None and now - last_line[0] >= 0.5:
+            last_line[0] = now
+            out.write(
+                f"\rsent {progress.sent:,}  rate {progress.rate(now):,.0f}/s  "
+                f"errors {progress.errors}   "
+            )
+            out.flush()
+        if finished():
+            loop.stop()
+
+    loop = LoopingCall(tick)
+    loop.clock = clock
+
+    def start(_: object = None) -> None:
+        progress.began = clock.seconds()
+        loop.start(0.01).addCallbacks(stop, lambda f: done.errback(f))
+
+    def stop(_: object) -> None:
+        for sender in list(open_senders):
+            sender.transport.loseConnection()  # type: ignore[union-attr]
+
+        def wait_closed() -> None:
+            if open_senders or closing:
+                clock.callLater(0.05, wait_closed)
+                return
+            if tty and out is not None:
+                out.write("\n")
+            done.callback(progress)
+
+        wait_closed()
+
+    if reconnect_per_event:
+        start()
+    else:
+        attempts = [connect().addCallbacks(open_senders.append, failed) for _ in range(connections)]
+
+        def ready(_: object) -> None:
+            if not open_senders:
+                problem = "; ".join(progress.messages)
+                done.errback(Failure(ConnectionError(f"cannot connect to {endpoint}: {problem}")))
+                return
+            start()
+
+        DeferredList(attempts).addCallback(ready)
+    return done

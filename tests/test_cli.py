@@ -1,0 +1,161 @@
+"""The eventpipe command: check and simulate."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+
+from botocore.exceptions import ClientError
+from lxml import etree
+from twisted.trial.unittest import SynchronousTestCase
+
+from eventpipe.check import check_s3, run_checks
+from eventpipe.simulate import AcmEvents
+from eventpipe.tap import Options
+from tests.support import (
+    MotoServer,
+    Twistd,
+    batch_files,
+    quarantine_files,
+    read_object,
+    wait_for,
+)
+from tests.test_s3 import BUCKET
+
+EVENTPIPE = [sys.executable, "-c", "from eventpipe.cli import main; main()"]
+
+
+def options(*args: str) -> Options:
+    parsed = Options(environ={})
+    parsed.parseOptions(list(args))
+    return parsed
+
+
+class CheckTests(SynchronousTestCase):
+    def run_checks(self, *args: str, client: object = None) -> tuple[int, list[str]]:
+        out = io.StringIO()
+        status = run_checks(options(*args), out, client)
+        return status, out.getvalue().splitlines()
+
+    def test_all_good(self) -> None:
+        spool = self.mktemp()
+        status, lines = self.run_checks(
+            "--listen=tcp:0:interface=127.0.0.1", f"--spool-dir={spool}"
+        )
+        self.assertEqual(status, 0)
+        self.assertEqual(len(lines), 3)
+        self.assertTrue(all(line.startswith("\u2713 ") for line in lines), lines)
+
+    def test_port_in_use_and_bad_spool(self) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            port = taken.getsockname()[1]
+            blocker = self.mktemp()
+            with open(blocker, "w") as stream:
+                stream.write("not a directory")
+            status, lines = self.run_checks(
+                f"--listen=tcp:{port}:interface=127.0.0.1", f"--spool-dir={blocker}/spool"
+            )
+        self.assertEqual(status, 1)
+        self.assertIn(f"\u2717 listen tcp:{port}:interface=127.0.0.1: port {port} is in use", lines)
+        self.assertTrue(
+            any(line.startswith("\u2717 spool") and "not writable" in line for line in lines)
+        )
+
+    def test_s3_against_a_server(self) -> None:
+        server = MotoServer(self.mktemp()).start()
+        self.addCleanup(server.stop)
+        client = server.client()
+        args = (
+            "--listen=tcp:0",
+            f"--spool-dir={self.mktemp()}",
+            f"--s3-bucket={BUCKET}",
+            "--s3-prefix=acm",
+        )
+        status, lines = self.run_checks(*args, client=client)
+        self.assertEqual(status, 1)
+        self.assertIn(f"\u2717 bucket {BUCKET}: does not exist", lines)
+        client.create_bucket(Bucket=BUCKET)
+        status, lines = self.run_checks(*args, client=client)
+        self.assertEqual(status, 0, lines)
+        self.assertIn(f"\u2713 s3://{BUCKET}/acm/: can write objects (s3:PutObject)", lines)
+        listing = client.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+        self.assertEqual(listing, [], "the probe object is deleted")
+
+    def test_names_the_missing_action(self) -> None:
+        class Denying:
+            def head_bucket(self, **kwargs: object) -> None:
+                pass
+
+            def put_object(self, **kwargs: object) -> None:
+                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
+
+        results = check_s3(Denying(), "b", "acm/", "gw1")
+        self.assertEqual(results[0], (True, "bucket b: reachable"))
+        self.assertFalse(results[1][0])
+        self.assertIn("lacks s3:PutObject", results[1][1])
+
+
+class SimulatorTests(SynchronousTestCase):
+    def test_events_look_like_acm(self) -> None:
+        events = AcmEvents(seed=7)
+        first = events.document(0)
+        self.assertEqual(first, AcmEvents(seed=7).document(0), "seeded: the same events")
+        self.assertTrue(first.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<EVENT>'))
+        root = etree.fromstring(first.split(b"\n", 1)[1])
+        self.assertEqual(len(root), 42)
+        self.assertEqual(root[0].tag, "plasectrxGatewayDN")
+        self.assertEqual(root[-1].tag, "plasectrxIsAlarm")
+        self.assertRegex(root.findtext("plasectrxCardno") or "", r"^ +\d+$")
+        broken = events.document(1, malformed=True).split(b"\n", 1)[1]
+        self.assertRaises(etree.XMLSyntaxError, etree.fromstring, broken)
+
+    def simulate(self, port: int, *args: str) -> str:
+        result = subprocess.run(
+            [*EVENTPIPE, "simulate", f"--to=tcp:127.0.0.1:{port}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout
+
+    def test_service_accepts_the_simulator(self) -> None:
+        """
+        The simulator's events, over several connections and one connection
+        per event, with every 50th malformed: the service delivers the good
+        ones and quarantines the bad ones.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        process = Twistd(workdir, ["--rotation-interval=0.5", "--check-interval=0.1"])
+        self.addCleanup(process.cleanup)
+        process.start()
+        summary = self.simulate(
+            process.port, "--rate=2000", "--count=1000", "--connections=3", "--malformed-every=50"
+        )
+        self.assertIn("sent 1,000 events (20 malformed) over 3 connections", summary)
+        self.simulate(process.port, "--rate=500", "--count=40", "--reconnect-per-event", "--seed=1")
+        outbox = os.path.join(process.spool, "outbox")
+
+        def delivered() -> int:
+            return sum(read_object(p).count(b"</EVENT>") for p in batch_files(outbox))
+
+        wait_for(lambda: delivered() >= 1020, 20, "the good events")
+        quarantined = b"".join(open(p, "rb").read() for p in quarantine_files(outbox))
+        self.assertEqual(quarantined.count(b"# eventpipe quarantine: not well-formed"), 20)
+        process.stop()
+
+    def test_refused(self) -> None:
+        result = subprocess.run(
+            [*EVENTPIPE, "simulate", "--to=tcp:127.0.0.1:1", "--count=3"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("cannot connect", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
