@@ -51,6 +51,7 @@ REASON_TOO_LARGE = (
     "first {limit} bytes kept, {dropped} more discarded"
 )
 REASON_TRUNCATED = "connection closed in the middle of an event"
+REASON_DOCTYPE = "a DOCTYPE is not allowed (ACM never sends one)"
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,17 @@ class EventFramer:
         C{max_event_size} plus one read).
         """
         return len(self._buf) + len(self._garbage) + len(self._head)
+
+    @property
+    def discarding(self) -> int:
+        """
+        Bytes of the piece being set aside right now (unrecognised bytes, or
+        an oversized event), kept or counted: what a sender has sent that is
+        not events and not yet handed over as L{Rejected}.
+        """
+        if self._state == _SKIPPING:
+            return len(self._head) + self._dropped
+        return len(self._garbage) + self._garbage_dropped
 
     def feed(self, data: bytes) -> tuple[list[bytes], list[Rejected]]:
         """
@@ -268,6 +280,8 @@ class EventFramer:
             self._garbage_dropped = 0
 
     def _outside(self, data: bytes, dropped: int = 0) -> Rejected:
+        if data.lstrip(b" \t\r\n\xef\xbb\xbf").startswith(b"<!DOCTYPE"):
+            return Rejected(REASON_DOCTYPE, data, dropped)
         return Rejected(REASON_OUTSIDE.format(tag=self.event_tag), data, dropped)
 
     def _start_event(self, pos: int) -> None:

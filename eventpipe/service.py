@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from eventpipe.framing import Rejected
 from eventpipe.metrics import Metrics, PipelineCollector, quarantine_reason
 from eventpipe.naming import object_key, quarantine_key
-from eventpipe.protocol import EventReceiver
+from eventpipe.protocol import EventReceiver, Network, Source, allowed, describe
 from eventpipe.render import CONTENT_TYPES, RenderResult, extension, render_segment
 from eventpipe.retry import backoff_policy, retrying
 from eventpipe.spool import Segment, Spool, SpoolWriteError
@@ -42,6 +42,8 @@ RunInThread = Callable[..., "Deferred[Any]"]
 log = Logger(namespace="eventpipe")
 
 DISK_RETRY_DELAY = 1.0
+# Pieces set aside from one connection that are logged one by one.
+_LOGGED_PIECES = 3
 LOW_WATER = 0.9
 
 
@@ -64,6 +66,9 @@ class Settings:
     retry_max: float = 60.0
     upload_concurrency: int = 2
     repair_tag_names: bool = False
+    idle_timeout: float = 0.0
+    max_connections: int = 1000
+    allow: tuple[Network, ...] = ()
 
 
 class Ingest:
@@ -92,6 +97,13 @@ class Ingest:
         self.max_event_size = settings.max_event_size
         self.max_file_size = settings.max_file_size
         self.max_spool_size = settings.max_spool_size
+        self.idle_timeout = settings.idle_timeout
+        self.max_connections = settings.max_connections
+        self.allow = settings.allow
+        # A connection that sends this much that is not events is closed.
+        self.max_rejected_per_connection = 16 * settings.max_event_size
+        self.datagram_ports: list[Any] = []
+        self._refusals: dict[str, tuple[float, int]] = {}
         # Room to render the segments being shipped (a batch is about the
         # size of its segment), and some to spare.
         self.disk_reserve = int(settings.upload_concurrency * settings.max_file_size * 1.25) + 2**20
@@ -108,9 +120,49 @@ class Ingest:
 
     # Connections.
 
+    def admit(self, address: Any) -> str | None:
+        """
+        Decide, before anything is read, whether a connection (or datagram)
+        from C{address} is taken.
+
+        @return: None to take it, or why not.
+        """
+        reason = None
+        host = getattr(address, "host", None)
+        if host is not None and not allowed(host, self.allow):
+            reason = "not_allowed"
+        elif getattr(address, "type", "TCP") != "UDP":
+            if not self.accepting:
+                reason = "shutting_down"
+            elif len(self.receivers) >= self.max_connections:
+                reason = "max_connections"
+        if reason is not None:
+            self._refused(reason, describe(address))
+        return reason
+
+    def _refused(self, reason: str, peer: str) -> None:
+        """Count a refusal; log it, at most once a second per reason."""
+        self.metrics.connections_refused.labels(reason).inc()
+        now = self.clock.seconds()
+        last, suppressed = self._refusals.get(reason, (float("-inf"), 0))
+        if now - last < 1.0:
+            self._refusals[reason] = (last, suppressed + 1)
+            return
+        self._refusals[reason] = (now, 0)
+        log.warn(
+            "refused {peer}: {why}{more}",
+            peer=peer,
+            why={
+                "not_allowed": "not in --allow",
+                "max_connections": f"{self.max_connections} connections open (--max-connections)",
+                "shutting_down": "shutting down",
+            }[reason],
+            more=f" ({suppressed} more refused in the last second)" if suppressed else "",
+        )
+
     def connection_made(self, receiver: EventReceiver) -> bool:
         if not self.accepting:
-            self.metrics.connections_refused.labels("shutting_down").inc()
+            self._refused("shutting_down", receiver.peer)
             return False
         self.receivers.add(receiver)
         log.info("connection from {peer}", peer=receiver.peer)
@@ -122,6 +174,13 @@ class Ingest:
         if receiver in self.receivers:
             self.receivers.discard(receiver)
             log.info("connection from {peer} closed", peer=receiver.peer)
+        if receiver.rejected_pieces > _LOGGED_PIECES:
+            log.warn(
+                "{peer} sent {pieces} pieces ({size} bytes) that were set aside for quarantine",
+                peer=receiver.peer,
+                pieces=receiver.rejected_pieces,
+                size=receiver.rejected_bytes,
+            )
         if not self.receivers:
             waiting, self._all_gone = self._all_gone, []
             for d in waiting:
@@ -144,20 +203,40 @@ class Ingest:
 
     # Events.
 
-    def accept(
-        self, receiver: EventReceiver, events: list[bytes], rejected: list[Rejected]
-    ) -> None:
+    def accept(self, source: Source, events: list[bytes], rejected: list[Rejected]) -> None:
         for piece in rejected:
-            log.warn(
-                "set aside {size} bytes from {peer} for quarantine: {reason}",
-                size=len(piece.data) + piece.dropped,
-                peer=receiver.peer,
-                reason=piece.reason,
-            )
+            source.rejected_pieces += 1
+            source.rejected_bytes += len(piece.data) + piece.dropped
+            if source.rejected_pieces <= _LOGGED_PIECES:
+                log.warn(
+                    "set aside {size} bytes from {peer} for quarantine: {reason}{more}",
+                    size=len(piece.data) + piece.dropped,
+                    peer=source.peer,
+                    reason=piece.reason,
+                    more="; further pieces from it are counted, not logged"
+                    if source.rejected_pieces == _LOGGED_PIECES
+                    else "",
+                )
         if self._pending:
             self._pending.append((events, rejected))
+        else:
+            self._write(events, rejected)
+
+    def cut_off(self, receiver: EventReceiver) -> None:
+        """
+        A connection sent more that is not events than any ACM would:
+        close it (what it sent so far is quarantined), and say so once.
+        """
+        if receiver.cut:
             return
-        self._write(events, rejected)
+        receiver.cut = True
+        self.metrics.connections_refused.labels("not_events").inc()
+        log.warn(
+            "closing {peer}: more than {limit} bytes that are not events",
+            peer=receiver.peer,
+            limit=self.max_rejected_per_connection,
+        )
+        receiver.transport.abortConnection()  # type: ignore[union-attr]
 
     def _write(self, events: list[bytes], rejected: list[Rejected]) -> bool:
         try:
@@ -233,6 +312,10 @@ class Ingest:
         if not self.paused_for:
             for receiver in self.receivers:
                 receiver.transport.pauseProducing()  # type: ignore[union-attr]
+            for port in self.datagram_ports:
+                # Datagrams that arrive meanwhile wait in (or overflow) the
+                # kernel's buffer: UDP promises nothing.
+                port.stopReading()
         self.paused_for.add(why)
 
     def resume(self, why: str) -> None:
@@ -242,6 +325,8 @@ class Ingest:
         if not self.paused_for:
             for receiver in self.receivers:
                 receiver.transport.resumeProducing()  # type: ignore[union-attr]
+            for port in self.datagram_ports:
+                port.startReading()
 
     def stop(self) -> None:
         """

@@ -149,6 +149,19 @@ def _torn(start: bytes, stream: BinaryIO) -> Iterator[Record]:
         chunk = stream.read(_TORN_CHUNK)
 
 
+def _private_makedirs(path: str) -> None:
+    """Like os.makedirs, but every directory it creates is 0700."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        _private_makedirs(parent)
+    try:
+        os.mkdir(path, _DIR_MODE)
+    except FileExistsError:
+        pass
+
+
 def _fsync_directory(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -187,7 +200,7 @@ class Spool:
         self.rendered_dir = os.path.join(directory, "rendered")
         self._sequence_path = os.path.join(directory, "sequence")
         for path in (directory, self.sealed_dir, self.rendered_dir):
-            os.makedirs(path, mode=_DIR_MODE, exist_ok=True)
+            _private_makedirs(path)
         self._fd: int | None = None
         self.current_size = 0
         self.current_events = 0

@@ -272,6 +272,21 @@ PARAMETERS: list[_Parameter] = [
         "S3 region. Default: boto3's own resolution.",
     ),
     (
+        "max-connections",
+        ("EVENTPIPE_MAX_CONNECTIONS",),
+        1000,
+        _positive_int,
+        "Connections open at once; more are refused (closed at once, logged).",
+    ),
+    (
+        "idle-timeout",
+        ("EVENTPIPE_IDLE_TIMEOUT",),
+        0.0,
+        _non_negative_float,
+        "Close a connection that sent nothing for this many seconds; 0 (the "
+        "default) never does, as ACM may keep a quiet connection for hours.",
+    ),
+    (
         "metrics",
         ("EVENTPIPE_METRICS",),
         None,
@@ -327,6 +342,28 @@ class Options(usage.Options):
         super().__init__()
         self.environ = os.environ if environ is None else environ
         self["listen"] = []
+        self["allow"] = []
+        self["listen-udp"] = []
+
+    def opt_allow(self, network: str) -> None:
+        self["allow"].append(network)
+
+    opt_allow.__doc__ = (
+        "Take connections (and datagrams) only from this address or network "
+        "(10.0.0.5, 10.0.0.0/24, 2001:db8::/32); repeat for several. Others are "
+        "closed before any byte is read, and logged. Default: anyone. "
+        "Environment: EVENTPIPE_ALLOW (comma-separated)."
+    )
+
+    def opt_listen_udp(self, where: str) -> None:
+        self["listen-udp"].append(where)
+
+    opt_listen_udp.__doc__ = (
+        "Also take events over UDP on PORT or ADDRESS:PORT (ACM sends over UDP "
+        "unless 'Require TCP' is ticked): one document or more per datagram. UDP "
+        "has no delivery guarantee on the network. Repeat for several. "
+        "Environment: EVENTPIPE_LISTEN_UDP (comma-separated)."
+    )
 
     def opt_listen(self, description: str) -> None:
         self["listen"].append(description)
@@ -364,6 +401,8 @@ class Options(usage.Options):
                     f"{source}: invalid value {raw!r} ({_expect(name, convert)})"
                 ) from None
         self._listen()
+        self._allow()
+        self._listen_udp()
         self["repair-acm-tag-names"] = bool(self["repair-acm-tag-names"]) or _flag(
             self.environ, "EVENTPIPE_REPAIR_ACM_TAG_NAMES"
         )
@@ -377,6 +416,37 @@ class Options(usage.Options):
             raise usage.UsageError("--max-event-size: must not exceed --max-spool-size")
         if self["retry-initial-delay"] > self["retry-max-delay"]:
             raise usage.UsageError("--retry-initial-delay: must not exceed --retry-max-delay")
+
+    def _from_environment(self, name: str, variable: str) -> str:
+        if not self[name] and self.environ.get(variable):
+            self[name] = [p.strip() for p in self.environ[variable].split(",") if p.strip()]
+            return variable
+        return f"--{name}"
+
+    def _allow(self) -> None:
+        from eventpipe.protocol import parse_networks
+
+        source = self._from_environment("allow", "EVENTPIPE_ALLOW")
+        networks = []
+        for text in self["allow"]:
+            try:
+                networks.extend(parse_networks([text]))
+            except ValueError:
+                raise usage.UsageError(
+                    f"{source}: invalid value {text!r} (an address or network, such as 10.0.0.0/24)"
+                ) from None
+        self["allow"] = tuple(networks)
+
+    def _listen_udp(self) -> None:
+        source = self._from_environment("listen-udp", "EVENTPIPE_LISTEN_UDP")
+        places = []
+        for text in self["listen-udp"]:
+            interface, _, port = text.rpartition(":")
+            interface = interface.strip("[]")
+            if not port.isdigit() or not 0 <= int(port) < 65536:
+                raise usage.UsageError(f"{source}: invalid value {text!r} (PORT or ADDRESS:PORT)")
+            places.append((interface, int(port)))
+        self["listen-udp"] = places
 
     def _listen(self) -> None:
         source = "--listen"
@@ -495,6 +565,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         retry_max=options["retry-max-delay"],
         upload_concurrency=options["upload-concurrency"],
         repair_tag_names=options["repair-acm-tag-names"],
+        idle_timeout=options["idle-timeout"],
+        max_connections=options["max-connections"],
+        allow=options["allow"],
     )
     try:
         spool = Spool(
@@ -542,4 +615,39 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     # Listeners come last: they stop first, before the pipeline seals.
     for description in options["listen"]:
         strports.service(with_backlog(description), factory, reactor).setServiceParent(top)
+    for interface, port in options["listen-udp"]:
+        DatagramService(reactor, pipeline.ingest, interface, port).setServiceParent(top)
     return top
+
+
+class DatagramService(Service):
+    """A UDP port feeding the ingest; reading stops while ingest is paused."""
+
+    def __init__(self, reactor: Any, ingest: Any, interface: str, port: int) -> None:
+        self.reactor = reactor
+        self.ingest = ingest
+        self.interface = interface
+        self.port_number = port
+        self.port: Any = None
+
+    def startService(self) -> None:
+        from eventpipe.protocol import DatagramReceiver
+
+        super().startService()
+        self.port = self.reactor.listenUDP(
+            self.port_number,
+            DatagramReceiver(self.ingest),
+            interface=self.interface,
+            maxPacketSize=65535,
+        )
+        self.ingest.datagram_ports.append(self.port)
+        if self.ingest.paused_for:
+            self.port.stopReading()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.port is None:
+            return None
+        self.ingest.datagram_ports.remove(self.port)
+        port, self.port = self.port, None
+        return port.stopListening()

@@ -140,6 +140,19 @@ class _ThreadedUploader:
         return deferToThreadPool(self._reactor, self._pool, function, *args)
 
 
+def private_makedirs(path: str) -> None:
+    """Like os.makedirs, but every directory it creates is 0700."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        private_makedirs(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+
+
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -167,7 +180,7 @@ class LocalDirectoryUploader(_ThreadedUploader):
     def _upload(self, request: UploadRequest) -> None:
         target = os.path.join(self.directory, *request.key.split("/"))
         parent = os.path.dirname(target)
-        os.makedirs(parent, mode=0o700, exist_ok=True)
+        private_makedirs(parent)
         temporary = os.path.join(parent, f".{os.path.basename(target)}.part")
         with open(request.path, "rb") as source:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -188,7 +201,7 @@ class LocalDirectoryUploader(_ThreadedUploader):
 
     def _check(self) -> str:
         try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            private_makedirs(self.directory)
         except OSError as error:
             raise UploadError(
                 f"cannot create the outbox {self.directory}: {error.strerror}",
