@@ -519,7 +519,7 @@ def with_backlog(description: str) -> str:
     ACM may open a connection per event: give plain TCP listeners a large
     backlog unless the description sets one.
     """
-    if re.match(r"^tcp6?:", description) and "backlog=" not in description:
+    if re.match(r"^(tcp6?|ssl|mtls):", description) and "backlog=" not in description:
         return f"{description}:backlog={LISTEN_BACKLOG}"
     return description
 

@@ -330,14 +330,44 @@ class AccessTests(HostileTestCase):
         self.assertNotIn(99, delivered_numbers(self.outbox(process)))
         process.stop()
 
-    def certificate(self) -> tuple[str, str]:
+    def test_mutual_tls(self) -> None:
+        """
+        With mtls: a client with a certificate the server trusts delivers;
+        one without a certificate gets nothing in.
+        """
+        key_path, cert_path = self.certificate()
+        client_key, client_cert = self.certificate("acm-appliance")
+        port = free_port()
+        process = self.service(
+            f"--listen=mtls:{port}:privateKey={key_path}:certKey={cert_path}"
+            f":caCerts={client_cert}:interface=127.0.0.1"
+        )
+        anonymous = ssl.create_default_context(cafile=cert_path)
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            try:
+                with anonymous.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(make_stream([666]))
+                    tls.recv(1)
+            except (ssl.SSLError, OSError):
+                pass
+        trusted = ssl.create_default_context(cafile=cert_path)
+        trusted.load_cert_chain(client_cert, client_key)
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with trusted.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(make_stream(range(10)))
+                tls.unwrap()
+        self.assertDelivered(process, list(range(10)))
+        self.assertNotIn(666, delivered_numbers(self.outbox(process)))
+        process.stop()
+
+    def certificate(self, common_name: str = "localhost") -> tuple[str, str]:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
 
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         now = datetime.datetime.now(datetime.timezone.utc)
         certificate = (
             x509.CertificateBuilder()
@@ -347,12 +377,12 @@ class AccessTests(HostileTestCase):
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256())
         )
         directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
+        os.makedirs(directory, exist_ok=True)
         key_path = os.path.join(directory, "key.pem")
         cert_path = os.path.join(directory, "cert.pem")
         with open(key_path, "wb") as stream:

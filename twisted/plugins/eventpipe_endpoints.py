@@ -1,0 +1,3 @@
+from eventpipe.tlsendpoint import MutualTLSServerParser
+
+mtls = MutualTLSServerParser()
