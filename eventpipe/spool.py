@@ -149,13 +149,13 @@ def _torn(start: bytes, stream: BinaryIO) -> Iterator[Record]:
         chunk = stream.read(_TORN_CHUNK)
 
 
-def _private_makedirs(path: str) -> None:
+def private_makedirs(path: str) -> None:
     """Like os.makedirs, but every directory it creates is 0700."""
     if os.path.isdir(path):
         return
     parent = os.path.dirname(path)
     if parent and parent != path:
-        _private_makedirs(parent)
+        private_makedirs(parent)
     try:
         os.mkdir(path, _DIR_MODE)
     except FileExistsError:
@@ -200,7 +200,7 @@ class Spool:
         self.rendered_dir = os.path.join(directory, "rendered")
         self._sequence_path = os.path.join(directory, "sequence")
         for path in (directory, self.sealed_dir, self.rendered_dir):
-            _private_makedirs(path)
+            private_makedirs(path)
         self._fd: int | None = None
         self.current_size = 0
         self.current_events = 0

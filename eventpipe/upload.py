@@ -26,6 +26,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Attribute, Interface, implementer
 
+from eventpipe.spool import private_makedirs
+
 T = TypeVar("T")
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
@@ -138,19 +140,6 @@ class _ThreadedUploader:
 
     def _in_thread(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self._pool, function, *args)
-
-
-def private_makedirs(path: str) -> None:
-    """Like os.makedirs, but every directory it creates is 0700."""
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent and parent != path:
-        private_makedirs(parent)
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
 
 
 def file_sha256(path: str) -> str:

@@ -6,6 +6,7 @@ delivered.
 
 from __future__ import annotations
 
+import collections
 import glob
 import gzip
 import json
@@ -195,6 +196,27 @@ class Twistd:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def exactly_once_problems(
+    numbers: Iterable[int], expected: Iterable[int]
+) -> tuple[list[int], list[int], list[int]]:
+    """The first few missing, duplicated and unexpected event numbers."""
+    counts = collections.Counter(numbers)
+    wanted = set(expected)
+    missing = sorted(wanted - set(counts))[:10]
+    duplicated = sorted(n for n, c in counts.items() if c > 1)[:10]
+    unexpected = sorted(set(counts) - wanted)[:10]
+    return missing, duplicated, unexpected
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak resident memory of a running process (VmHWM), in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 # What was delivered.

@@ -23,6 +23,7 @@ from tests.support import (
     free_port,
     make_event,
     make_stream,
+    peak_rss_mib,
     quarantine_files,
     read_object,
     send,
@@ -32,14 +33,6 @@ from tests.support import (
 HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile")
 FAST = ["--rotation-interval=0.5", "--check-interval=0.1"]
 MEMORY_BOUND_MIB = 150
-
-
-def peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Steady(threading.Thread):

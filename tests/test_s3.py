@@ -7,7 +7,6 @@ process on loopback, through real twistd processes where a user would.
 from __future__ import annotations
 
 import base64
-import collections
 import hashlib
 import os
 import re
@@ -39,6 +38,7 @@ from tests.support import (
     Cable,
     MotoServer,
     Twistd,
+    exactly_once_problems,
     make_stream,
     numbers_in_objects,
     s3_objects,
@@ -243,11 +243,8 @@ class S3ServerTestCase(SynchronousTestCase):
         return process
 
     def assertExactlyOnce(self, numbers: list[int], expected: list[int]) -> None:
-        counts = collections.Counter(numbers)
-        duplicated = sorted(n for n, c in counts.items() if c > 1)
-        missing = sorted(set(expected) - set(counts))
-        self.assertEqual((missing[:10], duplicated[:10]), ([], []))
-        self.assertEqual(sorted(counts), sorted(expected))
+        problems = exactly_once_problems(numbers, expected)
+        self.assertEqual(problems, ([], [], []), "missing, duplicated, unexpected")
 
 
 class UploaderAgainstServerTests(S3ServerTestCase):

@@ -40,6 +40,7 @@ from tests.support import (
     MotoServer,
     Twistd,
     numbers_in_objects,
+    peak_rss_mib,
     s3_objects,
 )
 
@@ -102,14 +103,6 @@ def send_all(port: int, streams: list[bytes]) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-
-
-def peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # 1. The raw limit.
