@@ -288,6 +288,42 @@ def quarantine_files(outbox: str) -> list[str]:
 
 # A real S3-compatible server, and a cable to cut in front of it.
 
+BUCKET = "acm-events"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+FAST_S3 = [
+    "--rotation-interval=0.5",
+    "--check-interval=0.1",
+    "--retry-initial-delay=0.2",
+    "--retry-max-delay=1",
+]
+
+
+def s3_rig(testcase, workdir: str, plugged: bool = True):  # type: ignore[no-untyped-def]
+    """
+    A moto server process with the test bucket, and a L{Cable} in front of
+    it (plugged or not); everything is stopped when the test ends.
+    """
+    server = MotoServer(workdir).start()
+    testcase.addCleanup(server.stop)
+    client = server.client()
+    client.create_bucket(Bucket=BUCKET)
+    cable = Cable(server.port)
+    if plugged:
+        cable.plug()
+    testcase.addCleanup(cable.unplug)
+    return server, client, cable
+
+
+def s3_service(workdir: str, endpoint: str, *args: str) -> Twistd:
+    """A twistd process delivering to the test bucket at C{endpoint}."""
+    return Twistd(
+        workdir, [f"--s3-bucket={BUCKET}", f"--s3-endpoint-url={endpoint}", *args], CREDENTIALS
+    )
+
 
 class MotoServer:
     """

@@ -16,6 +16,7 @@ from eventpipe.check import check_s3, run_checks
 from eventpipe.simulate import AcmEvents
 from eventpipe.tap import Options
 from tests.support import (
+    BUCKET,
     MotoServer,
     Twistd,
     batch_files,
@@ -23,7 +24,6 @@ from tests.support import (
     read_object,
     wait_for,
 )
-from tests.test_s3 import BUCKET
 
 EVENTPIPE = [sys.executable, "-c", "from eventpipe.cli import main; main()"]
 

@@ -21,8 +21,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from eventpipe.spool import KIND_EVENT, read_records
 from tests.support import (
-    Cable,
-    MotoServer,
+    BUCKET,
+    FAST_S3,
     Twistd,
     delivered_numbers,
     make_event,
@@ -31,9 +31,10 @@ from tests.support import (
     peak_rss_mib,
     read_object,
     s3_objects,
+    s3_rig,
+    s3_service,
     wait_for,
 )
-from tests.test_s3 import BUCKET, CREDENTIALS
 
 _NUMBER = re.compile(rb"<cn>n(\d{12})</cn>")
 
@@ -103,26 +104,9 @@ class KillTests(SynchronousTestCase):
         """
         rng = random.Random(20261128)
         workdir = os.path.abspath(self.mktemp())
-        os.makedirs(workdir)
-        server = MotoServer(workdir).start()
-        self.addCleanup(server.stop)
-        s3 = server.client()
-        s3.create_bucket(Bucket=BUCKET)
-        cable = Cable(server.port).plug()
-        self.addCleanup(cable.unplug)
+        _, s3, cable = s3_rig(self, workdir)
         cable.delay = 0.05
-        process = Twistd(
-            workdir,
-            [
-                f"--s3-bucket={BUCKET}",
-                f"--s3-endpoint-url=http://127.0.0.1:{cable.port}",
-                "--rotation-interval=0.5",
-                "--check-interval=0.1",
-                "--retry-initial-delay=0.2",
-                "--retry-max-delay=1",
-            ],
-            CREDENTIALS,
-        )
+        process = s3_service(workdir, f"http://127.0.0.1:{cable.port}", *FAST_S3)
         self.addCleanup(process.cleanup)
         process.start()
         sender = Sender(process.port, total=1_000_000)
@@ -189,26 +173,14 @@ class OutageTests(SynchronousTestCase):
         bounded; everything arrives once S3 is back.
         """
         workdir = os.path.abspath(self.mktemp())
-        os.makedirs(workdir)
-        server = MotoServer(workdir).start()
-        self.addCleanup(server.stop)
-        s3 = server.client()
-        s3.create_bucket(Bucket=BUCKET)
-        cable = Cable(server.port)
+        _, s3, cable = s3_rig(self, workdir, plugged=False)
         limit = 2_000_000
-        process = Twistd(
+        process = s3_service(
             workdir,
-            [
-                f"--s3-bucket={BUCKET}",
-                f"--s3-endpoint-url=http://127.0.0.1:{cable.port}",
-                "--rotation-interval=0.5",
-                "--check-interval=0.1",
-                "--max-file-size=256KiB",
-                f"--max-spool-size={limit}",
-                "--retry-initial-delay=0.2",
-                "--retry-max-delay=1",
-            ],
-            CREDENTIALS,
+            f"http://127.0.0.1:{cable.port}",
+            *FAST_S3,
+            "--max-file-size=256KiB",
+            f"--max-spool-size={limit}",
         )
         self.addCleanup(process.cleanup)
         process.start()
@@ -225,7 +197,6 @@ class OutageTests(SynchronousTestCase):
         self.assertLess(waiting, limit + 3 * 256 * 1024 + 512 * 1024)
         self.assertIn("reading paused", process.log())
         cable.plug()
-        self.addCleanup(cable.unplug)
         sender.join(90)
         self.assertFalse(sender.is_alive())
         wait_for(

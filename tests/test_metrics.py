@@ -13,8 +13,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from eventpipe.metrics import health_resource
 from eventpipe.upload import UploadError
-from tests.support import Cable, MotoServer, Twistd, free_port, make_stream, send, wait_for
-from tests.test_s3 import BUCKET, CREDENTIALS
+from tests.support import FAST_S3, free_port, make_stream, s3_rig, s3_service, send, wait_for
 from tests.test_service import PipelineHarness
 
 
@@ -91,24 +90,13 @@ class MetricsProcessTests(SynchronousTestCase):
         503 while S3 cannot be reached and 200 once it can.
         """
         workdir = os.path.abspath(self.mktemp())
-        server = MotoServer(workdir).start()
-        self.addCleanup(server.stop)
-        server.client().create_bucket(Bucket=BUCKET)
-        cable = Cable(server.port).plug()
-        self.addCleanup(cable.unplug)
+        _, _, cable = s3_rig(self, workdir)
         port = free_port()
-        process = Twistd(
+        process = s3_service(
             workdir,
-            [
-                f"--s3-bucket={BUCKET}",
-                f"--s3-endpoint-url=http://127.0.0.1:{cable.port}",
-                "--rotation-interval=0.5",
-                "--check-interval=0.1",
-                "--retry-initial-delay=0.2",
-                "--retry-max-delay=0.5",
-                f"--metrics=tcp:{port}:interface=127.0.0.1",
-            ],
-            CREDENTIALS,
+            f"http://127.0.0.1:{cable.port}",
+            *FAST_S3,
+            f"--metrics=tcp:{port}:interface=127.0.0.1",
         )
         self.addCleanup(process.cleanup)
         process.start()

@@ -35,6 +35,8 @@ from eventpipe.upload import (
     file_sha256,
 )
 from tests.support import (
+    BUCKET,
+    CREDENTIALS,
     Cable,
     MotoServer,
     Twistd,
@@ -46,12 +48,6 @@ from tests.support import (
     wait_for,
 )
 
-BUCKET = "acm-events"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 FAST = ["--rotation-interval=1", "--check-interval=0.2", "--retry-max-delay=1"]
 
 
