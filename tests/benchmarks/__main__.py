@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.support import (
@@ -189,13 +190,20 @@ def ingest(
     env: dict[str, str] | None = None,
 ) -> dict[str, float]:
     process = Twistd(workdir, ["--rotation-interval=3600", "--check-interval=1", *args], env)
-    process.start()
     expected = spooled_bytes(events)
+    return timed_run(process, streams, lambda: spool_progress(process) >= expected)
+
+
+def timed_run(
+    process: Twistd, streams: list[bytes], finished: Callable[[], bool]
+) -> dict[str, float]:
+    """Start the service, send the streams, and time it until C{finished()}."""
+    process.start()
     try:
         began = time.perf_counter()
         sender = threading.Thread(target=send_all, args=(process.port, streams))
         sender.start()
-        while spool_progress(process) < expected:
+        while not finished():
             time.sleep(0.005)
         seconds = time.perf_counter() - began
         sender.join()
@@ -231,23 +239,12 @@ def end_to_end(
         ],
         CREDENTIALS,
     )
-    process.start()
-    try:
-        began = time.perf_counter()
-        sender = threading.Thread(target=send_all, args=(process.port, streams))
-        sender.start()
-        while delivered_events(process) < events:
-            time.sleep(0.01)
-        seconds = time.perf_counter() - began
-        sender.join()
-        assert process.process is not None
-        rss = peak_rss_mib(process.process.pid)
-    finally:
-        process.cleanup()
+    result: dict[str, Any] = timed_run(
+        process, streams, lambda: delivered_events(process) >= events
+    )
     counts = collections.Counter(numbers_in_objects(s3_objects(client, BUCKET, prefix)))
     return {
-        "seconds": seconds,
-        "peak_rss_mib": rss,
+        **result,
         "lost": events - len(counts),
         "duplicated": sum(c - 1 for c in counts.values()),
     }
