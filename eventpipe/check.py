@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from twisted.internet.endpoints import serverFromString
 
 from eventpipe.naming import normalize_prefix
+from eventpipe.spool import disk_reserve
 
 Check = tuple[bool, str]
 
@@ -120,7 +121,7 @@ def run_checks(options: Any, out: TextIO, s3_client: Any = None) -> int:
         results.append(check_listen(description))
     if options["metrics"]:
         results.append(check_listen(options["metrics"]))
-    reserve = int(options["upload-concurrency"] * options["max-file-size"] * 1.25) + 2**20
+    reserve = disk_reserve(options["upload-concurrency"], options["max-file-size"])
     results.append(check_directory("spool", options["spool-dir"], reserve))
     if options["s3-bucket"]:
         if s3_client is None:

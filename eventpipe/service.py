@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
@@ -32,10 +32,8 @@ from eventpipe.naming import object_key, quarantine_key
 from eventpipe.protocol import EventReceiver, Network, Source, allowed, describe
 from eventpipe.render import CONTENT_TYPES, RenderResult, extension, render_segment
 from eventpipe.retry import backoff_policy, retrying
-from eventpipe.spool import Segment, Spool, SpoolWriteError
+from eventpipe.spool import Segment, Spool, SpoolWriteError, disk_reserve
 from eventpipe.upload import IUploader, UploadError, UploadRequest
-
-T = TypeVar("T")
 
 RunInThread = Callable[..., "Deferred[Any]"]
 
@@ -104,9 +102,7 @@ class Ingest:
         self.max_rejected_per_connection = 16 * settings.max_event_size
         self.datagram_ports: list[Any] = []
         self._refusals: dict[str, tuple[float, int]] = {}
-        # Room to render the segments being shipped (a batch is about the
-        # size of its segment), and some to spare.
-        self.disk_reserve = int(settings.upload_concurrency * settings.max_file_size * 1.25) + 2**20
+        self.disk_reserve = disk_reserve(settings.upload_concurrency, settings.max_file_size)
         self._on_segment_full = on_segment_full
         self.receivers: set[EventReceiver] = set()
         self.paused_for: set[str] = set()
@@ -114,9 +110,6 @@ class Ingest:
         self._disk_retry: IDelayedCall | None = None
         self._all_gone: list[Deferred[None]] = []
         self.accepting = True
-        self.events_received = 0
-        self.bytes_received = 0
-        self.pieces_rejected = 0
 
     # Connections.
 
@@ -254,9 +247,6 @@ class Ingest:
                 self.pause("disk")
             self._disk_retry = self.clock.callLater(DISK_RETRY_DELAY, self._retry_pending)
             return False
-        self.events_received += len(events)
-        self.pieces_rejected += len(rejected)
-        self.bytes_received += written
         self.metrics.events_received.inc(len(events))
         self.metrics.bytes_received.inc(written)
         if self.spool.current_size >= self.max_file_size:
@@ -403,8 +393,6 @@ class Pipeline(Service):
         self._full_call: IDelayedCall | None = None
         self.extension = extension(settings.format, settings.compress)
         self.segments_sealed = 0
-        self.segments_delivered = 0
-        self.events_delivered = 0
         self.events_quarantined = 0
 
     # Start and stop.
@@ -659,8 +647,6 @@ class Pipeline(Service):
         assert result is not None
         self.spool.delete(shipment.segment)
         self._forget_rendered(shipment)
-        self.segments_delivered += 1
-        self.events_delivered += result.events
         self.events_quarantined += result.quarantined
         self.last_attempt_error = None
         self.last_delivery_at = self.clock.seconds()

@@ -21,7 +21,6 @@ C{now} callable.
 
 from __future__ import annotations
 
-import errno
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -405,5 +404,10 @@ class Spool:
             self._fd = None
 
 
-def is_disk_full(error: SpoolWriteError) -> bool:
-    return error.error.errno in (errno.ENOSPC, errno.EDQUOT)
+def disk_reserve(upload_concurrency: int, max_file_size: int) -> int:
+    """
+    Free space to keep on the spool's filesystem: room to render the
+    segments being shipped (a batch is about the size of its segment), and
+    some to spare.
+    """
+    return int(upload_concurrency * max_file_size * 1.25) + 2**20

@@ -158,7 +158,7 @@ class SpoolTests(SynchronousTestCase):
 
         self.patch(spool_module.os, "write", full)
         error = self.assertRaises(SpoolWriteError, spool.append, [b"<EVENT>lost?</EVENT>"])
-        self.assertTrue(spool_module.is_disk_full(error))
+        self.assertEqual(error.error.errno, errno.ENOSPC)
         self.assertIn("No space left", str(error))
         self.patch(spool_module.os, "write", real_write)
         spool.append([b"<EVENT>after</EVENT>"])
