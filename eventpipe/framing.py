@@ -33,7 +33,6 @@ _PROLOG = re.compile(
     rb"(?:[ \t\r\n]+|\xef\xbb\xbf|<\?[^?]{0,256}\?>|<!--(?:[^-]|-(?!->)){0,256}-->)+"
 )
 _TAG_DELIMITERS = frozenset(b" \t\r\n>/")
-_END_DELIMITERS = frozenset(b" \t\r\n>")
 _CDATA_OPEN = b"<![CDATA["
 _CDATA_CLOSE = b"]]>"
 _COMMENT_OPEN = b"<!--"

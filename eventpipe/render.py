@@ -135,15 +135,15 @@ class _Output:
             self._writer = writer
         writer.write(data)
 
-    @property
-    def opened(self) -> bool:
-        return self._writer is not None
-
     def finish(self, footer: bytes = b"") -> tuple[int, str]:
         if self._writer is None or self._hasher is None or self._file is None:
             return 0, ""
         self._writer.write(footer)
-        self._writer.close() if self._compress == "gzip" else self._writer.flush()
+        if isinstance(self._writer, gzip.GzipFile):
+            # Writes the gzip trailer; the file it writes into stays open.
+            self._writer.close()
+        else:
+            self._writer.flush()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
