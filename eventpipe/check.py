@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -92,7 +92,7 @@ def check_s3(client: Any, bucket: str, prefix: str, instance: str) -> list[Check
         results.append((False, f"bucket {bucket}: {_missing(error, 's3:ListBucket')}"))
     else:
         results.append((True, f"bucket {bucket}: reachable"))
-    key = f"{normalize_prefix(prefix)}.eventpipe-check/{instance}-{int(time.time())}"
+    key = f"{normalize_prefix(prefix)}.eventpipe-check/{instance}-{uuid.uuid4().hex}"
     steps: list[tuple[str, str, Callable[[], Any]]] = [
         (
             "write",
