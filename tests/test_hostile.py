@@ -184,9 +184,14 @@ class StreamAbuseTests(HostileTestCase):
                 outcomes["giant"] = error
 
         def slow() -> None:
+            # One byte at a time (every 0.1 s) through the declaration and
+            # the start of the event, then the rest in small pieces.
             data = make_stream([900_000])
             with socket.create_connection(("127.0.0.1", process.port)) as connection:
-                for i in range(0, len(data), 100):
+                for i in range(60):
+                    connection.sendall(data[i : i + 1])
+                    time.sleep(0.1)
+                for i in range(60, len(data), 100):
                     connection.sendall(data[i : i + 100])
                     time.sleep(0.01)
             outcomes["slow"] = "done"

@@ -416,7 +416,10 @@ def main(argv: list[str] | None = None) -> int:
             if step("ingest"):
                 results["ingest"] = rate(
                     ingest(
-                        os.path.join(workdir, "ingest"), streams, events, ["--max-file-size=1GiB"]
+                        os.path.join(workdir, "ingest"),
+                        streams,
+                        events,
+                        ["--max-file-size=1GiB", "--max-spool-size=8GB"],
                     )
                 )
             if step("e2e"):
