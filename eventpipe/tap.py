@@ -18,6 +18,7 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 
@@ -614,10 +615,39 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         strports.service(options["metrics"], site, reactor).setServiceParent(top)
     # Listeners come last: they stop first, before the pipeline seals.
     for description in options["listen"]:
-        strports.service(with_backlog(description), factory, reactor).setServiceParent(top)
+        inner = strports.service(with_backlog(description), factory, reactor)
+        Listener(description, inner).setServiceParent(top)
     for interface, port in options["listen-udp"]:
         DatagramService(reactor, pipeline.ingest, interface, port).setServiceParent(top)
     return top
+
+
+class Listener(Service):
+    """
+    A listening endpoint service that, when it cannot listen, stops start-up
+    with one line instead of a traceback.
+    """
+
+    def __init__(self, description: str, inner: Service) -> None:
+        self.description = description
+        self.inner = inner
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        try:
+            self.inner.privilegedStartService()
+        except CannotListenError as error:
+            reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+            sys.stderr.write(f"eventpipe: --listen {self.description}: cannot listen: {reason}\n")
+            raise SystemExit(1) from None
+
+    def startService(self) -> None:
+        super().startService()
+        self.inner.startService()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.inner.stopService()
 
 
 class DatagramService(Service):

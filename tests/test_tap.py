@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
 
@@ -144,6 +145,35 @@ class WiringTests(SynchronousTestCase):
         options = parse([f"--spool-dir={path}/spool"])
         self.assertRaises(SystemExit, makeService, options, MemoryReactorClock())
         self.assertIn("--spool-dir", stderr.getvalue())
+
+
+class ListenFailureTests(SynchronousTestCase):
+    def test_port_in_use(self) -> None:
+        """A port that cannot be bound stops start-up with one line."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            port = taken.getsockname()[1]
+            workdir = os.path.abspath(self.mktemp())
+            os.makedirs(workdir)
+            result = subprocess.run(
+                [
+                    *TWISTD,
+                    "-n",
+                    "--pidfile=",
+                    "eventpipe",
+                    f"--listen=tcp:{port}:interface=127.0.0.1",
+                    f"--spool-dir={workdir}/spool",
+                ],
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output)
+        self.assertIn(f"--listen tcp:{port}:interface=127.0.0.1: cannot listen", output)
+        self.assertNotIn("Traceback", output)
 
 
 class PluginTests(SynchronousTestCase):
