@@ -346,6 +346,9 @@ class _Shipment:
         self.rendered = False
         self.batch_path = ""
         self.quarantine_path = ""
+        # The retry chain that ships it; fires when it is delivered (or the
+        # shipping is cancelled at shutdown).
+        self.deferred: Deferred[Any] | None = None
 
 
 class Pipeline(Service):
@@ -378,6 +381,7 @@ class Pipeline(Service):
         self.ingest = Ingest(
             spool, clock, settings, on_segment_full=self._segment_full, metrics=self.metrics
         )
+        # Sealed segments not yet delivered, by name.
         self.shipments: dict[str, _Shipment] = {}
         self.last_attempt_error: str | None = None
         self.last_delivery_at: float | None = None
@@ -386,7 +390,6 @@ class Pipeline(Service):
             settings.retry_max,
             jitter=jitter if jitter is not None else _random,
         )
-        self._shipping: dict[str, Deferred[Any]] = {}
         self._slots = DeferredSemaphore(settings.upload_concurrency)
         self._timer = TimerService(settings.check_interval, self.check_rotation)
         self._timer.clock = clock
@@ -439,7 +442,7 @@ class Pipeline(Service):
         await self.ingest.close_connections(min(2.0, self.settings.shutdown_timeout))
         self.ingest.stop()
         self.seal("shutdown")
-        waiting = list(self._shipping.values())
+        waiting = self._shipping_deferreds()
         if waiting:
             log.info(
                 "shipping {count} segments before stopping (at most {seconds:.0f} s)",
@@ -463,9 +466,12 @@ class Pipeline(Service):
         self.uploader.stop()
         self.spool.close()
 
+    def _shipping_deferreds(self) -> list[Deferred[Any]]:
+        return [s.deferred for s in self.shipments.values() if s.deferred is not None]
+
     def _cancel_shipping(self) -> int:
         """Stop every shipment (the segments stay in the spool)."""
-        shipping = list(self._shipping.values())
+        shipping = self._shipping_deferreds()
         for d in shipping:
             d.cancel()
         return len(shipping)
@@ -540,7 +546,7 @@ class Pipeline(Service):
             self._delay_for,
             lambda failure, attempt, delay: self._attempt_failed(shipment, failure, attempt, delay),
         )
-        self._shipping[segment.name] = d
+        shipment.deferred = d
         d.addCallbacks(
             lambda attempts: self._delivered(shipment, attempts),
             lambda failure: self._not_delivered(shipment, failure),
@@ -548,8 +554,6 @@ class Pipeline(Service):
         d.addBoth(self._forget_shipment, segment.name)
 
     def _forget_shipment(self, result: object, name: str) -> None:
-        # Return None, not the popped Deferred (which would chain to itself).
-        self._shipping.pop(name, None)
         self.shipments.pop(name, None)
 
     def _delay_for(self, failure: Failure, attempt: int) -> float:
@@ -704,7 +708,7 @@ class Pipeline(Service):
     @property
     def shipping(self) -> int:
         """Segments sealed and not yet delivered."""
-        return len(self._shipping)
+        return len(self.shipments)
 
     # What an operator asks.
 
