@@ -40,6 +40,8 @@ RunInThread = Callable[..., "Deferred[Any]"]
 log = Logger(namespace="eventpipe")
 
 DISK_RETRY_DELAY = 1.0
+# Bytes appended between two looks at the spool filesystem's free space.
+DISK_CHECK_BYTES = 256 * 1024
 # Pieces set aside from one connection that are logged one by one.
 _LOGGED_PIECES = 3
 LOW_WATER = 0.9
@@ -102,6 +104,7 @@ class Ingest:
         self.max_rejected_per_connection = 16 * settings.max_event_size
         self.datagram_ports: list[Any] = []
         self._refusals: dict[str, tuple[float, int]] = {}
+        self._unchecked_bytes = 0
         self.disk_reserve = disk_reserve(settings.upload_concurrency, settings.max_file_size)
         self._on_segment_full = on_segment_full
         self.receivers: set[EventReceiver] = set()
@@ -251,7 +254,8 @@ class Ingest:
         self.metrics.bytes_received.inc(written)
         if self.spool.current_size >= self.max_file_size:
             self._on_segment_full()
-        self.update_backpressure()
+        self._unchecked_bytes += written
+        self.update_backpressure(check_disk=self._unchecked_bytes >= DISK_CHECK_BYTES)
         return True
 
     def _retry_pending(self) -> None:
@@ -265,12 +269,16 @@ class Ingest:
 
     # Back-pressure.
 
-    def update_backpressure(self) -> None:
+    def update_backpressure(self, check_disk: bool = True) -> None:
         """
         Pause or resume reading: by the bytes waiting in the spool, and by
         the free space left on its filesystem (a reserve is kept so that
         sealed segments can always be rendered and shipped, which is what
         frees space again).
+
+        @param check_disk: look at the free space too (a system call); the
+            write path does so only every L{DISK_CHECK_BYTES}, which the
+            reserve's spare megabyte covers.
         """
         waiting = self.spool.waiting_bytes
         if waiting >= self.max_spool_size:
@@ -284,6 +292,9 @@ class Ingest:
         elif waiting <= self.max_spool_size * LOW_WATER and "spool full" in self.paused_for:
             log.info("spool down to {waiting} bytes: reading resumed", waiting=waiting)
             self.resume("spool full")
+        if not check_disk:
+            return
+        self._unchecked_bytes = 0
         free = self.spool.free_bytes()
         if free < self.disk_reserve:
             if "disk reserve" not in self.paused_for:
