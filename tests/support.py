@@ -253,15 +253,19 @@ def read_object(path_or_bytes: str | bytes) -> bytes:
     return data
 
 
+def numbers_in_batch(name: str, data: bytes) -> list[int]:
+    """The event numbers in one batch (XML or JSON Lines, maybe gzipped)."""
+    data = read_object(data)
+    if ".json" in name:
+        return numbers_in_json_batch(data)
+    return numbers_in_xml_batch(data)
+
+
 def delivered_numbers(outbox: str) -> list[int]:
     """Every event number in the batches of an outbox, with repeats."""
     numbers: list[int] = []
     for path in batch_files(outbox):
-        data = read_object(path)
-        if ".json" in path:
-            numbers.extend(numbers_in_json_batch(data))
-        else:
-            numbers.extend(numbers_in_xml_batch(data))
+        numbers.extend(numbers_in_batch(path, read_object(path)))
     return numbers
 
 
@@ -389,13 +393,8 @@ def s3_objects(client, bucket: str, prefix: str = "") -> dict[str, bytes]:  # ty
 def numbers_in_objects(objects: dict[str, bytes]) -> list[int]:
     numbers: list[int] = []
     for key, data in objects.items():
-        if "quarantine/" in key:
-            continue
-        data = read_object(data)
-        if ".json" in key:
-            numbers.extend(numbers_in_json_batch(data))
-        else:
-            numbers.extend(numbers_in_xml_batch(data))
+        if "quarantine/" not in key:
+            numbers.extend(numbers_in_batch(key, data))
     return numbers
 
 

@@ -191,24 +191,19 @@ class PluginTests(SynchronousTestCase):
         """
         workdir = self.mktemp()
         os.makedirs(workdir)
-        env = dict(os.environ, PYTHONPATH="")
-        listing = subprocess.run(
-            [*TWISTD, "--help"],
-            cwd=workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        self.assertIn("eventpipe", listing)
-        help_text = subprocess.run(
-            [*TWISTD, "eventpipe", "--help"],
-            cwd=workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+
+        def twistd(*args: str) -> str:
+            return subprocess.run(
+                [*TWISTD, *args],
+                cwd=workdir,
+                env=dict(os.environ, PYTHONPATH=""),
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+
+        self.assertIn("eventpipe", twistd("--help"))
+        help_text = twistd("eventpipe", "--help")
         from eventpipe.tap import PARAMETERS
 
         for name, *_ in PARAMETERS:

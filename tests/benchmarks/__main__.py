@@ -36,6 +36,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.support import (
+    BUCKET,
+    CREDENTIALS,
     DECLARATION,
     Cable,
     MotoServer,
@@ -43,14 +45,9 @@ from tests.support import (
     numbers_in_objects,
     peak_rss_mib,
     s3_objects,
+    s3_service,
 )
 
-BUCKET = "bench-events"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 CONNECTIONS = 4
 
 _FIELDS = [
@@ -227,17 +224,13 @@ def end_to_end(
     client = server.client()
     client.create_bucket(Bucket=BUCKET)
     prefix = f"run-{time.monotonic_ns()}/"
-    process = Twistd(
+    process = s3_service(
         workdir,
-        [
-            f"--s3-bucket={BUCKET}",
-            f"--s3-endpoint-url={server.endpoint}",
-            f"--s3-prefix={prefix}",
-            "--rotation-interval=1",
-            "--check-interval=0.2",
-            *args,
-        ],
-        CREDENTIALS,
+        server.endpoint,
+        f"--s3-prefix={prefix}",
+        "--rotation-interval=1",
+        "--check-interval=0.2",
+        *args,
     )
     result: dict[str, Any] = timed_run(
         process, streams, lambda: delivered_events(process) >= events
@@ -257,16 +250,12 @@ def latency(workdir: str, server: MotoServer, seconds: float, rate: int = 1000) 
     client = server.client()
     client.create_bucket(Bucket=BUCKET)
     prefix = f"latency-{time.monotonic_ns()}/"
-    process = Twistd(
+    process = s3_service(
         workdir,
-        [
-            f"--s3-bucket={BUCKET}",
-            f"--s3-endpoint-url={server.endpoint}",
-            f"--s3-prefix={prefix}",
-            "--rotation-interval=5",
-            "--check-interval=1",
-        ],
-        CREDENTIALS,
+        server.endpoint,
+        f"--s3-prefix={prefix}",
+        "--rotation-interval=5",
+        "--check-interval=1",
     )
     process.start()
     sent_at: dict[int, float] = {}
