@@ -12,9 +12,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from twisted.internet.endpoints import serverFromString
-
 from eventpipe.naming import normalize_prefix
+from eventpipe.options import parse_endpoint
 from eventpipe.spool import disk_reserve
 
 Check = tuple[bool, str]
@@ -22,9 +21,7 @@ Check = tuple[bool, str]
 
 def check_listen(description: str) -> Check:
     """The endpoint parses and, for TCP, its port can be bound now."""
-    from twisted.internet.testing import MemoryReactor
-
-    endpoint = serverFromString(MemoryReactor(), description)
+    endpoint = parse_endpoint(description)
     port = getattr(endpoint, "_port", None)
     if port is None:
         return True, f"listen {description}: parses"
@@ -65,7 +62,7 @@ def check_directory(label: str, path: str, need: int = 0) -> Check:
 
 
 def _missing(error: Exception, action: str) -> str:
-    from eventpipe.upload import classify
+    from eventpipe.destinations.s3 import classify
 
     classified = classify(error)
     code = ""
@@ -125,7 +122,7 @@ def run_checks(options: Any, out: TextIO, s3_client: Any = None) -> int:
     results.append(check_directory("spool", options["spool-dir"], reserve))
     if options["s3-bucket"]:
         if s3_client is None:
-            from eventpipe.upload import S3Uploader
+            from eventpipe.destinations.s3 import S3Uploader
 
             s3_client = S3Uploader(
                 None,  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ document).
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 
@@ -40,9 +41,20 @@ _COMMENT_CLOSE = b"-->"
 _PI_OPEN = b"<?"
 _PI_CLOSE = b"?>"
 
-_BETWEEN = 0
-_EVENT = 1
-_SKIPPING = 2
+
+class State(enum.Enum):
+    """Where in the stream the framer stands."""
+
+    BETWEEN = "between documents"
+    START_TAG = "in the start tag of an event's root"
+    BODY = "in an event"
+    # In an event that holds something in which an end tag may stand without
+    # ending it (CDATA, a comment, a nested root): walked one markup at a time.
+    BODY_CAREFUL = "in an event, walking its markup"
+    SKIPPING = "discarding the rest of an event larger than max-event-size"
+
+
+_IN_EVENT = frozenset({State.START_TAG, State.BODY, State.BODY_CAREFUL})
 
 REASON_OUTSIDE = "bytes outside any <{tag}> document"
 REASON_TOO_LARGE = (
@@ -84,13 +96,10 @@ class EventFramer:
         self._open = b"<" + tag
         self._close = b"</" + tag
         self._buf = bytearray()
-        self._state = _BETWEEN
+        self.state = State.BETWEEN
         # Inside an event: where to resume looking for its end.
         self._scan = 0
-        # Inside an event that needs the careful scanner (CDATA, comments,
-        # nested roots): its position and element depth.
-        self._careful = False
-        self._pending = False
+        # In BODY_CAREFUL: the element depth of nested roots.
         self._depth = 0
         # Unrecognised bytes between documents, and oversized pieces.
         self._garbage = bytearray()
@@ -113,7 +122,7 @@ class EventFramer:
         an oversized event), kept or counted: what a sender has sent that is
         not events and not yet handed over as L{Rejected}.
         """
-        if self._state == _SKIPPING:
+        if self.state is State.SKIPPING:
             return len(self._head) + self._dropped
         return len(self._garbage) + self._garbage_dropped
 
@@ -131,22 +140,19 @@ class EventFramer:
         pos = 0
         n = len(buf)
         while pos < n:
-            if self._state == _EVENT:
-                end = (
-                    self._find_end(buf, pos)
-                    if not self._pending
-                    else self._finish_start_tag(buf, pos, events)
-                )
-                if end == -2:
+            state = self.state
+            if state in _IN_EVENT:
+                if state is State.START_TAG and self._finish_start_tag(buf, pos, events):
                     # A self-closing root was handed over whole.
                     pos = self._scan
-                    self._state = _BETWEEN
+                    self.state = State.BETWEEN
                     continue
-                if end < 0:
+                end = None if self.state is State.START_TAG else self._find_end(buf, pos)
+                if end is None:
                     if n - pos > self.max_event_size:
                         self._head = bytes(buf[pos : pos + self.max_event_size])
                         self._dropped = 0
-                        self._state = _SKIPPING
+                        self.state = State.SKIPPING
                         pos += self.max_event_size
                         continue
                     break
@@ -156,19 +162,19 @@ class EventFramer:
                     rejected.append(self._finish_oversize())
                 else:
                     events.append(bytes(buf[pos:end]))
-                self._state = _BETWEEN
+                self.state = State.BETWEEN
                 pos = end
-            elif self._state == _SKIPPING:
+            elif state is State.SKIPPING:
                 pos = self._skip(buf, pos, n, rejected)
-                if self._state == _SKIPPING:
+                if self.state is State.SKIPPING:
                     break
             else:
                 advanced = self._between(buf, pos, n, events, rejected)
-                if advanced < 0:
+                if advanced is None:
                     break
                 pos = advanced
         del buf[:pos]
-        if self._state == _EVENT:
+        if self.state in _IN_EVENT:
             self._scan -= pos
         return events, rejected
 
@@ -179,10 +185,10 @@ class EventFramer:
         else is (a dangling declaration included).
         """
         rejected: list[Rejected] = []
-        if self._state == _EVENT:
+        if self.state in _IN_EVENT:
             self._flush_garbage(rejected)
             rejected.append(Rejected(REASON_TRUNCATED, bytes(self._buf)))
-        elif self._state == _SKIPPING:
+        elif self.state is State.SKIPPING:
             self._dropped += len(self._buf)
             rejected.append(self._finish_oversize())
         else:
@@ -190,7 +196,7 @@ class EventFramer:
                 self._keep_garbage(self._buf, 0, len(self._buf))
             self._flush_garbage(rejected)
         self._buf = bytearray()
-        self._state = _BETWEEN
+        self.state = State.BETWEEN
         return rejected
 
     # Between documents.
@@ -202,11 +208,11 @@ class EventFramer:
         n: int,
         events: list[bytes],
         rejected: list[Rejected],
-    ) -> int:
+    ) -> int | None:
         """
         Consume what stands at C{pos} between documents.
 
-        @return: the new position, or -1 when more bytes are needed.
+        @return: the new position, or None when more bytes are needed.
         """
         if self._garbage:
             match = _WHITESPACE.match(buf, pos)
@@ -221,7 +227,7 @@ class EventFramer:
         if buf.startswith(self._open, pos):
             after = pos + len(self._open)
             if after >= n:
-                return -1
+                return None
             if buf[after] in _TAG_DELIMITERS:
                 self._flush_garbage(rejected)
                 self._start_event(pos)
@@ -231,7 +237,7 @@ class EventFramer:
         elif buf.startswith(_COMMENT_OPEN, pos):
             return self._skip_markup(buf, pos, n, _COMMENT_CLOSE, rejected)
         elif n - pos < len(self._open) + 1 and self._could_start(bytes(buf[pos:n])):
-            return -1
+            return None
         return self._take_garbage(buf, pos, n, rejected)
 
     def _could_start(self, tail: bytes) -> bool:
@@ -242,12 +248,12 @@ class EventFramer:
 
     def _skip_markup(
         self, buf: bytearray, pos: int, n: int, closer: bytes, rejected: list[Rejected]
-    ) -> int:
+    ) -> int | None:
         end = buf.find(closer, pos + 2)
         if end < 0:
             if n - pos > self.max_event_size:
                 return self._take_garbage(buf, pos, n, rejected)
-            return -1
+            return None
         self._flush_garbage(rejected)
         return end + len(closer)
 
@@ -284,40 +290,39 @@ class EventFramer:
         return Rejected(REASON_OUTSIDE.format(tag=self.event_tag), data, dropped)
 
     def _start_event(self, pos: int) -> None:
-        self._state = _EVENT
-        self._careful = False
-        self._pending = True
+        self.state = State.START_TAG
         self._scan = pos + len(self._open)
 
-    def _finish_start_tag(self, buf: bytearray, pos: int, events: list[bytes]) -> int:
+    def _finish_start_tag(self, buf: bytearray, pos: int, events: list[bytes]) -> bool:
         """
-        Find the end of the root's start tag.  A self-closing root
-        (C{<EVENT/>}, C{<EVENT a="1"/>}) is a whole event already.
+        Find the end of the root's start tag (the state moves to BODY when
+        it is found).  A self-closing root (C{<EVENT/>}, C{<EVENT a="1"/>})
+        is a whole event already.
 
-        @return: -2 when a self-closing event was handed over (C{_scan} then
-            says where it ended), or what L{_find_end} returns.
+        @return: True when a self-closing event was handed over (C{_scan}
+            then says where it ended).
         """
         gt = buf.find(b">", self._scan)
         if gt < 0:
             self._scan = len(buf)
-            return -1
-        self._pending = False
+            return False
+        self._scan = gt + 1
         if buf[gt - 1] == 0x2F:  # "/"
             events.append(bytes(buf[pos : gt + 1]))
-            self._scan = gt + 1
-            return -2
-        self._scan = gt + 1
-        return self._find_end(buf, pos)
+            return True
+        self.state = State.BODY
+        return False
 
     # Inside an event.
 
-    def _find_end(self, buf: bytearray, start: int) -> int:
+    def _find_end(self, buf: bytearray, start: int) -> int | None:
         """
         Find the end of the event that starts at C{start}.
 
-        @return: the index just past the C{>} of its end tag, or -1.
+        @return: the index just past the C{>} of its end tag, or None when
+            more bytes are needed.
         """
-        if self._careful:
+        if self.state is State.BODY_CAREFUL:
             return self._find_end_carefully(buf, start)
         close = self._close
         n = len(buf)
@@ -326,18 +331,18 @@ class EventFramer:
             j = buf.find(close, i)
             if j < 0:
                 self._scan = max(i, n - len(close))
-                return -1
+                return None
             k = j + len(close)
             while k < n and buf[k] in b" \t\r\n":
                 k += 1
             if k >= n:
                 self._scan = j
-                return -1
+                return None
             if buf[k] != 0x3E:  # not ">": e.g. </EVENTS
                 i = j + 1
                 continue
             if self._needs_care(buf, start, j):
-                self._careful = True
+                self.state = State.BODY_CAREFUL
                 self._scan = start + len(self._open)
                 self._depth = 1
                 return self._find_end_carefully(buf, start)
@@ -358,7 +363,7 @@ class EventFramer:
             nested = buf.find(self._open, nested + 1, end)
         return False
 
-    def _find_end_carefully(self, buf: bytearray, start: int) -> int:
+    def _find_end_carefully(self, buf: bytearray, start: int) -> int | None:
         """
         Walk the markup of the event one C{<} at a time, stepping over CDATA
         sections and comments and counting nested roots.  Resumable: the
@@ -371,24 +376,24 @@ class EventFramer:
             k = buf.find(b"<", p)
             if k < 0:
                 self._scan = n
-                return -1
+                return None
             self._scan = k
             if buf.startswith(_CDATA_OPEN, k):
                 e = buf.find(_CDATA_CLOSE, k + len(_CDATA_OPEN))
                 if e < 0:
-                    return -1
+                    return None
                 p = e + len(_CDATA_CLOSE)
             elif buf.startswith(_COMMENT_OPEN, k):
                 e = buf.find(_COMMENT_CLOSE, k + len(_COMMENT_OPEN))
                 if e < 0:
-                    return -1
+                    return None
                 p = e + len(_COMMENT_CLOSE)
             elif buf.startswith(close, k):
                 e = k + len(close)
                 while e < n and buf[e] in b" \t\r\n":
                     e += 1
                 if e >= n:
-                    return -1
+                    return None
                 if buf[e] != 0x3E:
                     p = k + 1
                     continue
@@ -399,11 +404,11 @@ class EventFramer:
             elif buf.startswith(self._open, k):
                 after = k + len(self._open)
                 if after >= n:
-                    return -1
+                    return None
                 if buf[after] in _TAG_DELIMITERS:
                     gt = buf.find(b">", after)
                     if gt < 0:
-                        return -1
+                        return None
                     if buf[gt - 1] != 0x2F:
                         self._depth += 1
                     p = gt + 1
@@ -413,7 +418,7 @@ class EventFramer:
                 m.startswith(bytes(buf[k:n]))
                 for m in (_CDATA_OPEN, _COMMENT_OPEN, close, self._open)
             ):
-                return -1
+                return None
             else:
                 p = k + 1
 
@@ -454,7 +459,7 @@ class EventFramer:
             self._head,
             self._dropped,
         )
-        self._state = _BETWEEN
+        self.state = State.BETWEEN
         self._head = b""
         self._dropped = 0
         return rejected

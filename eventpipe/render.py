@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 
-from eventpipe.spool import KIND_EVENT, read_records
+from eventpipe.records import KIND_EVENT, read_records
 
 FORMATS = ("xml", "json")
 COMPRESSIONS = ("none", "gzip")

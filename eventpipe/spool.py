@@ -8,12 +8,7 @@ Layout of the spool directory::
     rendered/            batch files being made from sealed segments
     sequence             the next sequence number (never reused)
 
-A segment is a sequence of records.  A record is a header of 18 bytes --
-its kind (C{E} for an event, C{Q} for bytes set aside by the framer), the
-payload length and its CRC-32, each as 8 hex digits, and a newline -- then
-the payload and a newline.  A record that was only partly written when the
-process died (a torn record) fails the length or CRC check; the reader hands
-it over as torn so that it is quarantined, never delivered as an event.
+A segment is a sequence of records (see L{eventpipe.records}).
 
 Plain files only: no reactor.  The time of sealing comes from an injected
 C{now} callable.
@@ -22,25 +17,15 @@ C{now} callable.
 from __future__ import annotations
 
 import os
-import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from eventpipe.framing import Rejected
 from eventpipe.naming import is_segment_name, sealed_at, segment_name, sequence_of
+from eventpipe.records import encode_event, encode_rejected
 
 FSYNC_MODES = ("never", "seal", "always")
 
-KIND_EVENT = b"E"
-KIND_REJECTED = b"Q"
-KIND_TORN = b"T"
-
-_HEADER = 18
-_TORN_CHUNK = 1 << 20
-# The largest record a segment may hold (the largest --max-event-size, and
-# the reason of a rejected piece); a longer length in a header is damage.
-MAX_RECORD = 65 << 20
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
 
@@ -57,15 +42,6 @@ class SpoolWriteError(Exception):
 
 
 @dataclass(frozen=True)
-class Record:
-    """One record read back from a segment."""
-
-    kind: bytes
-    data: bytes
-    reason: str = ""
-
-
-@dataclass(frozen=True)
 class Segment:
     """A sealed segment: its name fixes the object key."""
 
@@ -76,76 +52,12 @@ class Segment:
     # start-up, when it was sealed (the first event is not older than that
     # by more than a rotation interval).
     started: float = 0.0
+    # Events in it, when known (None for a segment found on disk).
+    events: int | None = None
 
     @property
     def sequence(self) -> int:
         return sequence_of(self.name)
-
-
-def encode_event(event: bytes) -> bytes:
-    return b"E%08x%08x\n%b\n" % (len(event), zlib.crc32(event), event)
-
-
-def encode_rejected(rejected: Rejected) -> bytes:
-    payload = rejected.reason.encode("utf-8").replace(b"\n", b" ") + b"\n" + rejected.data
-    return b"Q%08x%08x\n%b\n" % (len(payload), zlib.crc32(payload), payload)
-
-
-def read_records(stream: BinaryIO) -> Iterator[Record]:
-    """
-    Read the records of a segment, streaming.  Whatever follows the last
-    intact record (a torn write) comes out as L{KIND_TORN} records of at
-    most 1 MiB each.
-    """
-    while True:
-        header = stream.read(_HEADER)
-        if not header:
-            return
-        record, body = _parse(header, stream)
-        if record is None:
-            yield from _torn(header + body, stream)
-            return
-        yield record
-
-
-def _parse(header: bytes, stream: BinaryIO) -> tuple[Record | None, bytes]:
-    """
-    Read the rest of the record that C{header} starts.
-
-    @return: the record (or None if it is not intact) and the bytes read
-        after the header.
-    """
-    if len(header) != _HEADER or header[17:18] != b"\n":
-        return None, b""
-    kind = header[:1]
-    if kind not in (KIND_EVENT, KIND_REJECTED):
-        return None, b""
-    try:
-        length = int(header[1:9], 16)
-        crc = int(header[9:17], 16)
-    except ValueError:
-        return None, b""
-    if length > MAX_RECORD:
-        return None, b""
-    body = stream.read(length + 1)
-    payload = body[:-1]
-    if len(body) != length + 1 or body[-1:] != b"\n" or zlib.crc32(payload) != crc:
-        return None, body
-    if kind == KIND_REJECTED:
-        reason, _, data = payload.partition(b"\n")
-        return Record(kind, data, reason.decode("utf-8", "replace")), body
-    return Record(kind, payload), body
-
-
-def _torn(start: bytes, stream: BinaryIO) -> Iterator[Record]:
-    chunk = start + stream.read(max(_TORN_CHUNK - len(start), 0))
-    while chunk:
-        yield Record(
-            KIND_TORN,
-            chunk,
-            "torn record: the process stopped in the middle of writing it",
-        )
-        chunk = stream.read(_TORN_CHUNK)
 
 
 def private_makedirs(path: str) -> None:
@@ -331,7 +243,9 @@ class Spool:
             _fsync_directory(self.sealed_dir)
             _fsync_directory(self.directory)
         self._next_sequence = sequence + 1
-        segment = Segment(name, path, self.current_size, self.current_started or self._now())
+        segment = Segment(
+            name, path, self.current_size, self.current_started or self._now(), self.current_events
+        )
         self.sealed_bytes += segment.size
         self.current_size = 0
         self.current_events = 0

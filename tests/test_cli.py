@@ -13,8 +13,8 @@ from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.check import check_s3, run_checks
+from eventpipe.options import Options
 from eventpipe.simulate import AcmEvents
-from eventpipe.tap import Options
 from tests.support import (
     BUCKET,
     MotoServer,

@@ -19,7 +19,7 @@ import time
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from eventpipe.spool import KIND_EVENT, read_records
+from eventpipe.records import KIND_EVENT, read_records
 from tests.support import (
     BUCKET,
     FAST_S3,

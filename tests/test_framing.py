@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.framing import EventFramer, Rejected
+from eventpipe.framing import EventFramer, Rejected, State
 from tests.support import SAMPLE, make_event
 
 DECL = b'<?xml version="1.0" encoding="UTF-8"?>'
@@ -219,3 +219,24 @@ class LimitTests(SynchronousTestCase):
         events, rejected = feed_in_chunks(wire, 5, event_tag="ALARM")
         self.assertEqual(events, [b"<ALARM><a/></ALARM>"])
         self.assertEqual([r.data for r in rejected], [E1])
+
+
+class StateTests(SynchronousTestCase):
+    def test_states_are_named(self) -> None:
+        """The framer says where it stands, as one of its named states."""
+        framer = EventFramer("EVENT", 64)
+        self.assertIs(framer.state, State.BETWEEN)
+        framer.feed(b'<?xml version="1.0"?>\n<EVENT a="1"')
+        self.assertIs(framer.state, State.START_TAG)
+        framer.feed(b"><![CDATA[</EVENT>]]>")
+        self.assertIs(framer.state, State.BODY_CAREFUL)
+        events, _ = framer.feed(b"</EVENT>")
+        self.assertEqual(events, [b'<EVENT a="1"><![CDATA[</EVENT>]]></EVENT>'])
+        self.assertIs(framer.state, State.BETWEEN)
+        framer.feed(b"<EVENT>" + b"x" * 100)
+        self.assertIs(framer.state, State.SKIPPING)
+        _, rejected = framer.feed(b"</EVENT>")
+        self.assertEqual(len(rejected), 1)
+        self.assertIs(framer.state, State.BETWEEN)
+        framer.feed(b"<EVENT><a>")
+        self.assertIs(framer.state, State.BODY)

@@ -11,7 +11,7 @@ import threading
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.spool import KIND_EVENT, read_records
+from eventpipe.records import KIND_EVENT, read_records
 from tests.support import (
     DECLARATION,
     Twistd,

@@ -24,16 +24,15 @@ from botocore.exceptions import (
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from eventpipe import upload as upload_module
-from eventpipe.upload import (
+from eventpipe.destinations import (
     IUploader,
     KeyConflict,
-    S3Uploader,
     UploadError,
     UploadRequest,
-    classify,
     file_sha256,
 )
+from eventpipe.destinations import s3 as s3_module
+from eventpipe.destinations.s3 import S3Uploader, classify
 from tests.support import (
     BUCKET,
     CREDENTIALS,
@@ -276,8 +275,8 @@ class UploaderAgainstServerTests(S3ServerTestCase):
     def test_multipart(self) -> None:
         """A large batch streams from disk in parts, conditionally too."""
         self.s3.create_bucket(Bucket=BUCKET)
-        self.patch(upload_module, "MULTIPART_THRESHOLD", 1 << 20)
-        self.patch(upload_module, "MULTIPART_PART_SIZE", 5 << 20)
+        self.patch(s3_module, "MULTIPART_THRESHOLD", 1 << 20)
+        self.patch(s3_module, "MULTIPART_PART_SIZE", 5 << 20)
         data = os.urandom(12 << 20)
         uploader = self.uploader()
         uploader._upload_classified(self.request(data, "big.xml"))

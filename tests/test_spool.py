@@ -11,14 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from eventpipe import spool as spool_module
 from eventpipe.framing import Rejected
 from eventpipe.naming import sequence_of
-from eventpipe.spool import (
-    KIND_EVENT,
-    KIND_REJECTED,
-    KIND_TORN,
-    Spool,
-    SpoolWriteError,
-    read_records,
-)
+from eventpipe.records import KIND_EVENT, KIND_REJECTED, KIND_TORN, read_records
+from eventpipe.spool import Spool, SpoolWriteError
 
 
 class FakeTime:

@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         help="skip a section (raw, ingest, e2e, latency, render, fsync, slow)",
     )
     options = parser.parse_args(argv)
-    from eventpipe.tap import parse_size
+    from eventpipe.options import parse_size
 
     render_size = parse_size(options.render_size)
     events = options.events

@@ -1,212 +1,25 @@
 """
-Destinations.  Everything the pipeline knows of a destination is
-L{IUploader}: deliver this file under this key, idempotently.
-
-Two implementations: L{LocalDirectoryUploader} (the outbox, laid out as the
-bucket would be) and L{S3Uploader} (boto3 in a dedicated thread pool).  Both
-write conditionally: an object that already exists under the key with the
-same content counts as delivered; with different content the upload fails
-with L{KeyConflict} and the data stays in the spool.
+Delivery to S3 (or an S3-compatible store) with boto3, in a thread pool of
+its own: txaws, the Twisted-native S3 client, has had no release since 2017
+and does not import on Python 3.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
-import shutil
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.python.threadpool import ThreadPool
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
 
-from eventpipe.spool import private_makedirs
-
-T = TypeVar("T")
+from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest
+from eventpipe.threads import ThreadedWork
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MULTIPART_PART_SIZE = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class UploadRequest:
-    """What to deliver, and how to describe it."""
-
-    path: str
-    key: str
-    sha256: str
-    content_type: str
-    content_encoding: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
-class UploadError(Exception):
-    """
-    A failed delivery, classified.
-
-    @ivar transient: True when waiting is the fix (throttling, 5xx,
-        timeouts, connection errors); False when someone has to change
-        something (permissions, a missing bucket, a key conflict).  Either
-        way the data stays in the spool and delivery is retried.
-    @ivar hint: what to do about it, for the log.
-    """
-
-    def __init__(self, message: str, transient: bool, hint: str = "") -> None:
-        super().__init__(message)
-        self.transient = transient
-        self.hint = hint
-
-
-class KeyConflict(UploadError):
-    """An object exists under the key with other content."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(
-            f"an object with different content already exists at {key}",
-            transient=False,
-            hint="another writer uses this prefix and instance id: "
-            "give every instance its own --instance-id",
-        )
-
-
-class IUploader(Interface):
-    """A destination for batch files."""
-
-    description = Attribute("Where objects go, for the log (no secrets).")
-
-    def start() -> None:
-        """Start whatever the uploader needs (threads, clients)."""
-
-    def stop() -> None:
-        """Stop it; an upload in progress may finish in the background."""
-
-    def upload(request: UploadRequest) -> Deferred[None]:
-        """
-        Deliver C{request.path} under C{request.key}, idempotently.  Fails
-        with L{UploadError} (or any exception, taken as transient).
-        """
-
-    def check() -> Deferred[str]:
-        """
-        Probe the destination.  Fires with a short description when it is
-        reachable, fails with L{UploadError} saying what is wrong otherwise.
-        """
-
-
-class DaemonThreadPool(ThreadPool):
-    """
-    A thread pool whose threads never hold the process up: stopping it does
-    not wait for work in progress (an upload to a dead server must not
-    block shutdown past its timeout; what it was uploading stays in the
-    spool and is shipped again).
-    """
-
-    @staticmethod
-    def threadFactory(*args: Any, **kwargs: Any) -> threading.Thread:  # type: ignore[override]
-        return threading.Thread(*args, daemon=True, **kwargs)
-
-    def stop(self) -> None:
-        self.joined = True
-        self.started = False
-        self._team.quit()
-
-
-class _ThreadedUploader:
-    """Runs the blocking work of an uploader in its own thread pool."""
-
-    def __init__(
-        self,
-        reactor: IReactorFromThreads,
-        threads: int,
-        name: str,
-        pool: ThreadPool | None = None,
-    ) -> None:
-        self._reactor = reactor
-        self._pool = pool if pool is not None else DaemonThreadPool(0, threads, name)
-
-    def start(self) -> None:
-        if not self._pool.started:
-            self._pool.start()
-
-    def stop(self) -> None:
-        if self._pool.started:
-            self._pool.stop()
-
-    def _in_thread(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
-        return deferToThreadPool(self._reactor, self._pool, function, *args)
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@implementer(IUploader)
-class LocalDirectoryUploader(_ThreadedUploader):
-    """
-    Delivers into a directory, the key being the path below it.  A file
-    appears whole or not at all (written aside, then linked into place; the
-    link fails if the name exists, which makes the write conditional).
-    """
-
-    def __init__(self, reactor: IReactorFromThreads, directory: str, threads: int = 2) -> None:
-        super().__init__(reactor, threads, "eventpipe-outbox")
-        self.directory = os.path.abspath(directory)
-        self.description = f"outbox {self.directory}"
-
-    def upload(self, request: UploadRequest) -> Deferred[None]:
-        return self._in_thread(self._upload, request)
-
-    def _upload(self, request: UploadRequest) -> None:
-        target = os.path.join(self.directory, *request.key.split("/"))
-        parent = os.path.dirname(target)
-        private_makedirs(parent)
-        temporary = os.path.join(parent, f".{os.path.basename(target)}.part")
-        with open(request.path, "rb") as source:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as sink:
-                shutil.copyfileobj(source, sink, 1 << 20)
-                sink.flush()
-                os.fsync(sink.fileno())
-        try:
-            os.link(temporary, target)
-        except FileExistsError:
-            if file_sha256(target) != request.sha256:
-                raise KeyConflict(request.key) from None
-        finally:
-            os.unlink(temporary)
-
-    def check(self) -> Deferred[str]:
-        return self._in_thread(self._check)
-
-    def _check(self) -> str:
-        try:
-            private_makedirs(self.directory)
-        except OSError as error:
-            raise UploadError(
-                f"cannot create the outbox {self.directory}: {error.strerror}",
-                transient=False,
-                hint="choose a writable --outbox",
-            ) from error
-        if not os.access(self.directory, os.W_OK):
-            raise UploadError(
-                f"the outbox {self.directory} is not writable",
-                transient=False,
-                hint="choose a writable --outbox",
-            )
-        return self.description
-
-
-# S3.
 
 _CONFIGURATION_CODES = {
     "AccessDenied": "grant s3:PutObject (and s3:GetObject) on the bucket and prefix",
@@ -257,7 +70,7 @@ def classify(error: BaseException) -> UploadError:
 
 
 @implementer(IUploader)
-class S3Uploader(_ThreadedUploader):
+class S3Uploader:
     """
     Delivers to S3 (or an S3-compatible store) with boto3, in a dedicated
     thread pool of C{concurrency} threads.
@@ -277,8 +90,15 @@ class S3Uploader(_ThreadedUploader):
         concurrency: int = 2,
         client: Any = None,
         pool: ThreadPool | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
-        super().__init__(reactor, concurrency, "eventpipe-s3", pool)
+        self.work = ThreadedWork(
+            reactor,
+            clock or reactor,  # type: ignore[arg-type]
+            concurrency,
+            "eventpipe-s3",
+            pool,
+        )
         self.bucket = bucket
         self.endpoint_url = endpoint_url
         self.region = region
@@ -306,8 +126,14 @@ class S3Uploader(_ThreadedUploader):
             )
         return self._client
 
+    def start(self) -> None:
+        self.work.start()
+
+    def stop(self) -> Deferred[None]:
+        return self.work.stop()
+
     def upload(self, request: UploadRequest) -> Deferred[None]:
-        return self._in_thread(self._upload_classified, request)
+        return self.work.run(self._upload_classified, request)
 
     def _upload_classified(self, request: UploadRequest) -> None:
         try:
@@ -407,7 +233,7 @@ class S3Uploader(_ThreadedUploader):
             raise KeyConflict(request.key)
 
     def check(self) -> Deferred[str]:
-        return self._in_thread(self._check)
+        return self.work.run(self._check)
 
     def _check(self) -> str:
         try:

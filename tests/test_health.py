@@ -11,10 +11,10 @@ import urllib.request
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from eventpipe.metrics import health_resource
-from eventpipe.upload import UploadError
+from eventpipe.destinations import UploadError
+from eventpipe.health import health_resource
+from tests.harness import ServiceHarness
 from tests.support import FAST_S3, free_port, make_stream, s3_rig, s3_service, send, wait_for
-from tests.test_service import PipelineHarness
 
 
 def get(resource, path: bytes) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
@@ -30,13 +30,13 @@ def sample(text: str, name: str, labels: str = "") -> float:
     return float(match.group(1))
 
 
-class MetricsUnitTests(PipelineHarness):
-    """Reuses the fake-clock pipeline of the service tests."""
+class MetricsUnitTests(ServiceHarness):
+    """The fake-clock service of the unit tests, scraped."""
 
     def test_counters_move(self) -> None:
-        pipeline = self.pipeline()
-        root = health_resource(pipeline, pipeline.metrics)
-        receiver, _ = self.connect(pipeline)
+        service = self.service()
+        root = health_resource(service.status, service.metrics)
+        receiver, _ = self.connect(service)
         receiver.dataReceived(make_stream(range(5)) + b"<EVENT><bad></EVENT>")
         code, body = get(root, b"metrics")
         text = body.decode()
@@ -63,12 +63,12 @@ class MetricsUnitTests(PipelineHarness):
         self.assertEqual(sample(text, "eventpipe_ingest_paused"), 0)
 
     def test_readiness(self) -> None:
-        pipeline = self.pipeline()
-        root = health_resource(pipeline, pipeline.metrics)
+        service = self.service()
+        root = health_resource(service.status, service.metrics)
         self.assertEqual(get(root, b"healthz"), (200, b"ok\n"))
         self.assertEqual(get(root, b"readyz")[0], 200)
         self.uploader.failures = [UploadError("S3 said 503", transient=True)] * 2
-        receiver, _ = self.connect(pipeline)
+        receiver, _ = self.connect(service)
         receiver.dataReceived(make_stream([1]))
         self.clock.advance(60)
         code, body = get(root, b"readyz")

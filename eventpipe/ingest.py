@@ -1,0 +1,291 @@
+"""
+Ingest: connections hand their events here and they go to the spool at once
+(local disk, on the reactor thread, no network).
+
+When the spool holds more than C{max_spool_size} bytes, when its filesystem
+runs low, or when the disk refuses a write, every connection stops being
+read (TCP pushes back on the sender) until there is room again.  Events
+already framed when the disk refused are kept in memory (at most one read
+per connection, as reading stops) and written first when the disk accepts
+again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from eventpipe.admission import NOT_EVENTS, SHUTTING_DOWN, Admission
+from eventpipe.framing import Rejected
+from eventpipe.metrics import Metrics
+from eventpipe.protocol import EventReceiver, Source
+from eventpipe.settings import Settings
+from eventpipe.spool import Spool, SpoolWriteError, disk_reserve
+
+log = Logger()
+
+DISK_RETRY_DELAY = 1.0
+# Bytes appended between two looks at the spool filesystem's free space.
+DISK_CHECK_BYTES = 256 * 1024
+# Pieces set aside from one connection that are logged one by one.
+LOGGED_PIECES = 3
+LOW_WATER = 0.9
+
+# Why reading is paused.
+SPOOL_FULL = "spool full"
+DISK_REFUSED = "disk"
+DISK_RESERVE = "disk reserve"
+
+
+class Ingest:
+    """
+    The L{eventpipe.protocol.EventSink} of every receiver.
+
+    @param on_segment_full: called when the current segment has reached
+        C{max_file_size}.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        clock: IReactorTime,
+        settings: Settings,
+        admission: Admission,
+        metrics: Metrics,
+        on_segment_full: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.spool = spool
+        self.clock = clock
+        self.admission = admission
+        self.metrics = metrics
+        self.event_tag = settings.event_tag
+        self.max_event_size = settings.max_event_size
+        self.max_file_size = settings.max_file_size
+        self.max_spool_size = settings.max_spool_size
+        self.idle_timeout = settings.idle_timeout
+        # A connection that sends this much that is not events is closed.
+        self.max_rejected_per_connection = 16 * settings.max_event_size
+        self.disk_reserve = disk_reserve(settings.upload_concurrency, settings.max_file_size)
+        self._on_segment_full = on_segment_full
+        self.receivers: set[EventReceiver] = set()
+        self.datagram_ports: list[Any] = []
+        self.paused_for: set[str] = set()
+        self._unwritten: list[tuple[list[bytes], list[Rejected]]] = []
+        self._disk_retry: IDelayedCall | None = None
+        self._unchecked_bytes = 0
+        self._all_gone: list[Deferred[None]] = []
+
+    # Connections.
+
+    def refusal(self, address: Any) -> str | None:
+        return self.admission.refusal(address, len(self.receivers))
+
+    def connection_made(self, receiver: EventReceiver) -> bool:
+        if not self.admission.open:
+            self.admission.refused(SHUTTING_DOWN, receiver.peer)
+            return False
+        self.receivers.add(receiver)
+        log.info("connection from {peer}", peer=receiver.peer)
+        if self.paused_for:
+            receiver.transport.pauseProducing()  # type: ignore[union-attr]
+        return True
+
+    def connection_lost(self, receiver: EventReceiver) -> None:
+        if receiver in self.receivers:
+            self.receivers.discard(receiver)
+            log.info("connection from {peer} closed", peer=receiver.peer)
+        if receiver.rejected_pieces > LOGGED_PIECES:
+            log.warn(
+                "{peer} sent {pieces} pieces ({size} bytes) that were set aside for quarantine",
+                peer=receiver.peer,
+                pieces=receiver.rejected_pieces,
+                size=receiver.rejected_bytes,
+            )
+        if not self.receivers:
+            waiting, self._all_gone = self._all_gone, []
+            for d in waiting:
+                d.callback(None)
+
+    def close_connections(self, timeout: float) -> Deferred[None]:
+        """
+        Close every connection (what each has sent is framed and spooled by
+        then).  Fires when all are gone; connections still open after
+        C{timeout} seconds (a TLS peer that never answers the close) are
+        aborted.
+        """
+        if not self.receivers:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._all_gone.append(d)
+        for receiver in list(self.receivers):
+            receiver.transport.loseConnection()  # type: ignore[union-attr]
+
+        def abort(result: object, timeout: float) -> None:
+            log.warn(
+                "{count} connections did not close within {timeout:g} s: aborted",
+                count=len(self.receivers),
+                timeout=timeout,
+            )
+            for receiver in list(self.receivers):
+                receiver.transport.abortConnection()  # type: ignore[union-attr]
+
+        d.addTimeout(timeout, self.clock, onTimeoutCancel=abort)
+        return d
+
+    def cut_off(self, receiver: EventReceiver) -> None:
+        """
+        A connection sent more that is not events than any ACM would:
+        close it (what it sent so far is quarantined), and say so once.
+        """
+        if receiver.cut:
+            return
+        receiver.cut = True
+        self.metrics.connections_refused.labels(NOT_EVENTS).inc()
+        log.warn(
+            "closing {peer}: more than {limit} bytes that are not events",
+            peer=receiver.peer,
+            limit=self.max_rejected_per_connection,
+        )
+        receiver.transport.abortConnection()  # type: ignore[union-attr]
+
+    # Events.
+
+    def store(self, source: Source, events: list[bytes], rejected: list[Rejected]) -> None:
+        """Spool what a source sent: whole events, and pieces set aside."""
+        for piece in rejected:
+            source.rejected_pieces += 1
+            source.rejected_bytes += len(piece.data) + piece.dropped
+            if source.rejected_pieces <= LOGGED_PIECES:
+                log.warn(
+                    "set aside {size} bytes from {peer} for quarantine: {reason}{more}",
+                    size=len(piece.data) + piece.dropped,
+                    peer=source.peer,
+                    reason=piece.reason,
+                    more="; further pieces from it are counted, not logged"
+                    if source.rejected_pieces == LOGGED_PIECES
+                    else "",
+                )
+        if self._unwritten:
+            self._unwritten.append((events, rejected))
+        else:
+            self._write(events, rejected)
+
+    def _write(self, events: list[bytes], rejected: list[Rejected]) -> bool:
+        try:
+            written = self.spool.append(events, rejected)
+        except SpoolWriteError as error:
+            # Keep them, first in line, and stop reading until the disk
+            # accepts writes again.
+            self._unwritten.insert(0, (events, rejected))
+            if DISK_REFUSED not in self.paused_for:
+                log.error(
+                    "{error}; reading paused, retrying every {delay} s",
+                    error=error,
+                    delay=DISK_RETRY_DELAY,
+                )
+                self.pause(DISK_REFUSED)
+            self._disk_retry = self.clock.callLater(DISK_RETRY_DELAY, self._write_unwritten)
+            return False
+        self.metrics.events_received.inc(len(events))
+        self.metrics.bytes_received.inc(written)
+        if self.spool.current_size >= self.max_file_size:
+            self._on_segment_full()
+        self._unchecked_bytes += written
+        self.update_backpressure(check_disk=self._unchecked_bytes >= DISK_CHECK_BYTES)
+        return True
+
+    def _write_unwritten(self) -> None:
+        self._disk_retry = None
+        events = [event for batch in self._unwritten for event in batch[0]]
+        rejected = [piece for batch in self._unwritten for piece in batch[1]]
+        self._unwritten = []
+        if self._write(events, rejected):
+            log.info("the spool accepts writes again")
+            self.resume(DISK_REFUSED)
+
+    def flush(self) -> int:
+        """
+        Before sealing at shutdown: one last try to write what the disk
+        refused.
+
+        @return: the events that still could not be written (lost).
+        """
+        if self._disk_retry is None or not self._disk_retry.active():
+            return 0
+        self._disk_retry.cancel()
+        self._write_unwritten()
+        if self._disk_retry is None or not self._disk_retry.active():
+            return 0
+        self._disk_retry.cancel()
+        lost = sum(len(batch[0]) for batch in self._unwritten)
+        log.error(
+            "stopping while the spool refuses writes: {count} events read but not written",
+            count=lost,
+        )
+        return lost
+
+    # Back-pressure.
+
+    def update_backpressure(self, check_disk: bool = True) -> None:
+        """
+        Pause or resume reading: by the bytes waiting in the spool, and by
+        the free space left on its filesystem (a reserve is kept so that
+        sealed segments can always be rendered and shipped, which is what
+        frees space again).
+
+        @param check_disk: look at the free space too (a system call); the
+            write path does so only every L{DISK_CHECK_BYTES}, which the
+            reserve's spare megabyte covers.
+        """
+        waiting = self.spool.waiting_bytes
+        if waiting >= self.max_spool_size:
+            if SPOOL_FULL not in self.paused_for:
+                log.warn(
+                    "spool holds {waiting} bytes (limit {limit}): reading paused",
+                    waiting=waiting,
+                    limit=self.max_spool_size,
+                )
+                self.pause(SPOOL_FULL)
+        elif waiting <= self.max_spool_size * LOW_WATER and SPOOL_FULL in self.paused_for:
+            log.info("spool down to {waiting} bytes: reading resumed", waiting=waiting)
+            self.resume(SPOOL_FULL)
+        if not check_disk:
+            return
+        self._unchecked_bytes = 0
+        free = self.spool.free_bytes()
+        if free < self.disk_reserve:
+            if DISK_RESERVE not in self.paused_for:
+                log.warn(
+                    "only {free} bytes free on the spool's filesystem, {reserve} are kept "
+                    "for rendering: reading paused",
+                    free=free,
+                    reserve=self.disk_reserve,
+                )
+                self.pause(DISK_RESERVE)
+        elif free >= self.disk_reserve * 1.5 and DISK_RESERVE in self.paused_for:
+            log.info("{free} bytes free on the spool's filesystem: reading resumed", free=free)
+            self.resume(DISK_RESERVE)
+
+    def pause(self, why: str) -> None:
+        if not self.paused_for:
+            for receiver in self.receivers:
+                receiver.transport.pauseProducing()  # type: ignore[union-attr]
+            for port in self.datagram_ports:
+                # Datagrams that arrive meanwhile wait in (or overflow) the
+                # kernel's buffer: UDP promises nothing.
+                port.stopReading()
+        self.paused_for.add(why)
+
+    def resume(self, why: str) -> None:
+        if why not in self.paused_for:
+            return
+        self.paused_for.discard(why)
+        if not self.paused_for:
+            for receiver in self.receivers:
+                receiver.transport.resumeProducing()  # type: ignore[union-attr]
+            for port in self.datagram_ports:
+                port.startReading()

@@ -1,0 +1,87 @@
+"""
+The services that take events in: TCP (and TLS) listeners, and UDP ports.
+A port that cannot be bound stops start-up with one line.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.error import CannotListenError
+
+from eventpipe.ingest import Ingest
+from eventpipe.protocol import DatagramReceiver
+
+LISTEN_BACKLOG = 1024
+
+
+def with_backlog(description: str) -> str:
+    """
+    ACM may open a connection per event: give plain TCP listeners a large
+    backlog unless the description sets one.
+    """
+    if re.match(r"^(tcp6?|ssl|mtls):", description) and "backlog=" not in description:
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
+
+
+class Listener(Service):
+    """
+    A listening endpoint service that, when it cannot listen, stops start-up
+    with one line instead of a traceback.
+    """
+
+    def __init__(self, description: str, inner: Service) -> None:
+        self.description = description
+        self.inner = inner
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        try:
+            self.inner.privilegedStartService()
+        except CannotListenError as error:
+            reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+            sys.stderr.write(f"eventpipe: --listen {self.description}: cannot listen: {reason}\n")
+            raise SystemExit(1) from None
+
+    def startService(self) -> None:
+        super().startService()
+        self.inner.startService()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.inner.stopService()
+
+
+class DatagramService(Service):
+    """A UDP port feeding the ingest; reading stops while ingest is paused."""
+
+    def __init__(self, reactor: Any, ingest: Ingest, interface: str, port: int) -> None:
+        self.reactor = reactor
+        self.ingest = ingest
+        self.interface = interface
+        self.port_number = port
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.port = self.reactor.listenUDP(
+            self.port_number,
+            DatagramReceiver(self.ingest),
+            interface=self.interface,
+            maxPacketSize=65535,
+        )
+        self.ingest.datagram_ports.append(self.port)
+        if self.ingest.paused_for:
+            self.port.stopReading()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.port is None:
+            return None
+        self.ingest.datagram_ports.remove(self.port)
+        port, self.port = self.port, None
+        return port.stopListening()

@@ -1,0 +1,519 @@
+"""
+The options of C{twistd eventpipe}: parameters, converters, environment
+fallbacks.
+
+Every option has an environment fallback.  The command line beats the
+environment, which beats the default.  A bad value stops start-up with one
+line naming the option.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+
+from eventpipe.naming import instance_id_from_hostname, normalize_prefix, valid_instance_id
+from eventpipe.render import COMPRESSIONS, FORMATS
+from eventpipe.spool import FSYNC_MODES
+
+DEFAULT_LISTEN = "tcp:8080"
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """
+    C{5242880}, C{5MiB}, C{5MB}, C{512KiB}, C{1.5GB}: MB is 10**6 bytes,
+    MiB is 2**20.
+
+    @raise ValueError: not a size.
+    """
+    match = _SIZE.match(text)
+    if match is None or match.group(2).lower() not in _UNITS:
+        raise ValueError(text)
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def format_size(size: int) -> str:
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+# (name, environment variables, default, converter, help)
+_Parameter = tuple[str, Sequence[str], Any, Callable[[str], Any], str]
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(text)
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(text)
+    return value
+
+
+def _positive_size(text: str) -> int:
+    value = parse_size(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def _choice(choices: Sequence[str]) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        if text not in choices:
+            raise ValueError(text)
+        return text
+
+    return convert
+
+
+def _event_tag(text: str) -> str:
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_.-]*$", text):
+        raise ValueError(text)
+    return text
+
+
+def _instance_id(text: str) -> str:
+    if not valid_instance_id(text):
+        raise ValueError(text)
+    return text
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _endpoint(text: str) -> str:
+    try:
+        parse_endpoint(text)
+    except Exception:
+        raise ValueError(text) from None
+    return text
+
+
+PARAMETERS: list[_Parameter] = [
+    (
+        "spool-dir",
+        ("EVENTPIPE_SPOOL_DIR",),
+        "./eventpipe-spool",
+        _text,
+        "Directory for events not yet delivered (current and sealed segments).",
+    ),
+    (
+        "rotation-interval",
+        ("ROTATION_INTERVAL",),
+        60.0,
+        _positive_float,
+        "Seal the current segment when its first event is this many seconds old.",
+    ),
+    (
+        "max-file-size",
+        ("MAX_FILE_SIZE",),
+        5 * 2**20,
+        _positive_size,
+        "Seal the current segment when it reaches this size: bytes, or a number with "
+        "KB/MB/GB (powers of 1000) or KiB/MiB/GiB (powers of 1024). Default 5MiB.",
+    ),
+    (
+        "check-interval",
+        ("CHECK_INTERVAL",),
+        10.0,
+        _positive_float,
+        "Seconds between checks of the rotation conditions.",
+    ),
+    (
+        "format",
+        ("OUTPUT_FORMAT",),
+        "xml",
+        _choice(FORMATS),
+        "Batch format: xml (one <EVENTS> root) or json (JSON Lines, one event a line).",
+    ),
+    (
+        "compress",
+        ("EVENTPIPE_COMPRESS",),
+        "none",
+        _choice(COMPRESSIONS),
+        "Compress batches: none or gzip (adds .gz to the key).",
+    ),
+    (
+        "outbox",
+        ("EVENTPIPE_OUTBOX",),
+        None,
+        _text,
+        "Directory that receives batches when no S3 bucket is set, laid out as the "
+        "bucket would be. Default: <spool-dir>/outbox.",
+    ),
+    (
+        "instance-id",
+        ("EVENTPIPE_INSTANCE_ID",),
+        None,
+        _instance_id,
+        "Goes into every object key; letters, digits, dots and hyphens. Default: this host's name.",
+    ),
+    (
+        "event-tag",
+        ("EVENTPIPE_EVENT_TAG",),
+        "EVENT",
+        _event_tag,
+        "Root element name of one event.",
+    ),
+    (
+        "max-event-size",
+        ("EVENTPIPE_MAX_EVENT_SIZE",),
+        2**20,
+        _positive_size,
+        "Largest event accepted; a larger one is quarantined (its first bytes) "
+        "and the stream resynchronised. Default 1MiB.",
+    ),
+    (
+        "shutdown-timeout",
+        ("EVENTPIPE_SHUTDOWN_TIMEOUT",),
+        30.0,
+        _non_negative_float,
+        "On SIGTERM, seconds to keep shipping before stopping; what is left stays "
+        "in the spool for the next start.",
+    ),
+    (
+        "max-spool-size",
+        ("EVENTPIPE_MAX_SPOOL_SIZE",),
+        10**9,
+        _positive_size,
+        "When this many bytes wait in the spool, stop reading from connections "
+        "(TCP back-pressure) until it drains below 90%. Default 1GB.",
+    ),
+    (
+        "fsync",
+        ("EVENTPIPE_FSYNC",),
+        "seal",
+        _choice(FSYNC_MODES),
+        "never, seal (fsync each segment when it is sealed) or always (also after every write).",
+    ),
+    (
+        "retry-max-delay",
+        ("EVENTPIPE_RETRY_MAX_DELAY",),
+        60.0,
+        _positive_float,
+        "Longest wait between two delivery attempts (backoff starts at "
+        "--retry-initial-delay and doubles).",
+    ),
+    (
+        "retry-initial-delay",
+        ("EVENTPIPE_RETRY_INITIAL_DELAY",),
+        1.0,
+        _positive_float,
+        "First wait after a failed delivery.",
+    ),
+    (
+        "s3-bucket",
+        ("S3_BUCKET", "BUCKET_NAME"),
+        None,
+        _text,
+        "Deliver to this S3 bucket instead of the outbox.",
+    ),
+    (
+        "s3-prefix",
+        ("S3_PREFIX", "PREFIX"),
+        "",
+        normalize_prefix,
+        "Prefix of every key (acm and acm/ mean the same).",
+    ),
+    (
+        "s3-endpoint-url",
+        (),
+        None,
+        _text,
+        "S3 endpoint (MinIO, other S3-compatible stores). Default: boto3's own "
+        "resolution, which reads AWS_ENDPOINT_URL.",
+    ),
+    (
+        "s3-region",
+        ("AWS_REGION", "AWS_DEFAULT_REGION"),
+        None,
+        _text,
+        "S3 region. Default: boto3's own resolution.",
+    ),
+    (
+        "max-connections",
+        ("EVENTPIPE_MAX_CONNECTIONS",),
+        1000,
+        _positive_int,
+        "Connections open at once; more are refused (closed at once, logged).",
+    ),
+    (
+        "idle-timeout",
+        ("EVENTPIPE_IDLE_TIMEOUT",),
+        0.0,
+        _non_negative_float,
+        "Close a connection that sent nothing for this many seconds; 0 (the "
+        "default) never does, as ACM may keep a quiet connection for hours.",
+    ),
+    (
+        "metrics",
+        ("EVENTPIPE_METRICS",),
+        None,
+        _endpoint,
+        "Serve /metrics (Prometheus), /healthz and /readyz on this endpoint, e.g. "
+        "tcp:9100:interface=127.0.0.1. Default: off.",
+    ),
+    (
+        "upload-concurrency",
+        ("EVENTPIPE_UPLOAD_CONCURRENCY",),
+        2,
+        _positive_int,
+        "Uploads in flight at once (threads in the upload pool).",
+    ),
+]
+
+
+def _help(name: str, environment: Sequence[str], default: Any, text: str) -> str:
+    parts = [text]
+    if default not in (None, "") and "Default" not in text:
+        shown = f"{default:g}" if isinstance(default, float) else default
+        parts.append(f"Default: {shown}.")
+    if environment:
+        parts.append("Environment: " + ", ".join(environment) + ".")
+    return " ".join(parts)
+
+
+class Options(usage.Options):
+    """Options of C{twistd eventpipe} (and of the C{eventpipe} command)."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Receive the event stream of an Avigilon ACM 'Events - Generic XML' "
+        "collaboration over TCP, spool it to local disk, and ship it as batch "
+        "files (one <EVENTS> root, or JSON Lines) to S3 or a local outbox."
+    )
+    optParameters = [
+        [name, None, None, _help(name, env, default, text)]
+        for name, env, default, _, text in PARAMETERS
+    ]
+    optFlags = [
+        [
+            "repair-acm-tag-names",
+            None,
+            "Join element names that ACM's guide prints with a space "
+            "(<plasectrxPanel date> becomes <plasectrxPaneldate>) in events that are "
+            "not well-formed because of them; well-formed events are never touched. "
+            "Environment: EVENTPIPE_REPAIR_ACM_TAG_NAMES=1.",
+        ],
+    ]
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.environ = os.environ if environ is None else environ
+        self["listen"] = []
+        self["allow"] = []
+        self["listen-udp"] = []
+
+    def opt_allow(self, network: str) -> None:
+        self["allow"].append(network)
+
+    opt_allow.__doc__ = (
+        "Take connections (and datagrams) only from this address or network "
+        "(10.0.0.5, 10.0.0.0/24, 2001:db8::/32); repeat for several. Others are "
+        "closed before any byte is read, and logged. Default: anyone. "
+        "Environment: EVENTPIPE_ALLOW (comma-separated)."
+    )
+
+    def opt_listen_udp(self, where: str) -> None:
+        self["listen-udp"].append(where)
+
+    opt_listen_udp.__doc__ = (
+        "Also take events over UDP on PORT or ADDRESS:PORT (ACM sends over UDP "
+        "unless 'Require TCP' is ticked): one document or more per datagram. UDP "
+        "has no delivery guarantee on the network. Repeat for several. "
+        "Environment: EVENTPIPE_LISTEN_UDP (comma-separated)."
+    )
+
+    def opt_listen(self, description: str) -> None:
+        self["listen"].append(description)
+
+    opt_listen.__doc__ = (
+        "Where to listen, as a Twisted server endpoint string (tcp:8080, "
+        "tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem). Repeat for "
+        "several. Default: tcp:8080. Environment: EVENTPIPE_LISTEN "
+        "(comma-separated), or PORT=N for tcp:N."
+    )
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            # twistd would print the whole --help first; one line is clearer.
+            sys.stderr.write(f"eventpipe: {error}\n")
+            raise SystemExit(1) from None
+
+    def postOptions(self) -> None:
+        for name, environment, default, convert, _ in PARAMETERS:
+            raw, source = self[name], f"--{name}"
+            if raw is None:
+                for variable in environment:
+                    if self.environ.get(variable, "") != "":
+                        raw, source = self.environ[variable], variable
+                        break
+            if raw is None:
+                self[name] = default
+                continue
+            try:
+                self[name] = convert(raw)
+            except ValueError:
+                raise usage.UsageError(
+                    f"{source}: invalid value {raw!r} ({_expect(name, convert)})"
+                ) from None
+        self._listen()
+        self._allow()
+        self._listen_udp()
+        self["repair-acm-tag-names"] = bool(self["repair-acm-tag-names"]) or _flag(
+            self.environ, "EVENTPIPE_REPAIR_ACM_TAG_NAMES"
+        )
+        if self["instance-id"] is None:
+            self["instance-id"] = instance_id_from_hostname(socket.gethostname())
+        if self["outbox"] is None:
+            self["outbox"] = os.path.join(self["spool-dir"], "outbox")
+        if self["max-event-size"] > 64 * 2**20:
+            raise usage.UsageError("--max-event-size: at most 64MiB")
+        if self["max-event-size"] > self["max-spool-size"]:
+            raise usage.UsageError("--max-event-size: must not exceed --max-spool-size")
+        if self["retry-initial-delay"] > self["retry-max-delay"]:
+            raise usage.UsageError("--retry-initial-delay: must not exceed --retry-max-delay")
+
+    def _from_environment(self, name: str, variable: str) -> str:
+        if not self[name] and self.environ.get(variable):
+            self[name] = [p.strip() for p in self.environ[variable].split(",") if p.strip()]
+            return variable
+        return f"--{name}"
+
+    def _allow(self) -> None:
+        from eventpipe.admission import parse_networks
+
+        source = self._from_environment("allow", "EVENTPIPE_ALLOW")
+        networks = []
+        for text in self["allow"]:
+            try:
+                networks.extend(parse_networks([text]))
+            except ValueError:
+                raise usage.UsageError(
+                    f"{source}: invalid value {text!r} (an address or network, such as 10.0.0.0/24)"
+                ) from None
+        self["allow"] = tuple(networks)
+
+    def _listen_udp(self) -> None:
+        source = self._from_environment("listen-udp", "EVENTPIPE_LISTEN_UDP")
+        places = []
+        for text in self["listen-udp"]:
+            interface, _, port = text.rpartition(":")
+            interface = interface.strip("[]")
+            if not port.isdigit() or not 0 <= int(port) < 65536:
+                raise usage.UsageError(f"{source}: invalid value {text!r} (PORT or ADDRESS:PORT)")
+            places.append((interface, int(port)))
+        self["listen-udp"] = places
+
+    def _listen(self) -> None:
+        source = "--listen"
+        if not self["listen"]:
+            if self.environ.get("EVENTPIPE_LISTEN"):
+                source = "EVENTPIPE_LISTEN"
+                self["listen"] = [
+                    part.strip()
+                    for part in self.environ["EVENTPIPE_LISTEN"].split(",")
+                    if part.strip()
+                ]
+            elif self.environ.get("PORT"):
+                source = "PORT"
+                port = self.environ["PORT"].strip()
+                if not port.isdigit() or not 0 < int(port) < 65536:
+                    raise usage.UsageError(f"PORT: invalid value {port!r} (a TCP port number)")
+                self["listen"] = [f"tcp:{port}"]
+            else:
+                self["listen"] = [DEFAULT_LISTEN]
+        for description in self["listen"]:
+            check_endpoint(description, source)
+
+
+def _flag(environ: Mapping[str, str], variable: str) -> bool:
+    value = environ.get(variable, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise usage.UsageError(f"{variable}: invalid value {value!r} (1/true/yes or 0/false/no)")
+
+
+def _expect(name: str, convert: Callable[[str], Any]) -> str:
+    """What a valid value of an option looks like, for error messages."""
+    messages: dict[Callable[[str], Any], str] = {
+        _positive_float: "a number of seconds above 0",
+        _non_negative_float: "a number of seconds, 0 or more",
+        _positive_size: "a size such as 5242880, 5MiB, 5MB or 512KiB",
+        _positive_int: "a whole number above 0",
+        _event_tag: "an XML element name",
+        _endpoint: "a Twisted server endpoint string such as tcp:9100",
+        _instance_id: "letters, digits, dots and hyphens, at most 63",
+    }
+    return messages.get(convert) or _choices_of(name)
+
+
+def _choices_of(name: str) -> str:
+    choices = {"format": FORMATS, "compress": COMPRESSIONS, "fsync": FSYNC_MODES}.get(name)
+    return "one of " + ", ".join(choices) if choices else "a value"
+
+
+def parse_endpoint(description: str) -> Any:
+    """
+    Parse a server endpoint string without listening: building an endpoint
+    object only keeps the reactor it is given, so none is needed (key and
+    certificate files of C{ssl:} and C{mtls:} are read, and checked).
+
+    @raise Exception: it does not parse (whatever the parser raised).
+    @return: the endpoint (not listening).
+    """
+    return serverFromString(None, description)  # type: ignore[arg-type]
+
+
+def check_endpoint(description: str, source: str = "--listen") -> None:
+    """
+    Parse a server endpoint string without listening.
+
+    @raise usage.UsageError: it does not parse.
+    """
+    try:
+        parse_endpoint(description)
+    except Exception as error:
+        raise usage.UsageError(
+            f"{source}: invalid endpoint {description!r} ({error or type(error).__name__})"
+        ) from None

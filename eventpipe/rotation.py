@@ -1,0 +1,124 @@
+"""
+Rotation: when the current segment is sealed.  Every C{check_interval} a
+L{TimerService} looks at the current segment's age and size; a segment that
+reaches C{max_file_size} is sealed as soon as the append that filled it
+returns.  A sealed segment goes straight to shipping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from eventpipe.metrics import Metrics
+from eventpipe.settings import Settings
+from eventpipe.spool import Segment, Spool
+
+log = Logger()
+
+
+class Shipper(Protocol):
+    def ship(self, segment: Segment) -> None: ...
+
+    def key_for(self, segment: Segment) -> str: ...
+
+
+class Rotation:
+    """
+    @param before_check: called at every check before the rotation
+        conditions are looked at (the ingest looks at free space again).
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        clock: IReactorTime,
+        settings: Settings,
+        metrics: Metrics,
+        shipper: Shipper,
+        before_check: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.spool = spool
+        self.clock = clock
+        self.settings = settings
+        self.metrics = metrics
+        self.shipper = shipper
+        self._before_check = before_check
+        self._timer = TimerService(settings.check_interval, self.check)
+        self._timer.clock = clock
+        self._full_call: IDelayedCall | None = None
+        self.segments_sealed = 0
+
+    def start(self) -> None:
+        self._timer.startService()
+
+    def stop(self) -> Deferred[None] | None:
+        """Stop the timer (sealing at shutdown is the service's call)."""
+        if self._full_call is not None and self._full_call.active():
+            self._full_call.cancel()
+        if self._timer.running:
+            return self._timer.stopService()  # type: ignore[no-any-return]
+        return None
+
+    def check(self) -> None:
+        """
+        Called by the timer: seal the current segment when it is old or
+        large enough.  Never raises (that would stop the timer for good).
+        """
+        try:
+            self._before_check()
+            if self.spool.current_size >= self.settings.max_file_size:
+                self.seal("size")
+            elif (
+                self.spool.current_size
+                and self.spool.current_age() >= self.settings.rotation_interval
+            ):
+                self.seal("time")
+        except OSError as error:
+            log.error(
+                "sealing failed: {error}; trying again at the next check",
+                error=error.strerror or str(error),
+            )
+        except Exception:
+            log.failure("rotation check failed; trying again at the next check")
+
+    def segment_full(self) -> None:
+        """The current segment reached max-file-size: seal it soon."""
+        # Not inside the connection's dataReceived.
+        if self._full_call is None or not self._full_call.active():
+            self._full_call = self.clock.callLater(0, self._seal_full)
+
+    def _seal_full(self) -> None:
+        self._full_call = None
+        if self.spool.current_size >= self.settings.max_file_size:
+            try:
+                self.seal("size")
+            except Exception:
+                log.failure("sealing a full segment failed; the timer tries again")
+
+    def seal(self, trigger: str) -> Segment | None:
+        """
+        Seal the current segment (if it holds anything) and ship it.
+
+        @raise OSError: the spool could not seal; the segment stays current.
+        """
+        segment = self.spool.seal()
+        if segment is None:
+            return None
+        self.segments_sealed += 1
+        self.metrics.segments_sealed.labels(trigger).inc()
+        log.info(
+            "sealed {name} ({trigger}): {events} events, {size} bytes, key {key}",
+            name=segment.name,
+            trigger=trigger,
+            events=segment.events,
+            size=segment.size,
+            key=self.shipper.key_for(segment),
+        )
+        self.shipper.ship(segment)
+        return segment

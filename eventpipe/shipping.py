@@ -1,0 +1,302 @@
+"""
+Shipping: one Deferred chain per sealed segment, from the spool to the
+destination.
+
+    render (in a thread: validate, wrap in <EVENTS>, quarantine, JSON, gzip)
+      -> upload (IUploader)
+      -> delete the segment (the "reset")
+    and on any failure: wait (exponential backoff with jitter), then again.
+
+At most C{upload_concurrency} segments are rendered and uploading at once
+(slots), so rendered files never pile up while the destination is down.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from eventpipe.destinations import IUploader, UploadError, UploadRequest
+from eventpipe.metrics import Metrics, quarantine_reason
+from eventpipe.naming import object_key, quarantine_key
+from eventpipe.render import CONTENT_TYPES, RenderResult, extension, render_segment
+from eventpipe.retry import backoff_policy, retrying
+from eventpipe.settings import Settings
+from eventpipe.spool import Segment, Spool
+
+log = Logger()
+
+RunInThread = Callable[..., "Deferred[Any]"]
+
+
+class Shipment:
+    """One sealed segment on its way out."""
+
+    def __init__(self, segment: Segment, started: float) -> None:
+        self.segment = segment
+        self.started = started
+        self.result: RenderResult | None = None
+        # Whether the rendered files are on disk now (they are removed after
+        # a failed attempt and made again, identical, for the next one).
+        self.rendered = False
+        self.batch_path = ""
+        self.quarantine_path = ""
+        # The retry chain that ships it; fires when it is delivered (or the
+        # shipping is cancelled at shutdown).
+        self.deferred: Deferred[Any] | None = None
+
+
+class Shipping:
+    """
+    Every sealed segment not yet delivered, each with its retry chain.
+
+    @param render_in_thread: C{render_in_thread(f, *args)} runs the render
+        away from the reactor and returns a Deferred.
+    @param on_delivered: called after each delivery (space was freed).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        spool: Spool,
+        uploader: IUploader,
+        clock: IReactorTime,
+        render_in_thread: RunInThread,
+        metrics: Metrics,
+        jitter: Callable[[], float] = random.random,
+        on_delivered: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.uploader = uploader
+        self.clock = clock
+        self.render_in_thread = render_in_thread
+        self.metrics = metrics
+        self._on_delivered = on_delivered
+        self.shipments: dict[str, Shipment] = {}
+        self.last_attempt_error: str | None = None
+        self.last_delivery_at: float | None = None
+        self.events_quarantined = 0
+        self.extension = extension(settings.format, settings.compress)
+        self._policy = backoff_policy(settings.retry_initial, settings.retry_max, jitter=jitter)
+        self._slots = DeferredSemaphore(settings.upload_concurrency)
+
+    @property
+    def segments_waiting(self) -> int:
+        """Sealed segments not yet delivered."""
+        return len(self.shipments)
+
+    def oldest_started(self) -> float | None:
+        starts = [s.segment.started for s in self.shipments.values() if s.segment.started]
+        return min(starts) if starts else None
+
+    def key_for(self, segment: Segment) -> str:
+        return object_key(segment.name, self.extension, self.settings.prefix)
+
+    def ship(self, segment: Segment) -> None:
+        """Start shipping a sealed segment; retried until delivered."""
+        shipment = Shipment(segment, self.clock.seconds())
+        self.shipments[segment.name] = shipment
+        d: Deferred[int] = retrying(
+            self.clock,
+            lambda attempt: Deferred.fromCoroutine(self._attempt(shipment, attempt)),
+            self._delay_for,
+            lambda failure, attempt, delay: self._attempt_failed(shipment, failure, attempt, delay),
+        )
+        shipment.deferred = d
+        d.addCallbacks(
+            lambda attempts: self._delivered(shipment, attempts),
+            lambda failure: self._not_delivered(shipment, failure),
+        )
+        d.addBoth(self._forget, segment.name)
+        d.addErrback(
+            lambda failure: log.failure("after shipping {name}", failure, name=segment.name)
+        )
+
+    def _forget(self, result: object, name: str) -> object:
+        self.shipments.pop(name, None)
+        return result
+
+    async def drain(self, timeout: float) -> None:
+        """
+        Wait until every segment is delivered, or C{timeout} seconds; then
+        stop the retries of those left (they stay in the spool).
+        """
+        waiting = [s.deferred for s in self.shipments.values() if s.deferred is not None]
+        if waiting:
+            log.info(
+                "shipping {count} segments before stopping (at most {seconds:.0f} s)",
+                count=len(waiting),
+                seconds=timeout,
+            )
+            give_up = self.clock.callLater(max(0.0, timeout), self.cancel)
+            await DeferredList(waiting, consumeErrors=True)
+            if give_up.active():
+                give_up.cancel()
+        self.cancel()
+
+    def cancel(self) -> None:
+        """Stop every shipment (the segments stay in the spool)."""
+        for shipment in list(self.shipments.values()):
+            if shipment.deferred is not None:
+                shipment.deferred.cancel()
+
+    # One attempt: render, upload, delete.
+
+    def _delay_for(self, failure: Failure, attempt: int) -> float:
+        error = failure.value
+        if isinstance(error, UploadError) and not error.transient:
+            return self.settings.retry_max
+        return self._policy(attempt)
+
+    async def _attempt(self, shipment: Shipment, attempt: int) -> int:
+        await self._slots.acquire()
+        began = self.clock.seconds()
+        try:
+            if not shipment.rendered:
+                await self._render(shipment)
+            await self._upload(shipment)
+            # The reset: a failure here is retried like any other (the
+            # upload is found already done next time).
+            self.spool.delete(shipment.segment)
+        except BaseException:
+            self._forget_rendered(shipment)
+            raise
+        finally:
+            self._slots.release()
+        self.metrics.upload_seconds.observe(self.clock.seconds() - began)
+        return attempt
+
+    async def _render(self, shipment: Shipment) -> None:
+        segment = shipment.segment
+        shipment.batch_path = self.spool.rendered_path(segment, self.extension)
+        shipment.quarantine_path = self.spool.rendered_path(segment, ".quarantine")
+        result = await self.render_in_thread(
+            render_segment,
+            segment.path,
+            shipment.batch_path,
+            shipment.quarantine_path,
+            self.settings.format,
+            self.settings.compress,
+            self.settings.event_tag,
+            self.settings.repair_tag_names,
+        )
+        shipment.result = result
+        shipment.rendered = True
+        self.spool.rendered_bytes += result.batch_bytes + result.quarantine_bytes
+
+    async def _upload(self, shipment: Shipment) -> None:
+        segment = shipment.segment
+        result = shipment.result
+        assert result is not None
+        metadata = {
+            "instance-id": self.settings.instance_id,
+            "segment": segment.name,
+        }
+        if result.events:
+            await self.uploader.upload(
+                UploadRequest(
+                    path=shipment.batch_path,
+                    key=self.key_for(segment),
+                    sha256=result.batch_sha256,
+                    content_type=CONTENT_TYPES[self.settings.format],
+                    content_encoding="gzip" if self.settings.compress == "gzip" else None,
+                    metadata=dict(metadata, events=str(result.events)),
+                )
+            )
+        if result.quarantined:
+            await self.uploader.upload(
+                UploadRequest(
+                    path=shipment.quarantine_path,
+                    key=quarantine_key(segment.name, self.settings.prefix),
+                    sha256=result.quarantine_sha256,
+                    content_type="text/plain; charset=utf-8",
+                    metadata=dict(metadata, items=str(result.quarantined)),
+                )
+            )
+
+    def _attempt_failed(
+        self, shipment: Shipment, failure: Failure, attempt: int, delay: float
+    ) -> None:
+        error = failure.value
+        hint = getattr(error, "hint", "")
+        self.metrics.uploads.labels("failure").inc()
+        self.metrics.upload_retries.inc()
+        self.last_attempt_error = str(error) or type(error).__name__
+        log.error(
+            "delivering {key} to {where} failed (attempt {attempt}): {error}{hint}; "
+            "next attempt in {delay:.1f} s, the segment stays in the spool",
+            key=self.key_for(shipment.segment),
+            where=self.uploader.description,
+            attempt=attempt,
+            error=str(error) or type(error).__name__,
+            hint=f" -- {hint}" if hint else "",
+            delay=delay,
+        )
+
+    # The end of a chain.
+
+    def _delivered(self, shipment: Shipment, attempts: int) -> None:
+        result = shipment.result
+        assert result is not None
+        self._forget_rendered(shipment)
+        self.events_quarantined += result.quarantined
+        self.last_attempt_error = None
+        self.last_delivery_at = self.clock.seconds()
+        self.metrics.uploads.labels("success").inc()
+        self.metrics.events_delivered.inc(result.events)
+        for reason, count in result.reasons.items():
+            self.metrics.events_quarantined.labels(quarantine_reason(reason)).inc(count)
+        if result.repaired:
+            log.info(
+                "repaired the element names of {count} events of {name} (--repair-acm-tag-names)",
+                count=result.repaired,
+                name=shipment.segment.name,
+            )
+        if result.quarantined:
+            log.warn(
+                "quarantined {count} pieces of {name} under {key}: {reasons}",
+                count=result.quarantined,
+                name=shipment.segment.name,
+                key=quarantine_key(shipment.segment.name, self.settings.prefix),
+                reasons="; ".join(f"{n} x {reason}" for reason, n in result.reasons.items()),
+            )
+        log.info(
+            "delivered {key}: {events} events, {bytes} bytes, {seconds:.3f} s, attempt {attempt}",
+            key=self.key_for(shipment.segment) if result.events else "(no good events)",
+            events=result.events,
+            bytes=result.batch_bytes,
+            seconds=self.clock.seconds() - shipment.started,
+            attempt=attempts,
+        )
+        self._on_delivered()
+
+    def _forget_rendered(self, shipment: Shipment) -> None:
+        result = shipment.result
+        if not shipment.rendered or result is None:
+            return
+        shipment.rendered = False
+        self.spool.rendered_bytes -= result.batch_bytes + result.quarantine_bytes
+        for path in (shipment.batch_path, shipment.quarantine_path):
+            if path:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
+    def _not_delivered(self, shipment: Shipment, failure: Failure) -> None:
+        self._forget_rendered(shipment)
+        if failure.check(CancelledError):
+            return
+        log.failure(
+            "shipping {name} stopped; it stays in the spool",
+            failure,
+            name=shipment.segment.name,
+        )

@@ -1,0 +1,113 @@
+"""Options: defaults, environment fallbacks, one-line errors."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from eventpipe.options import Options, parse_size
+
+
+def parse(args: list[str], environ: dict[str, str] | None = None) -> Options:
+    options = Options(environ=environ or {})
+    options.parseOptions(args)
+    return options
+
+
+class OptionTests(SynchronousTestCase):
+    def error(self, args: list[str], environ: dict[str, str] | None = None) -> str:
+        """Parse, expecting a one-line error and exit status 1."""
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        exit = self.assertRaises(SystemExit, parse, args, environ)
+        self.assertEqual(exit.code, 1)
+        message = stderr.getvalue()
+        self.assertEqual(message.count("\n"), 1, message)
+        self.assertNotIn("Traceback", message)
+        return message
+
+    def test_defaults(self) -> None:
+        options = parse([])
+        self.assertEqual(options["listen"], ["tcp:8080"])
+        self.assertEqual(options["spool-dir"], "./eventpipe-spool")
+        self.assertEqual(options["rotation-interval"], 60.0)
+        self.assertEqual(options["max-file-size"], 5 * 2**20)
+        self.assertEqual(options["check-interval"], 10.0)
+        self.assertEqual(options["format"], "xml")
+        self.assertEqual(options["outbox"], os.path.join("./eventpipe-spool", "outbox"))
+        self.assertEqual(options["event-tag"], "EVENT")
+        self.assertEqual(options["max-event-size"], 2**20)
+        self.assertEqual(options["shutdown-timeout"], 30.0)
+        self.assertEqual(options["fsync"], "seal")
+        self.assertIsNone(options["s3-bucket"])
+        self.assertTrue(options["instance-id"])
+
+    def test_environment(self) -> None:
+        env = {
+            "EVENTPIPE_LISTEN": "tcp:1000, tcp:1001",
+            "EVENTPIPE_SPOOL_DIR": "/tmp/s",
+            "ROTATION_INTERVAL": "5",
+            "MAX_FILE_SIZE": "5MB",
+            "CHECK_INTERVAL": "0.5",
+            "OUTPUT_FORMAT": "json",
+            "EVENTPIPE_INSTANCE_ID": "gw-2",
+            "EVENTPIPE_MAX_EVENT_SIZE": "512KiB",
+            "BUCKET_NAME": "b",
+            "PREFIX": "acm",
+        }
+        options = parse([], env)
+        self.assertEqual(options["listen"], ["tcp:1000", "tcp:1001"])
+        self.assertEqual(options["spool-dir"], "/tmp/s")
+        self.assertEqual(options["outbox"], "/tmp/s/outbox")
+        self.assertEqual(options["rotation-interval"], 5.0)
+        self.assertEqual(options["max-file-size"], 5_000_000)
+        self.assertEqual(options["check-interval"], 0.5)
+        self.assertEqual(options["format"], "json")
+        self.assertEqual(options["instance-id"], "gw-2")
+        self.assertEqual(options["max-event-size"], 512 * 1024)
+        self.assertEqual(options["s3-bucket"], "b")
+        self.assertEqual(options["s3-prefix"], "acm/")
+
+    def test_command_line_beats_environment(self) -> None:
+        options = parse(
+            ["--rotation-interval=7", "--listen=tcp:2000", "--s3-bucket=x"],
+            {"ROTATION_INTERVAL": "5", "PORT": "3000", "S3_BUCKET": "y", "BUCKET_NAME": "z"},
+        )
+        self.assertEqual(options["rotation-interval"], 7.0)
+        self.assertEqual(options["listen"], ["tcp:2000"])
+        self.assertEqual(options["s3-bucket"], "x")
+        self.assertEqual(parse([], {"S3_BUCKET": "y", "BUCKET_NAME": "z"})["s3-bucket"], "y")
+
+    def test_port(self) -> None:
+        self.assertEqual(parse([], {"PORT": "9000"})["listen"], ["tcp:9000"])
+        self.assertIn("PORT", self.error([], {"PORT": "http"}))
+
+    def test_bad_values(self) -> None:
+        """Each bad value stops start-up with one line naming the option."""
+        for args, env, name in [
+            (["--rotation-interval=-5"], {}, "--rotation-interval"),
+            (["--check-interval=0"], {}, "--check-interval"),
+            (["--format=csv"], {}, "--format"),
+            (["--max-file-size=5 parsecs"], {}, "--max-file-size"),
+            (["--listen=tcp:notaport"], {}, "--listen"),
+            (["--listen=carrier-pigeon:1"], {}, "--listen"),
+            (["--instance-id=a/b"], {}, "--instance-id"),
+            (["--fsync=sometimes"], {}, "--fsync"),
+            ([], {"ROTATION_INTERVAL": "soon"}, "ROTATION_INTERVAL"),
+            ([], {"EVENTPIPE_LISTEN": "nope"}, "EVENTPIPE_LISTEN"),
+            (["--no-such-option"], {}, "no-such-option"),
+        ]:
+            message = self.error(args, env)
+            self.assertIn(name, message)
+
+    def test_sizes(self) -> None:
+        self.assertEqual(parse_size("5242880"), 5242880)
+        self.assertEqual(parse_size("5MiB"), 5242880)
+        self.assertEqual(parse_size("5MB"), 5_000_000)
+        self.assertEqual(parse_size("512KiB"), 524288)
+        self.assertEqual(parse_size("1.5 GB"), 1_500_000_000)
+        for bad in ("", "MB", "5 MX", "-1"):
+            self.assertRaises(ValueError, parse_size, bad)
