@@ -15,6 +15,14 @@ import time
 
 _INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
 _SEGMENT_NAME = re.compile(r"^(\d{8})_(\d{6})_([A-Za-z0-9][A-Za-z0-9.-]*)_(\d+)$")
+# A sealed segment's file: its name and the extension of its batch, fixed
+# when it was sealed (no extension: sealed by a release that did not record
+# it; it takes the settings of the start that ships it).
+_SEGMENT_FILE = re.compile(
+    r"^(\d{8}_\d{6}_[A-Za-z0-9][A-Za-z0-9.-]*?_\d+)((?:\.xml|\.json)(?:\.gz)?)?$"
+)
+FORMATS = ("xml", "json")
+COMPRESSIONS = ("none", "gzip")
 QUARANTINE = "quarantine/"
 
 
@@ -86,3 +94,31 @@ def object_key(name: str, extension: str, prefix: str = "") -> str:
 def quarantine_key(name: str, prefix: str = "") -> str:
     """The key of the quarantine object made from the segment C{name}."""
     return object_key(name, ".txt", normalize_prefix(prefix) + QUARANTINE)
+
+
+def extension(fmt: str, compress: str) -> str:
+    """The key's extension: C{.xml}, C{.json}, C{.xml.gz}, C{.json.gz}."""
+    if fmt not in FORMATS or compress not in COMPRESSIONS:
+        raise ValueError(f"no such format or compression: {fmt!r}, {compress!r}")
+    return "." + fmt + (".gz" if compress == "gzip" else "")
+
+
+def format_of(extension: str) -> tuple[str, str]:
+    """The format and compression an extension stands for (inverse of L{extension})."""
+    fmt, _, rest = extension.lstrip(".").partition(".")
+    compress = {"": "none", "gz": "gzip"}.get(rest)
+    if fmt not in FORMATS or compress is None:
+        raise ValueError(f"not a batch extension: {extension!r}")
+    return fmt, compress
+
+
+def split_segment_file(filename: str) -> tuple[str, str] | None:
+    """
+    C{20250729_161500_gw1_000042.json.gz} -> C{("20250729_161500_gw1_000042",
+    ".json.gz")}; the extension is empty for a file without one.  None for a
+    file that is not a sealed segment.
+    """
+    match = _SEGMENT_FILE.match(filename)
+    if match is None or not is_segment_name(match.group(1)):
+        return None
+    return match.group(1), match.group(2) or ""

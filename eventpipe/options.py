@@ -19,8 +19,13 @@ from typing import Any
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from eventpipe.naming import instance_id_from_hostname, normalize_prefix, valid_instance_id
-from eventpipe.render import COMPRESSIONS, FORMATS
+from eventpipe.naming import (
+    COMPRESSIONS,
+    FORMATS,
+    instance_id_from_hostname,
+    normalize_prefix,
+    valid_instance_id,
+)
 from eventpipe.spool import FSYNC_MODES
 
 DEFAULT_LISTEN = "tcp:8080"

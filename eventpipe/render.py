@@ -38,21 +38,13 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 
+from eventpipe.naming import FORMATS
 from eventpipe.records import KIND_EVENT, read_records
-
-FORMATS = ("xml", "json")
-COMPRESSIONS = ("none", "gzip")
 
 XML_HEADER = b'<?xml version="1.0" encoding="UTF-8"?>\n<EVENTS>\n'
 XML_FOOTER = b"</EVENTS>\n"
 
 CONTENT_TYPES = {"xml": "application/xml", "json": "application/x-ndjson"}
-EXTENSIONS = {"xml": ".xml", "json": ".json"}
-
-
-def extension(fmt: str, compress: str) -> str:
-    """The key's extension: C{.xml}, C{.json}, C{.xml.gz}, C{.json.gz}."""
-    return EXTENSIONS[fmt] + (".gz" if compress == "gzip" else "")
 
 
 def make_parser() -> etree.XMLParser:

@@ -63,10 +63,15 @@ def retrying(
     @return: a Deferred that fires with the first success.  Cancelling it
         stops the retries (and cancels an attempt in progress).
     """
-    return _Retry(clock, operation, delay_for, on_failure).result
+    return Retry(clock, operation, delay_for, on_failure).result
 
 
-class _Retry:
+class Retry:
+    """
+    The retries of one operation (see L{retrying}); L{result} fires with
+    the first success, and L{wake} cuts a wait short.
+    """
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -112,6 +117,20 @@ class _Retry:
             return
         self._on_failure(failure, self._attempt, delay)
         self._delayed = self._clock.callLater(delay, self._try)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether it waits for its next attempt now."""
+        return self._delayed is not None and self._delayed.active()
+
+    def wake(self) -> None:
+        """
+        If it waits for its next attempt, make that attempt now (something
+        suggests the cause of the failure is gone).
+        """
+        if self._delayed is not None and self._delayed.active():
+            self._delayed.cancel()
+            self._try()
 
     def _cancel(self, result: Deferred[Any]) -> None:
         self._cancelled = True

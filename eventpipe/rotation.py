@@ -120,5 +120,12 @@ class Rotation:
             size=segment.size,
             key=self.shipper.key_for(segment),
         )
+        if self.spool.sync_error is not None:
+            log.warn(
+                "sealed {name}, but its directory could not be flushed to disk: {error}; "
+                "a power loss now may undo the seal (a crash does not)",
+                name=segment.name,
+                error=self.spool.sync_error.strerror or str(self.spool.sync_error),
+            )
         self.shipper.ship(segment)
         return segment

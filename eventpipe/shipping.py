@@ -8,7 +8,15 @@ destination.
     and on any failure: wait (exponential backoff with jitter), then again.
 
 At most C{upload_concurrency} segments are rendered and uploading at once
-(slots), so rendered files never pile up while the destination is down.
+(slots), so rendered files never pile up while the destination is down.  A
+segment keeps its slot and its rendered batch across failed attempts (an
+outage does not re-validate the same events over and over), and a delivery
+wakes the segments waiting to retry: the destination is back.
+
+The format, compression and key of a segment are fixed when it is sealed.
+If the key turns out to be taken by another object at the destination (the
+spool's sequence counter was lost), the segment takes the next free
+sequence number: a new key.
 """
 
 from __future__ import annotations
@@ -23,11 +31,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from eventpipe.destinations import IUploader, UploadError, UploadRequest
+from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest
 from eventpipe.metrics import Metrics, quarantine_reason
 from eventpipe.naming import object_key, quarantine_key
-from eventpipe.render import CONTENT_TYPES, RenderResult, extension, render_segment
-from eventpipe.retry import backoff_policy, retrying
+from eventpipe.render import CONTENT_TYPES, RenderResult, render_segment
+from eventpipe.retry import Retry, backoff_policy
 from eventpipe.settings import Settings
 from eventpipe.spool import Segment, Spool
 
@@ -43,14 +51,19 @@ class Shipment:
         self.segment = segment
         self.started = started
         self.result: RenderResult | None = None
+        self.slot_held = False
         # Whether the rendered files are on disk now (they are removed after
         # a failed attempt and made again, identical, for the next one).
         self.rendered = False
         self.batch_path = ""
         self.quarantine_path = ""
-        # The retry chain that ships it; fires when it is delivered (or the
-        # shipping is cancelled at shutdown).
-        self.deferred: Deferred[Any] | None = None
+        # The retries that ship it; their result fires when it is delivered
+        # (or the shipping is cancelled at shutdown).
+        self.retry: Retry | None = None
+
+    @property
+    def deferred(self) -> Deferred[Any] | None:
+        return self.retry.result if self.retry is not None else None
 
 
 class Shipping:
@@ -84,7 +97,6 @@ class Shipping:
         self.last_attempt_error: str | None = None
         self.last_delivery_at: float | None = None
         self.events_quarantined = 0
-        self.extension = extension(settings.format, settings.compress)
         self._policy = backoff_policy(settings.retry_initial, settings.retry_max, jitter=jitter)
         self._slots = DeferredSemaphore(settings.upload_concurrency)
 
@@ -98,31 +110,41 @@ class Shipping:
         return min(starts) if starts else None
 
     def key_for(self, segment: Segment) -> str:
-        return object_key(segment.name, self.extension, self.settings.prefix)
+        return object_key(segment.name, segment.extension, self.settings.prefix)
 
     def ship(self, segment: Segment) -> None:
         """Start shipping a sealed segment; retried until delivered."""
         shipment = Shipment(segment, self.clock.seconds())
         self.shipments[segment.name] = shipment
-        d: Deferred[int] = retrying(
+        shipment.retry = Retry(
             self.clock,
             lambda attempt: Deferred.fromCoroutine(self._attempt(shipment, attempt)),
             self._delay_for,
             lambda failure, attempt, delay: self._attempt_failed(shipment, failure, attempt, delay),
         )
-        shipment.deferred = d
+        d = shipment.retry.result
         d.addCallbacks(
             lambda attempts: self._delivered(shipment, attempts),
             lambda failure: self._not_delivered(shipment, failure),
         )
-        d.addBoth(self._forget, segment.name)
+        d.addBoth(self._forget, shipment)
         d.addErrback(
             lambda failure: log.failure("after shipping {name}", failure, name=segment.name)
         )
 
-    def _forget(self, result: object, name: str) -> object:
-        self.shipments.pop(name, None)
+    def _forget(self, result: object, shipment: Shipment) -> object:
+        self.shipments.pop(shipment.segment.name, None)
+        self._forget_rendered(shipment)
+        if shipment.slot_held:
+            shipment.slot_held = False
+            self._slots.release()
         return result
+
+    def _wake_waiting(self) -> None:
+        """A delivery went through: retry the others now."""
+        for shipment in list(self.shipments.values()):
+            if shipment.retry is not None and shipment.retry.waiting:
+                shipment.retry.wake()
 
     async def drain(self, timeout: float) -> None:
         """
@@ -157,34 +179,50 @@ class Shipping:
         return self._policy(attempt)
 
     async def _attempt(self, shipment: Shipment, attempt: int) -> int:
-        await self._slots.acquire()
+        if not shipment.slot_held:
+            await self._slots.acquire()
+            shipment.slot_held = True
         began = self.clock.seconds()
+        if not shipment.rendered:
+            await self._render(shipment)
         try:
-            if not shipment.rendered:
-                await self._render(shipment)
             await self._upload(shipment)
-            # The reset: a failure here is retried like any other (the
-            # upload is found already done next time).
-            self.spool.delete(shipment.segment)
-        except BaseException:
-            self._forget_rendered(shipment)
-            raise
-        finally:
-            self._slots.release()
+        except KeyConflict as conflict:
+            self._renumber(shipment, conflict)
+            await self._upload(shipment)
+        # The reset: a failure here is retried like any other (the upload is
+        # found already done next time).
+        self.spool.delete(shipment.segment)
         self.metrics.upload_seconds.observe(self.clock.seconds() - began)
         return attempt
 
+    def _renumber(self, shipment: Shipment, conflict: KeyConflict) -> None:
+        old = shipment.segment
+        new = self.spool.renumber(old)
+        shipment.segment = new
+        self.shipments.pop(old.name, None)
+        self.shipments[new.name] = shipment
+        log.warn(
+            "{conflict}, written by another instance or an earlier life of this spool; "
+            "{name} ships as {new} under {key}",
+            conflict=str(conflict),
+            name=old.name,
+            new=new.name,
+            key=self.key_for(new),
+        )
+
     async def _render(self, shipment: Shipment) -> None:
         segment = shipment.segment
-        shipment.batch_path = self.spool.rendered_path(segment, self.extension)
+        fmt, compress = segment.format
+        shipment.batch_path = self.spool.rendered_path(segment, segment.extension)
         shipment.quarantine_path = self.spool.rendered_path(segment, ".quarantine")
         result = await self.render_in_thread(
             render_segment,
             segment.path,
             shipment.batch_path,
             shipment.quarantine_path,
-            self.settings.format,
-            self.settings.compress,
+            fmt,
+            compress,
             self.settings.event_tag,
             self.settings.repair_tag_names,
         )
@@ -196,21 +234,13 @@ class Shipping:
         segment = shipment.segment
         result = shipment.result
         assert result is not None
+        fmt, compress = segment.format
         metadata = {
             "instance-id": self.settings.instance_id,
             "segment": segment.name,
         }
-        if result.events:
-            await self.uploader.upload(
-                UploadRequest(
-                    path=shipment.batch_path,
-                    key=self.key_for(segment),
-                    sha256=result.batch_sha256,
-                    content_type=CONTENT_TYPES[self.settings.format],
-                    content_encoding="gzip" if self.settings.compress == "gzip" else None,
-                    metadata=dict(metadata, events=str(result.events)),
-                )
-            )
+        # The quarantine first: if the batch's key is taken, the segment is
+        # renumbered and only the quarantine object is written twice.
         if result.quarantined:
             await self.uploader.upload(
                 UploadRequest(
@@ -219,6 +249,17 @@ class Shipping:
                     sha256=result.quarantine_sha256,
                     content_type="text/plain; charset=utf-8",
                     metadata=dict(metadata, items=str(result.quarantined)),
+                )
+            )
+        if result.events:
+            await self.uploader.upload(
+                UploadRequest(
+                    path=shipment.batch_path,
+                    key=self.key_for(segment),
+                    sha256=result.batch_sha256,
+                    content_type=CONTENT_TYPES[fmt],
+                    content_encoding="gzip" if compress == "gzip" else None,
+                    metadata=dict(metadata, events=str(result.events)),
                 )
             )
 
@@ -277,6 +318,7 @@ class Shipping:
             attempt=attempts,
         )
         self._on_delivered()
+        self._wake_waiting()
 
     def _forget_rendered(self, shipment: Shipment) -> None:
         result = shipment.result
@@ -292,7 +334,6 @@ class Shipping:
                     pass
 
     def _not_delivered(self, shipment: Shipment, failure: Failure) -> None:
-        self._forget_rendered(shipment)
         if failure.check(CancelledError):
             return
         log.failure(

@@ -4,24 +4,35 @@ The spool: events on local disk, between the socket and the destination.
 Layout of the spool directory::
 
     current              the segment being appended to
-    sealed/<name>        sealed segments; <name> fixes the object key
+    sealed/<name><ext>   sealed segments; <name> and <ext> fix the object key
     rendered/            batch files being made from sealed segments
     sequence             the next sequence number (never reused)
 
 A segment is a sequence of records (see L{eventpipe.records}).
 
-Plain files only: no reactor.  The time of sealing comes from an injected
-C{now} callable.
+Plain files only: no reactor.  The time of sealing (wall clock, UTC, for
+names) and the age of the current segment (a monotonic clock, so that a
+step of the wall clock neither delays nor hastens rotation) come from
+injected callables.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from eventpipe.framing import Rejected
-from eventpipe.naming import is_segment_name, sealed_at, segment_name, sequence_of
+from eventpipe.naming import (
+    format_of,
+    sealed_at,
+    segment_name,
+    sequence_of,
+    split_segment_file,
+)
 from eventpipe.records import encode_event, encode_rejected
 
 FSYNC_MODES = ("never", "seal", "always")
@@ -54,10 +65,18 @@ class Segment:
     started: float = 0.0
     # Events in it, when known (None for a segment found on disk).
     events: int | None = None
+    # The batch's extension, fixed when it was sealed (it says the format
+    # and compression); empty for a segment sealed without one.
+    extension: str = ""
 
     @property
     def sequence(self) -> int:
         return sequence_of(self.name)
+
+    @property
+    def format(self) -> tuple[str, str]:
+        """The batch format and compression of this segment."""
+        return format_of(self.extension)
 
 
 def private_makedirs(path: str) -> None:
@@ -71,6 +90,59 @@ def private_makedirs(path: str) -> None:
         os.mkdir(path, _DIR_MODE)
     except FileExistsError:
         pass
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _renameat2() -> Callable[..., int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def rename_noreplace(source: str, target: str) -> None:
+    """
+    Rename C{source} to C{target}, atomically, unless C{target} exists.
+
+    Linux's C{renameat2(RENAME_NOREPLACE)} where the system and filesystem
+    have it; otherwise a hard link (which fails on an existing name) and an
+    unlink.  A crash between those two leaves C{source} as a second link to
+    C{target}: L{Spool.recover} recognises it by its link count.
+
+    @raise FileExistsError: C{target} exists; nothing was changed.
+    """
+    if _RENAMEAT2 is not None:
+        if (
+            _RENAMEAT2(
+                _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
+            )
+            == 0
+        ):
+            return
+        number = ctypes.get_errno()
+        if number not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(number, os.strerror(number), source, None, target)
+    os.link(source, target)
+    os.unlink(source)
+
+
+def _fsync_file(fd: int) -> None:
+    os.fsync(fd)
 
 
 def _fsync_directory(path: str) -> None:
@@ -87,7 +159,11 @@ class Spool:
 
     @param directory: the spool directory (created 0700 if missing).
     @param instance_id: goes into every segment name.
-    @param now: returns the current POSIX time (inject the reactor's clock).
+    @param now: returns the current POSIX time (inject the reactor's clock);
+        it names segments.
+    @param monotonic: a clock that never steps; it measures ages.
+    @param extension: the batch extension fixed for what is sealed from now
+        on (C{.xml}, C{.json.gz}, ...); a segment found without one takes it.
     @param fsync: C{never}, C{seal} (fsync a segment before sealing it and
         the directory after the rename) or C{always} (also after every
         append).
@@ -99,6 +175,8 @@ class Spool:
         instance_id: str,
         now: Callable[[], float],
         fsync: str = "seal",
+        monotonic: Callable[[], float] = time.monotonic,
+        extension: str = ".xml",
     ) -> None:
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}")
@@ -106,6 +184,9 @@ class Spool:
         self.instance_id = instance_id
         self.fsync = fsync
         self._now = now
+        self._monotonic = monotonic
+        format_of(extension)
+        self.extension = extension
         self.current_path = os.path.join(directory, "current")
         self.sealed_dir = os.path.join(directory, "sealed")
         self.rendered_dir = os.path.join(directory, "rendered")
@@ -116,6 +197,10 @@ class Spool:
         self.current_size = 0
         self.current_events = 0
         self.current_started: float | None = None
+        self._current_born: float | None = None
+        # Set when the last seal could not flush its directory: the segment
+        # is sealed, but a power loss may undo the rename.
+        self.sync_error: OSError | None = None
         self.sealed_bytes = 0
         self.rendered_bytes = 0
         self._next_sequence = self._read_sequence()
@@ -125,32 +210,47 @@ class Spool:
     def recover(self) -> list[Segment]:
         """
         Make the spool ready after a start: remove half-made rendered files,
-        seal a leftover current segment, and return every sealed segment,
-        oldest first.  Their names -- and so their keys -- are the ones they
-        had.
+        raise the sequence counter above every sealed name (the C{sequence}
+        file may be lost or damaged), seal a leftover current segment, and
+        return every sealed segment, oldest first.  Their names -- and so
+        their keys -- are the ones they had.
         """
         for name in os.listdir(self.rendered_dir):
             os.unlink(os.path.join(self.rendered_dir, name))
-        if os.path.exists(self.current_path):
-            self.current_size = os.path.getsize(self.current_path)
-            if self.current_size:
-                self.current_started = self._now()
-                self._seal_file()
-            else:
-                os.unlink(self.current_path)
         segments = self.sealed()
-        self.sealed_bytes = sum(segment.size for segment in segments)
         if segments:
             self._next_sequence = max(self._next_sequence, segments[-1].sequence + 1)
+        if os.path.exists(self.current_path):
+            stat = os.stat(self.current_path)
+            if stat.st_nlink > 1 or not stat.st_size:
+                # A second link to a segment already sealed (the process
+                # died between link and unlink), or nothing at all.
+                os.unlink(self.current_path)
+            else:
+                self.current_size = stat.st_size
+                self.current_started = self._now()
+                self._seal_file()
+        segments = self.sealed()
+        self.sealed_bytes = sum(segment.size for segment in segments)
         return segments
 
     def sealed(self) -> list[Segment]:
         """The sealed segments on disk, oldest (lowest sequence) first."""
         segments = []
-        for name in os.listdir(self.sealed_dir):
-            if is_segment_name(name):
-                path = os.path.join(self.sealed_dir, name)
-                segments.append(Segment(name, path, os.path.getsize(path), sealed_at(name)))
+        for filename in os.listdir(self.sealed_dir):
+            parts = split_segment_file(filename)
+            if parts is not None:
+                name, extension = parts
+                path = os.path.join(self.sealed_dir, filename)
+                segments.append(
+                    Segment(
+                        name,
+                        path,
+                        os.path.getsize(path),
+                        sealed_at(name),
+                        extension=extension or self.extension,
+                    )
+                )
         segments.sort(key=lambda segment: segment.sequence)
         return segments
 
@@ -178,12 +278,13 @@ class Spool:
             while written < len(data):
                 written += os.write(fd, view[written:])
             if self.fsync == "always":
-                os.fsync(fd)
+                _fsync_file(fd)
         except OSError as error:
             self._undo(fd, before)
             raise SpoolWriteError(error) from error
         if self.current_started is None:
             self.current_started = self._now()
+            self._current_born = self._monotonic()
         self.current_size = before + len(data)
         self.current_events += count
         return len(data)
@@ -210,47 +311,93 @@ class Spool:
     # Sealing.
 
     def current_age(self) -> float:
-        """Seconds since the first append to the current segment (0 if empty)."""
-        if self.current_started is None:
+        """
+        Seconds since the first append to the current segment (0 if empty),
+        on the monotonic clock.
+        """
+        if self._current_born is None:
             return 0.0
-        return max(0.0, self._now() - self.current_started)
+        return max(0.0, self._monotonic() - self._current_born)
 
     def seal(self) -> Segment | None:
         """
         Seal the current segment: an atomic rename that fixes its name (and
         so its object key).  An empty segment is never sealed.
 
+        In order: the segment's data reaches the disk, then the sequence
+        counter, then the rename (which never replaces a file), then the
+        directories.
+
         @return: the sealed segment, or None when there was nothing to seal.
-        @raise OSError: the rename or the sequence file could not be written;
-            the current segment stays as it was.
+        @raise OSError: the data, the sequence file or the rename could not
+            be written; the current segment stays as it was.
         """
         if self.current_size == 0:
             return None
         if self._fd is not None:
             if self.fsync != "never":
-                os.fsync(self._fd)
+                _fsync_file(self._fd)
             os.close(self._fd)
             self._fd = None
         return self._seal_file()
 
     def _seal_file(self) -> Segment:
-        sequence = self._next_sequence
-        name = segment_name(self._now(), self.instance_id, sequence)
-        self._write_sequence(sequence + 1)
-        path = os.path.join(self.sealed_dir, name)
-        os.rename(self.current_path, path)
-        if self.fsync != "never":
-            _fsync_directory(self.sealed_dir)
-            _fsync_directory(self.directory)
-        self._next_sequence = sequence + 1
+        stamp = self._now()
+        name, path = self._move_to_free_name(self.current_path, stamp, self.extension)
         segment = Segment(
-            name, path, self.current_size, self.current_started or self._now(), self.current_events
+            name,
+            path,
+            self.current_size,
+            self.current_started or stamp,
+            self.current_events,
+            self.extension,
         )
         self.sealed_bytes += segment.size
         self.current_size = 0
         self.current_events = 0
         self.current_started = None
+        self._current_born = None
+        self.sync_error = None
+        if self.fsync != "never":
+            try:
+                _fsync_directory(self.sealed_dir)
+                _fsync_directory(self.directory)
+            except OSError as error:
+                self.sync_error = error
         return segment
+
+    def renumber(self, segment: Segment) -> Segment:
+        """
+        Give a sealed segment the next free sequence number (a new key): its
+        key turned out to be taken at the destination by another object.
+        """
+        name, path = self._move_to_free_name(
+            segment.path, sealed_at(segment.name), segment.extension
+        )
+        if self.fsync != "never":
+            _fsync_directory(self.sealed_dir)
+        return Segment(name, path, segment.size, segment.started, segment.events, segment.extension)
+
+    def _move_to_free_name(self, source: str, stamp: float, extension: str) -> tuple[str, str]:
+        """
+        Rename C{source} into C{sealed/} under the next sequence number whose
+        name is free; every number tried is consumed (recorded before the
+        rename), so none is ever given out twice.
+
+        @return: the segment's name and its path.
+        """
+        for _ in range(1000):
+            sequence = self._next_sequence
+            name = segment_name(stamp, self.instance_id, sequence)
+            path = os.path.join(self.sealed_dir, name + extension)
+            self._write_sequence(sequence + 1)
+            self._next_sequence = sequence + 1
+            try:
+                rename_noreplace(source, path)
+            except FileExistsError:
+                continue
+            return name, path
+        raise OSError(errno.EEXIST, "no free segment name", self.sealed_dir)
 
     def _read_sequence(self) -> int:
         try:
@@ -272,7 +419,7 @@ class Spool:
         try:
             os.pwrite(fd, b"%020d\n" % value, 0)
             if self.fsync != "never":
-                os.fsync(fd)
+                _fsync_file(fd)
         finally:
             os.close(fd)
 

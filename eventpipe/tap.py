@@ -26,6 +26,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from eventpipe.destinations.outbox import LocalDirectoryUploader
     from eventpipe.destinations.s3 import S3Uploader
     from eventpipe.listeners import DatagramService, Listener, with_backlog
+    from eventpipe.naming import extension
     from eventpipe.protocol import EventReceiverFactory
     from eventpipe.service import EventpipeService, StopOnHangup
     from eventpipe.settings import Settings
@@ -54,7 +55,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     try:
         spool = Spool(
-            options["spool-dir"], options["instance-id"], reactor.seconds, options["fsync"]
+            options["spool-dir"],
+            options["instance-id"],
+            reactor.seconds,
+            options["fsync"],
+            extension=extension(options["format"], options["compress"]),
         )
     except OSError as error:
         sys.stderr.write(

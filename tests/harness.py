@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from eventpipe.destinations import IUploader, KeyConflict, UploadRequest, file_sha256
+from eventpipe.naming import extension
 from eventpipe.protocol import EventReceiver, EventReceiverFactory
 from eventpipe.service import EventpipeService
 from eventpipe.settings import Settings
@@ -106,9 +107,17 @@ class ServiceHarness(SynchronousTestCase):
         self.uploader = MemoryUploader()
 
     def service(self, **overrides: Any) -> EventpipeService:
-        spool = Spool(self.directory, "gw1", self.clock.seconds, "never")
+        settings = Settings(**dict(SETTINGS, **overrides))
+        spool = Spool(
+            self.directory,
+            "gw1",
+            self.clock.seconds,
+            "never",
+            monotonic=self.clock.seconds,
+            extension=extension(settings.format, settings.compress),
+        )
         service = EventpipeService(
-            Settings(**dict(SETTINGS, **overrides)),
+            settings,
             spool,
             self.uploader,
             self.clock,

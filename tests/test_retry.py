@@ -74,3 +74,32 @@ class RetryingTests(SynchronousTestCase):
 
         d = retrying(Clock(), lambda a: fail(RuntimeError()), broken)
         self.failureResultOf(d, ZeroDivisionError)
+
+
+class WakeTests(SynchronousTestCase):
+    def test_wake_cuts_the_wait_short(self) -> None:
+        """A woken retry makes its next attempt at once; idle, wake does nothing."""
+        from eventpipe.retry import Retry
+
+        clock = Clock()
+        attempts: list[int] = []
+
+        def operation(attempt: int) -> int:
+            attempts.append(attempt)
+            if attempt < 3:
+                raise ValueError("not yet")
+            return attempt
+
+        retry = Retry(clock, operation, lambda failure, attempt: 60.0, lambda f, a, d: None)
+        self.assertEqual(attempts, [1])
+        self.assertTrue(retry.waiting)
+        retry.wake()
+        self.assertEqual(attempts, [1, 2])
+        clock.advance(59)
+        self.assertEqual(attempts, [1, 2])
+        retry.wake()
+        self.assertEqual(self.successResultOf(retry.result), 3)
+        self.assertFalse(retry.waiting)
+        retry.wake()
+        self.assertEqual(attempts, [1, 2, 3])
+        self.assertEqual(clock.getDelayedCalls(), [])

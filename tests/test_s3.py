@@ -192,9 +192,34 @@ class UploaderUnitTests(SynchronousTestCase):
         )
 
     def test_other_content_already_there(self) -> None:
-        self.client.objects[self.request.key] = {"Metadata": {"sha256": "someone else"}}
-        failure = self.failureResultOf(self.uploader.upload(self.request), KeyConflict)
-        self.assertFalse(failure.value.transient)
+        """
+        An object of another instance, or of another segment, under the key:
+        a conflict (the segment will take a new key).
+        """
+        request = UploadRequest(
+            **dict(vars(self.request), metadata={"instance-id": "gw1", "segment": "s1"})
+        )
+        for metadata in (
+            {"sha256": "someone else"},
+            {"sha256": "x", "instance-id": "gw2", "segment": "s1"},
+            {"sha256": "x", "instance-id": "gw1", "segment": "s0"},
+        ):
+            self.client.objects[request.key] = {"Metadata": metadata}
+            failure = self.failureResultOf(self.uploader.upload(request), KeyConflict)
+            self.assertFalse(failure.value.transient)
+
+    def test_same_segment_rendered_otherwise(self) -> None:
+        """
+        Written for this very segment by this instance, with other bytes (an
+        earlier life rendered it otherwise): delivered before, not a conflict.
+        """
+        request = UploadRequest(
+            **dict(vars(self.request), metadata={"instance-id": "gw1", "segment": "s1"})
+        )
+        self.client.objects[request.key] = {
+            "Metadata": {"sha256": "older bytes", "instance-id": "gw1", "segment": "s1"}
+        }
+        self.successResultOf(self.uploader.upload(request))
 
     def test_errors_classified(self) -> None:
         self.client.errors = [client_error("AccessDenied", 403)]

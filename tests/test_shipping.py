@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from zope.interface.verify import verifyObject
 
+from eventpipe import shipping as shipping_module
 from eventpipe.destinations import IUploader, UploadError
+from eventpipe.spool import Spool
 from tests.harness import ServiceHarness
-from tests.support import DECLARATION, make_stream
+from tests.support import DECLARATION, make_stream, numbers_in_xml_batch
 
 
 class ShippingTests(ServiceHarness):
@@ -66,3 +69,95 @@ class ShippingTests(ServiceHarness):
 
     def test_uploader_provides_interface(self) -> None:
         verifyObject(IUploader, self.uploader)
+
+    def test_delete_fails_then_retried(self) -> None:
+        """
+        Deleting a delivered segment fails (EACCES): the error is logged with
+        its cause and retried like any other; the upload is found done, the
+        segment goes, and the spool's accounting comes back to zero.
+        """
+        service = self.service()
+        real_delete = Spool.delete
+        refusals = [PermissionError(13, "Permission denied")]
+
+        def delete(spool: Spool, segment: Any) -> None:
+            if refusals:
+                raise refusals.pop()
+            real_delete(spool, segment)
+
+        self.patch(Spool, "delete", delete)
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(3)))
+        self.clock.advance(60)
+        self.assertIn("Permission denied", service.shipping.last_attempt_error or "")
+        self.assertEqual(len(os.listdir(service.spool.sealed_dir)), 1)
+        self.assertEqual(service.shipping.segments_waiting, 1)
+        self.clock.advance(1)
+        self.assertEqual(os.listdir(service.spool.sealed_dir), [])
+        self.assertEqual(service.shipping.segments_waiting, 0)
+        self.assertEqual(service.spool.waiting_bytes, 0)
+        self.assertEqual(self.delivered(), [0, 1, 2])
+        self.assertEqual(len(self.uploader.batches()), 1)
+
+    def test_key_taken_by_another_object(self) -> None:
+        """
+        The key already holds someone else's object (a lost sequence file,
+        all older segments delivered): it is left alone, and the segment
+        takes the next free sequence number.
+        """
+        service = self.service()
+        taken = "2025/07/29/20250729_161600_gw1_000000.xml"
+        self.uploader.objects[taken] = b"someone else's"
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(3)))
+        self.clock.advance(60)
+        self.assertEqual(self.uploader.objects[taken], b"someone else's")
+        renumbered = "2025/07/29/20250729_161600_gw1_000001.xml"
+        self.assertEqual(numbers_in_xml_batch(self.uploader.objects[renumbered]), [0, 1, 2])
+        self.assertEqual(os.listdir(service.spool.sealed_dir), [])
+        receiver.dataReceived(make_stream([3]))
+        self.clock.advance(60)
+        self.assertIn("2025/07/29/20250729_161700_gw1_000002.xml", self.uploader.objects)
+
+    def test_delivery_wakes_waiting_retries(self) -> None:
+        """
+        A segment waiting out a long backoff is retried as soon as another
+        segment is delivered: the destination is back.
+        """
+        service = self.service(max_file_size=10_000)
+        self.uploader.failures = [UploadError("503", transient=True)] * 4
+        first, _ = self.connect(service)
+        first.dataReceived(make_stream([1]))
+        self.clock.advance(60)
+        for delay in (1, 2, 4):
+            self.clock.advance(delay)
+        self.assertEqual(len(self.uploader.requests), 4)
+        self.assertEqual(self.uploader.objects, {})
+        second, _ = self.connect(service)
+        second.dataReceived(make_stream(range(100, 110)))
+        self.clock.advance(0)
+        self.assertEqual(sorted(self.delivered()), [1, *range(100, 110)])
+        self.assertEqual(os.listdir(service.spool.sealed_dir), [])
+
+    def test_render_kept_across_failed_attempts(self) -> None:
+        """A segment is rendered once however many uploads fail."""
+        renders: list[str] = []
+        real = shipping_module.render_segment
+
+        def render(path: str, *args: Any) -> Any:
+            renders.append(path)
+            return real(path, *args)
+
+        self.patch(shipping_module, "render_segment", render)
+        service = self.service()
+        self.uploader.failures = [UploadError("503", transient=True)] * 3
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(2)))
+        self.clock.advance(60)
+        for delay in (1, 2, 4):
+            self.clock.advance(delay)
+        self.assertEqual(self.delivered(), [0, 1])
+        self.assertEqual(len(self.uploader.requests), 4)
+        self.assertEqual(len(renders), 1)
+        self.assertEqual(os.listdir(service.spool.rendered_dir), [])
+        self.assertEqual(service.spool.waiting_bytes, 0)

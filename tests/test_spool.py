@@ -34,6 +34,7 @@ class SpoolTests(SynchronousTestCase):
         self.time = FakeTime()
 
     def spool(self, **kwargs: object) -> Spool:
+        kwargs.setdefault("monotonic", self.time)
         return Spool(self.directory, "gw1", self.time, **kwargs)  # type: ignore[arg-type]
 
     def test_append_and_seal(self) -> None:
@@ -180,3 +181,136 @@ class SpoolTests(SynchronousTestCase):
             assert segment is not None
             self.assertEqual(records(segment.path), [(KIND_EVENT, b"<EVENT/>", "")])
         self.assertRaises(ValueError, self.spool, fsync="sometimes")
+
+    def test_fsync_order(self) -> None:
+        """
+        Sealing with --fsync seal: the segment's data reaches the disk, then
+        the sequence counter, then the rename, then the directories; with
+        never, nothing is flushed; with always, every append is.
+        """
+        calls: list[str] = []
+        real_rename = spool_module.rename_noreplace
+        self.patch(spool_module, "_fsync_file", lambda fd: calls.append(_what(fd)))
+        self.patch(spool_module, "_fsync_directory", lambda path: calls.append("dir " + path))
+
+        def rename(source: str, target: str) -> None:
+            calls.append("rename")
+            real_rename(source, target)
+
+        self.patch(spool_module, "rename_noreplace", rename)
+        spool = self.spool(fsync="seal")
+        spool.append([b"<EVENT/>"])
+        self.assertEqual(calls, [])
+        spool.seal()
+        self.assertEqual(
+            calls,
+            [
+                "current",
+                "sequence",
+                "rename",
+                "dir " + spool.sealed_dir,
+                "dir " + spool.directory,
+            ],
+        )
+        for mode, expected in (("never", []), ("always", ["current"])):
+            calls.clear()
+            self.directory = self.mktemp()
+            spool = self.spool(fsync=mode)
+            spool.append([b"<EVENT/>"])
+            self.assertEqual(calls, expected, mode)
+
+    def test_lost_sequence_file(self) -> None:
+        """
+        The sequence file lost, a leftover current segment, a restart in the
+        same second: the counter is raised above every sealed name before
+        anything is sealed, and no sealed segment is replaced.
+        """
+        spool = self.spool()
+        for n in range(2):
+            spool.append([b"<EVENT>%d</EVENT>" % n])
+            spool.seal()
+        spool.append([b"<EVENT>2</EVENT>"])
+        spool.close()
+        os.unlink(os.path.join(self.directory, "sequence"))
+        segments = self.spool().recover()
+        self.assertEqual([s.sequence for s in segments], [0, 1, 2])
+        self.assertEqual(
+            [records(s.path)[0][1] for s in segments],
+            [b"<EVENT>0</EVENT>", b"<EVENT>1</EVENT>", b"<EVENT>2</EVENT>"],
+        )
+
+    def test_seal_never_replaces(self) -> None:
+        """
+        A name already taken in sealed/ (a damaged counter) is skipped, and
+        every number tried is consumed.
+        """
+        spool = self.spool()
+        spool.append([b"<EVENT>a</EVENT>"])
+        first = spool.seal()
+        assert first is not None
+        spool._next_sequence = 0
+        spool.append([b"<EVENT>b</EVENT>"])
+        second = spool.seal()
+        assert second is not None
+        self.assertEqual(second.sequence, 1)
+        self.assertEqual(records(first.path), [(KIND_EVENT, b"<EVENT>a</EVENT>", "")])
+        self.assertEqual(self.spool()._next_sequence, 2)
+        target = os.path.join(self.directory, "taken")
+        with open(target, "wb") as stream:
+            stream.write(b"theirs")
+        source = os.path.join(self.directory, "mine")
+        with open(source, "wb") as stream:
+            stream.write(b"mine")
+        self.assertRaises(FileExistsError, spool_module.rename_noreplace, source, target)
+        with open(target, "rb") as stream:
+            self.assertEqual(stream.read(), b"theirs")
+        self.patch(spool_module, "_RENAMEAT2", None)
+        self.assertRaises(FileExistsError, spool_module.rename_noreplace, source, target)
+        spool_module.rename_noreplace(source, target + "2")
+        self.assertFalse(os.path.exists(source))
+
+    def test_died_between_link_and_unlink(self) -> None:
+        """
+        Where the rename is a link and an unlink, a death between the two
+        leaves current as a second link to the sealed segment: recovery
+        drops that link instead of sealing the events a second time.
+        """
+        spool = self.spool()
+        spool.append([b"<EVENT>a</EVENT>"])
+        segment = spool.seal()
+        assert segment is not None
+        os.link(segment.path, spool.current_path)
+        segments = self.spool().recover()
+        self.assertEqual([s.name for s in segments], [segment.name])
+        self.assertFalse(os.path.exists(spool.current_path))
+
+    def test_format_fixed_at_seal(self) -> None:
+        """
+        A segment keeps the format it was sealed with, whatever the next
+        start says; one sealed by an older release takes the current one.
+        """
+        spool = self.spool(extension=".json.gz")
+        spool.append([b"<EVENT/>"])
+        segment = spool.seal()
+        assert segment is not None
+        self.assertEqual(segment.format, ("json", "gzip"))
+        os.link(segment.path, os.path.join(spool.sealed_dir, "20250729_161500_gw1_000007"))
+        [mine, legacy] = self.spool(extension=".xml").recover()
+        self.assertEqual((mine.name, mine.extension), (segment.name, ".json.gz"))
+        self.assertEqual((legacy.sequence, legacy.extension), (7, ".xml"))
+
+    def test_age_on_the_monotonic_clock(self) -> None:
+        """A step of the wall clock neither delays nor hastens rotation."""
+        monotonic = FakeTime(100.0)
+        spool = self.spool(monotonic=monotonic)
+        spool.append([b"<EVENT/>"])
+        self.time.now -= 3600
+        monotonic.now += 60
+        self.assertEqual(spool.current_age(), 60)
+        self.time.now += 7200
+        self.assertEqual(spool.current_age(), 60)
+
+
+def _what(fd: int) -> str:
+    """The name of the file an open descriptor refers to."""
+    return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))

@@ -55,8 +55,8 @@ class KeyConflict(UploadError):
         super().__init__(
             f"an object with different content already exists at {key}",
             transient=False,
-            hint="another writer uses this prefix and instance id: "
-            "give every instance its own --instance-id",
+            hint="the segment takes a new key; if this repeats, another writer uses "
+            "this prefix and instance id: give every instance its own --instance-id",
         )
 
 

@@ -225,12 +225,22 @@ class S3Uploader:
 
     def _confirm_existing(self, request: UploadRequest) -> None:
         """
-        The key is taken.  If it holds our content, the earlier attempt (or
-        the earlier life of this process) delivered it.
+        The key is taken.  If it holds our content, or was written for this
+        very segment by this instance, an earlier attempt (or an earlier
+        life of this process) delivered it; otherwise it is someone else's.
         """
         head = self.client.head_object(Bucket=self.bucket, Key=request.key)
-        if head.get("Metadata", {}).get("sha256") != request.sha256:
-            raise KeyConflict(request.key)
+        metadata = head.get("Metadata", {})
+        if metadata.get("sha256") == request.sha256:
+            return
+        if all(
+            metadata.get(name) == request.metadata.get(name) is not None
+            for name in ("instance-id", "segment")
+        ):
+            # This segment was delivered before, rendered otherwise (another
+            # release, --repair-acm-tag-names): its events are there.
+            return
+        raise KeyConflict(request.key)
 
     def check(self) -> Deferred[str]:
         return self.work.run(self._check)
