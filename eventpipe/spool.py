@@ -145,7 +145,7 @@ def _fsync_file(fd: int) -> None:
     os.fsync(fd)
 
 
-def _fsync_directory(path: str) -> None:
+def fsync_directory(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -360,8 +360,8 @@ class Spool:
         self.sync_error = None
         if self.fsync != "never":
             try:
-                _fsync_directory(self.sealed_dir)
-                _fsync_directory(self.directory)
+                fsync_directory(self.sealed_dir)
+                fsync_directory(self.directory)
             except OSError as error:
                 self.sync_error = error
         return segment
@@ -375,7 +375,7 @@ class Spool:
             segment.path, sealed_at(segment.name), segment.extension
         )
         if self.fsync != "never":
-            _fsync_directory(self.sealed_dir)
+            fsync_directory(self.sealed_dir)
         return Segment(name, path, segment.size, segment.started, segment.events, segment.extension)
 
     def _move_to_free_name(self, source: str, stamp: float, extension: str) -> tuple[str, str]:

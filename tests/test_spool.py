@@ -191,7 +191,7 @@ class SpoolTests(SynchronousTestCase):
         calls: list[str] = []
         real_rename = spool_module.rename_noreplace
         self.patch(spool_module, "_fsync_file", lambda fd: calls.append(_what(fd)))
-        self.patch(spool_module, "_fsync_directory", lambda path: calls.append("dir " + path))
+        self.patch(spool_module, "fsync_directory", lambda path: calls.append("dir " + path))
 
         def rename(source: str, target: str) -> None:
             calls.append("rename")

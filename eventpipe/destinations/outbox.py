@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+import uuid
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from zope.interface import implementer
 
 from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest, file_sha256
-from eventpipe.spool import private_makedirs
+from eventpipe.spool import fsync_directory, private_makedirs
 from eventpipe.threads import ThreadedWork
+
+_TEMPORARY = ".part"
 
 
 @implementer(IUploader)
@@ -35,6 +39,9 @@ class LocalDirectoryUploader:
         self.work = ThreadedWork(reactor, clock or reactor, threads, "eventpipe-outbox")  # type: ignore[arg-type]
         self.directory = os.path.abspath(directory)
         self.description = f"outbox {self.directory}"
+        # Marks the temporaries of this process (a pid repeats: in a
+        # container every life is pid 1).
+        self._life = uuid.uuid4().hex[:12]
 
     def start(self) -> None:
         self.work.start()
@@ -46,23 +53,36 @@ class LocalDirectoryUploader:
         return self.work.run(self._upload, request)
 
     def _upload(self, request: UploadRequest) -> None:
+        """
+        Write aside under a name of its own, flush, link into place (which
+        fails if the name exists), flush the directory, drop the aside name.
+        A delivered file is never opened for writing: a process killed
+        between two steps leaves at most a stale temporary, removed at the
+        next start.
+        """
         target = os.path.join(self.directory, *request.key.split("/"))
         parent = os.path.dirname(target)
         private_makedirs(parent)
-        temporary = os.path.join(parent, f".{os.path.basename(target)}.part")
-        with open(request.path, "rb") as source:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as sink:
+        fd, temporary = tempfile.mkstemp(
+            prefix=f".{os.path.basename(target)}.{self._life}.", suffix=_TEMPORARY, dir=parent
+        )
+        try:
+            with open(request.path, "rb") as source, os.fdopen(fd, "wb") as sink:
                 shutil.copyfileobj(source, sink, 1 << 20)
                 sink.flush()
                 os.fsync(sink.fileno())
-        try:
-            os.link(temporary, target)
-        except FileExistsError:
-            if file_sha256(target) != request.sha256:
-                raise KeyConflict(request.key) from None
+            try:
+                os.link(temporary, target)
+            except FileExistsError:
+                if file_sha256(target) != request.sha256:
+                    raise KeyConflict(request.key) from None
+                return
+            fsync_directory(parent)
         finally:
-            os.unlink(temporary)
+            try:
+                os.unlink(temporary)
+            except FileNotFoundError:
+                pass
 
     def check(self) -> Deferred[str]:
         return self.work.run(self._check)
@@ -82,4 +102,16 @@ class LocalDirectoryUploader:
                 transient=False,
                 hint="choose a writable --outbox",
             )
+        self._remove_stale_temporaries()
         return self.description
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporaries left by a process that died in the middle of a write."""
+        mine = f".{self._life}."
+        for parent, _, names in os.walk(self.directory):
+            for name in names:
+                if name.startswith(".") and name.endswith(_TEMPORARY) and mine not in name:
+                    try:
+                        os.unlink(os.path.join(parent, name))
+                    except FileNotFoundError:
+                        pass
