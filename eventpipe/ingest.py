@@ -23,8 +23,9 @@ from eventpipe.admission import NOT_EVENTS, SHUTTING_DOWN, Admission
 from eventpipe.framing import Rejected
 from eventpipe.metrics import Metrics
 from eventpipe.protocol import EventReceiver, Source
+from eventpipe.records import encode_event, encode_rejected
 from eventpipe.settings import Settings
-from eventpipe.spool import Spool, SpoolWriteError, disk_reserve
+from eventpipe.spool import Spool, SpoolWriteError, disk_reserve, runs_within
 
 log = Logger()
 
@@ -45,8 +46,8 @@ class Ingest:
     """
     The L{eventpipe.protocol.EventSink} of every receiver.
 
-    @param on_segment_full: called when the current segment has reached
-        C{max_file_size}.
+    @param on_segment_full: seals the current segment (it has reached
+        C{max_file_size}, or the next record would pass it); never raises.
     """
 
     def __init__(
@@ -74,7 +75,8 @@ class Ingest:
         self.receivers: set[EventReceiver] = set()
         self.datagram_ports: list[Any] = []
         self.paused_for: set[str] = set()
-        self._unwritten: list[tuple[list[bytes], list[Rejected]]] = []
+        # Encoded records the disk refused, each with whether it is an event.
+        self._unwritten: list[tuple[bytes, bool]] = []
         self._disk_retry: IDelayedCall | None = None
         self._unchecked_bytes = 0
         self._all_gone: list[Deferred[None]] = []
@@ -169,41 +171,60 @@ class Ingest:
                     if source.rejected_pieces == LOGGED_PIECES
                     else "",
                 )
+        records = [(encode_event(event), True) for event in events]
+        records.extend((encode_rejected(piece), False) for piece in rejected)
         if self._unwritten:
-            self._unwritten.append((events, rejected))
+            self._unwritten.extend(records)
         else:
-            self._write(events, rejected)
+            self._write(records)
 
-    def _write(self, events: list[bytes], rejected: list[Rejected]) -> bool:
-        try:
-            written = self.spool.append(events, rejected)
-        except SpoolWriteError as error:
-            # Keep them, first in line, and stop reading until the disk
-            # accepts writes again.
-            self._unwritten.insert(0, (events, rejected))
-            if DISK_REFUSED not in self.paused_for:
-                log.error(
-                    "{error}; reading paused, retrying every {delay} s",
-                    error=error,
-                    delay=DISK_RETRY_DELAY,
-                )
-                self.pause(DISK_REFUSED)
-            self._disk_retry = self.clock.callLater(DISK_RETRY_DELAY, self._write_unwritten)
-            return False
-        self.metrics.events_received.inc(len(events))
-        self.metrics.bytes_received.inc(written)
+    def _write(self, records: list[tuple[bytes, bool]]) -> bool:
+        """
+        Append records, sealing before the one that would take the segment
+        past max-file-size (so a segment passes it by one record at most,
+        and only when that record alone is larger).
+        """
+        runs = runs_within(
+            [len(record) for record, _ in records], self.spool.current_size, self.max_file_size
+        )
+        start = 0
+        for number, length in enumerate(runs):
+            if number:
+                self._on_segment_full()
+            run = records[start : start + length]
+            if not run:
+                continue
+            events = sum(1 for _, is_event in run if is_event)
+            try:
+                written = self.spool.append_records([record for record, _ in run], events)
+            except SpoolWriteError as error:
+                self._refused(error, records[start:])
+                return False
+            start += length
+            self.metrics.events_received.inc(events)
+            self.metrics.bytes_received.inc(written)
+            self._unchecked_bytes += written
         if self.spool.current_size >= self.max_file_size:
             self._on_segment_full()
-        self._unchecked_bytes += written
         self.update_backpressure(check_disk=self._unchecked_bytes >= DISK_CHECK_BYTES)
         return True
 
+    def _refused(self, error: SpoolWriteError, records: list[tuple[bytes, bool]]) -> None:
+        """Keep them, first in line; stop reading until the disk accepts writes."""
+        self._unwritten[:0] = records
+        if DISK_REFUSED not in self.paused_for:
+            log.error(
+                "{error}; reading paused, retrying every {delay} s",
+                error=error,
+                delay=DISK_RETRY_DELAY,
+            )
+            self.pause(DISK_REFUSED)
+        self._disk_retry = self.clock.callLater(DISK_RETRY_DELAY, self._write_unwritten)
+
     def _write_unwritten(self) -> None:
         self._disk_retry = None
-        events = [event for batch in self._unwritten for event in batch[0]]
-        rejected = [piece for batch in self._unwritten for piece in batch[1]]
-        self._unwritten = []
-        if self._write(events, rejected):
+        records, self._unwritten = self._unwritten, []
+        if self._write(records):
             log.info("the spool accepts writes again")
             self.resume(DISK_REFUSED)
 
@@ -221,7 +242,7 @@ class Ingest:
         if self._disk_retry is None or not self._disk_retry.active():
             return 0
         self._disk_retry.cancel()
-        lost = sum(len(batch[0]) for batch in self._unwritten)
+        lost = sum(1 for _, is_event in self._unwritten if is_event)
         log.error(
             "stopping while the spool refuses writes: {count} events read but not written",
             count=lost,

@@ -1,8 +1,8 @@
 """
 Rotation: when the current segment is sealed.  Every C{check_interval} a
-L{TimerService} looks at the current segment's age and size; a segment that
-reaches C{max_file_size} is sealed as soon as the append that filled it
-returns.  A sealed segment goes straight to shipping.
+L{TimerService} looks at the current segment's age and size; ingest seals
+by size before the append that would pass C{max_file_size}.  A sealed
+segment goes straight to shipping.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Protocol
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from eventpipe.metrics import Metrics
@@ -51,7 +51,6 @@ class Rotation:
         self._before_check = before_check
         self._timer = TimerService(settings.check_interval, self.check)
         self._timer.clock = clock
-        self._full_call: IDelayedCall | None = None
         self.segments_sealed = 0
 
     def start(self) -> None:
@@ -59,8 +58,6 @@ class Rotation:
 
     def stop(self) -> Deferred[None] | None:
         """Stop the timer (sealing at shutdown is the service's call)."""
-        if self._full_call is not None and self._full_call.active():
-            self._full_call.cancel()
         if self._timer.running:
             return self._timer.stopService()  # type: ignore[no-any-return]
         return None
@@ -87,19 +84,21 @@ class Rotation:
         except Exception:
             log.failure("rotation check failed; trying again at the next check")
 
-    def segment_full(self) -> None:
-        """The current segment reached max-file-size: seal it soon."""
-        # Not inside the connection's dataReceived.
-        if self._full_call is None or not self._full_call.active():
-            self._full_call = self.clock.callLater(0, self._seal_full)
-
-    def _seal_full(self) -> None:
-        self._full_call = None
-        if self.spool.current_size >= self.settings.max_file_size:
-            try:
-                self.seal("size")
-            except Exception:
-                log.failure("sealing a full segment failed; the timer tries again")
+    def seal_full(self) -> None:
+        """
+        The current segment is full (the next record would take it past
+        max-file-size): seal it now.  Never raises: if sealing fails, the
+        segment grows on and the timer tries again.
+        """
+        try:
+            self.seal("size")
+        except OSError as error:
+            log.error(
+                "sealing a full segment failed: {error}; the timer tries again",
+                error=error.strerror or str(error),
+            )
+        except Exception:
+            log.failure("sealing a full segment failed; the timer tries again")
 
     def seal(self, trigger: str) -> Segment | None:
         """

@@ -94,7 +94,7 @@ class EventpipeService(Service):
             settings,
             self.admission,
             self.metrics,
-            on_segment_full=self.rotation.segment_full,
+            on_segment_full=self.rotation.seal_full,
         )
         # Receivers of events (TCP, TLS, UDP); metrics and signal handling.
         self.listeners: list[IService] = []

@@ -267,9 +267,20 @@ class Spool:
         parts = [encode_event(event) for event in events]
         count = len(parts)
         parts.extend(encode_rejected(piece) for piece in rejected)
-        if not parts:
+        return self.append_records(parts, count)
+
+    def append_records(self, records: list[bytes], events: int) -> int:
+        """
+        Append encoded records (L{eventpipe.records}), C{events} of them
+        events, as one write.  On failure nothing of this call is kept.
+
+        @return: the number of bytes written.
+        @raise SpoolWriteError: the disk refused; the caller may retry later.
+        """
+        if not records:
             return 0
-        data = b"".join(parts)
+        data = b"".join(records)
+        count = events
         fd = self._open_current()
         before = self.current_size
         try:
@@ -463,6 +474,26 @@ class Spool:
                     pass
             os.close(self._fd)
             self._fd = None
+
+
+def runs_within(sizes: list[int], used: int, limit: int) -> list[int]:
+    """
+    Where to cut a sequence of records so that no segment passes C{limit}
+    bytes, except by one record that is larger than the limit on its own.
+
+    @param sizes: the records' sizes, in order.
+    @param used: bytes already in the current segment.
+    @return: the length of each run: the first goes into the current
+        segment (it may be 0: seal first), each next one into a new segment.
+    """
+    runs = [0]
+    for size in sizes:
+        if used and used + size > limit:
+            runs.append(0)
+            used = 0
+        runs[-1] += 1
+        used += size
+    return runs
 
 
 def disk_reserve(upload_concurrency: int, max_file_size: int) -> int:

@@ -36,7 +36,7 @@ class MemoryUploader:
         self.requests: list[UploadRequest] = []
         self.failures: list[Exception] = []
         self.hold = False
-        self.held: list[Deferred[None]] = []
+        self.held: list[tuple[UploadRequest, Deferred[None]]] = []
         self.started = self.stopped = False
 
     def start(self) -> None:
@@ -52,8 +52,18 @@ class MemoryUploader:
             return fail(self.failures.pop(0))
         if self.hold:
             d: Deferred[None] = Deferred()
-            self.held.append(d)
+            self.held.append((request, d))
             return d
+        return self._store(request)
+
+    def release(self) -> None:
+        """Stop holding; let every held upload through."""
+        self.hold = False
+        while self.held:
+            request, d = self.held.pop(0)
+            self._store(request).chainDeferred(d)
+
+    def _store(self, request: UploadRequest) -> Deferred[None]:
         with open(request.path, "rb") as stream:
             data = stream.read()
         assert file_sha256(request.path) == request.sha256

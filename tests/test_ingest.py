@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from eventpipe.spool import SpoolWriteError
@@ -39,12 +40,7 @@ class IngestTests(ServiceHarness):
         late, late_transport = self.connect(service)
         self.assertEqual(late_transport.producerState, "paused")
         self.clock.advance(0)
-        self.uploader.hold = False
-        while self.uploader.held:
-            held = self.uploader.held.pop(0)
-            request = [r for r in self.uploader.requests][len(self.uploader.objects)]
-            self.uploader.objects[request.key] = open(request.path, "rb").read()
-            held.callback(None)
+        self.uploader.release()
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual(late_transport.producerState, "producing")
         self.clock.advance(70)
@@ -57,15 +53,15 @@ class IngestTests(ServiceHarness):
         """
         service = self.service()
         receiver, transport = self.connect(service)
-        real_append = service.spool.append
+        real_append = service.spool.append_records
         refusals = [OSError(28, "No space left on device")] * 2
 
-        def append(events: Any, rejected: Any = ()) -> int:
+        def append(records: Any, events: int) -> int:
             if refusals:
                 raise SpoolWriteError(refusals.pop())
-            return real_append(events, rejected)
+            return real_append(records, events)
 
-        self.patch(service.spool, "append", append)
+        self.patch(service.spool, "append_records", append)
         receiver.dataReceived(make_stream([1]))
         self.assertEqual(transport.producerState, "paused")
         receiver.dataReceived(make_stream([2]))
@@ -85,3 +81,30 @@ class IngestTests(ServiceHarness):
         self.clock.advance(70)
         self.assertEqual(self.delivered(), [1])
         self.assertEqual(service.shipping.events_quarantined, 1)
+
+    def test_max_file_size_with_many_connections(self) -> None:
+        """
+        Eight connections sending in the same reactor turn: every segment
+        stays within max-file-size (sealed before the event that would pass
+        it), nothing lost or repeated.
+        """
+        service = self.service(max_file_size=16 * 1024)
+        self.uploader.hold = True
+        connections = [self.connect(service)[0] for _ in range(8)]
+        for n, receiver in enumerate(connections):
+            receiver.dataReceived(make_stream(range(n * 40, n * 40 + 40)))
+        sizes = [os.path.getsize(s.path) for s in service.spool.sealed()]
+        self.assertGreater(len(sizes), 8)
+        self.assertLessEqual(max(sizes), 16 * 1024)
+        self.uploader.release()
+        self.clock.advance(70)
+        self.assertEqual(sorted(self.delivered()), list(range(320)))
+
+    def test_one_event_larger_than_a_segment(self) -> None:
+        """An event larger than max-file-size makes a segment of its own."""
+        service = self.service(max_file_size=1000)
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(3)))
+        self.clock.advance(0)
+        self.assertEqual(service.rotation.segments_sealed, 3)
+        self.assertEqual(self.delivered(), [0, 1, 2])

@@ -157,3 +157,29 @@ class RestartTests(ProcessTestCase):
         process.stop()
         self.assertExactlyOnce(process, list(range(500)))
         self.assertIn("recovered 1 sealed segments", process.log())
+
+
+class BatchSizeTests(ProcessTestCase):
+    def test_max_file_size_with_eight_senders(self) -> None:
+        """
+        Eight connections sending at once into --max-file-size 64KiB: no
+        batch passes the limit (a segment is sealed before the event that
+        would take it past), and every event arrives once.
+        """
+        process = self.twistd("--max-file-size=64KiB", "--rotation-interval=3600").start()
+        senders = [
+            threading.Thread(
+                target=send, args=(process.port, make_stream(range(n * 200, n * 200 + 200)))
+            )
+            for n in range(8)
+        ]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+        wait_for(lambda: len(delivered_numbers(self.outbox(process))) >= 1500, 30, "most batches")
+        process.stop()
+        self.assertExactlyOnce(process, list(range(1600)))
+        sizes = [os.path.getsize(path) for path in batch_files(self.outbox(process))]
+        self.assertGreater(len(sizes), 20)
+        self.assertLessEqual(max(sizes), 64 * 1024)

@@ -36,15 +36,16 @@ class RotationTests(ServiceHarness):
 
     def test_rotation_by_size(self) -> None:
         """
-        A segment that reaches max-file-size is sealed at once, without
-        waiting for the timer.
+        A segment is sealed before the event that would take it past
+        max-file-size, without waiting for the timer.
         """
         service = self.service(max_file_size=10_000)
         receiver, _ = self.connect(service)
         receiver.dataReceived(make_stream(range(20)))
-        self.clock.advance(0)
+        self.assertEqual(self.delivered(), list(range(18)))
+        self.assertEqual(service.rotation.segments_sealed, 3)
+        self.clock.advance(60)
         self.assertEqual(self.delivered(), list(range(20)))
-        self.assertEqual(service.rotation.segments_sealed, 1)
 
     def test_timer_survives_errors(self) -> None:
         """A failing seal is logged and the timer keeps running."""

@@ -136,6 +136,9 @@ class ShippingTests(ServiceHarness):
         second, _ = self.connect(service)
         second.dataReceived(make_stream(range(100, 110)))
         self.clock.advance(0)
+        self.assertIn(100, self.delivered())
+        self.assertIn(1, self.delivered(), "the waiting segment was not woken")
+        self.clock.advance(60)
         self.assertEqual(sorted(self.delivered()), [1, *range(100, 110)])
         self.assertEqual(os.listdir(service.spool.sealed_dir), [])
 
