@@ -13,7 +13,8 @@ sections and comments that contain the text C{</EVENT>}, and events split at
 any byte or many events in one read.
 
 Each event is handed over exactly once, from its C{<EVENT} to the C{>} of its
-end tag, byte for byte.  Anything between documents that is not whitespace, a
+end tag, byte for byte; an event whose declaration names an encoding other
+than UTF-8 keeps that declaration in front (the render transcodes it).  Anything between documents that is not whitespace, a
 declaration, a processing instruction or a comment is handed over as
 L{Rejected} so that it can be quarantined; so is an event larger than
 C{max_event_size}, of which only the first C{max_event_size} bytes are kept
@@ -34,6 +35,10 @@ _PROLOG = re.compile(
     rb"(?:[ \t\r\n]+|\xef\xbb\xbf|<\?[^?]{0,256}\?>|<!--(?:[^-]|-(?!->)){0,256}-->)+"
 )
 _TAG_DELIMITERS = frozenset(b" \t\r\n>/")
+_DECLARED_ENCODING = re.compile(
+    rb"(<\?xml[^?]*?\bencoding\s*=\s*[\"']([A-Za-z][A-Za-z0-9._-]*)[\"'][^?]*\?>)"
+)
+_UTF8_NAMES = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 _CDATA_OPEN = b"<![CDATA["
 _CDATA_CLOSE = b"]]>"
 _COMMENT_OPEN = b"<!--"
@@ -97,6 +102,9 @@ class EventFramer:
         self._close = b"</" + tag
         self._buf = bytearray()
         self.state = State.BETWEEN
+        # The declaration of the next event when it declares an encoding
+        # other than UTF-8; empty otherwise.
+        self._declared = b""
         # Inside an event: where to resume looking for its end.
         self._scan = 0
         # In BODY_CAREFUL: the element depth of nested roots.
@@ -161,7 +169,8 @@ class EventFramer:
                     self._dropped = end - pos - self.max_event_size
                     rejected.append(self._finish_oversize())
                 else:
-                    events.append(bytes(buf[pos:end]))
+                    events.append(self._declared + bytes(buf[pos:end]))
+                self._declared = b""
                 self.state = State.BETWEEN
                 pos = end
             elif state is State.SKIPPING:
@@ -223,7 +232,10 @@ class EventFramer:
         else:
             match = _PROLOG.match(buf, pos)
             if match is not None:
-                return match.end()
+                end = match.end()
+                if buf.find(b"encoding", pos, end) >= 0:
+                    self._note_encoding(bytes(buf[pos:end]))
+                return end
         if buf.startswith(self._open, pos):
             after = pos + len(self._open)
             if after >= n:
@@ -239,6 +251,18 @@ class EventFramer:
         elif n - pos < len(self._open) + 1 and self._could_start(bytes(buf[pos:n])):
             return None
         return self._take_garbage(buf, pos, n, rejected)
+
+    def _note_encoding(self, prolog: bytes) -> None:
+        """
+        Keep the declaration of a document that declares an encoding other
+        than UTF-8 (or ASCII, a part of it): it goes with the event, so that
+        the render can read the event and write it as UTF-8.
+        """
+        found = _DECLARED_ENCODING.findall(prolog)
+        if found and found[-1][1].decode("ascii").lower() not in _UTF8_NAMES:
+            self._declared = found[-1][0]
+        else:
+            self._declared = b""
 
     def _could_start(self, tail: bytes) -> bool:
         return any(
@@ -308,7 +332,8 @@ class EventFramer:
             return False
         self._scan = gt + 1
         if buf[gt - 1] == 0x2F:  # "/"
-            events.append(bytes(buf[pos : gt + 1]))
+            events.append(self._declared + bytes(buf[pos : gt + 1]))
+            self._declared = b""
             return True
         self.state = State.BODY
         return False

@@ -294,9 +294,24 @@ def _render_event(
         return "a DOCTYPE is not allowed in an event", b""
     if root.tag != event_tag:
         return f"root element is {root.tag!r}, not {event_tag!r}", b""
+    if data.startswith(b"<?xml"):
+        try:
+            data = _to_utf8(data, root.getroottree().docinfo.encoding or "utf-8")
+        except (LookupError, UnicodeError) as error:
+            return f"cannot transcode to UTF-8: {error}", b""
     if fmt == "xml":
         return None, data + b"\n"
     return None, _json_line(root, b"xmlns" in data)
+
+
+def _to_utf8(data: bytes, encoding: str) -> bytes:
+    """
+    An event that came with its own declaration (an encoding other than
+    UTF-8, see L{eventpipe.framing}): the event alone, as UTF-8, its text
+    unchanged character for character.
+    """
+    end = data.index(b"?>") + 2
+    return data[end:].lstrip(b" \t\r\n").decode(encoding).encode("utf-8")
 
 
 def _name(element: Any) -> str:

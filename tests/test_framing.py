@@ -240,3 +240,35 @@ class StateTests(SynchronousTestCase):
         self.assertIs(framer.state, State.BETWEEN)
         framer.feed(b"<EVENT><a>")
         self.assertIs(framer.state, State.BODY)
+
+
+class EncodingTests(SynchronousTestCase):
+    def test_declaration_kept_for_other_encodings(self) -> None:
+        """
+        An event whose declaration names an encoding other than UTF-8 keeps
+        the declaration in front of it, at every split; UTF-8 and ASCII
+        declarations are dropped as before.
+        """
+        latin = '<?xml version="1.0" encoding="ISO-8859-1"?>'.encode("ascii")
+        stream = (
+            latin
+            + "\r\n<EVENT><n>J\u00fcrgen</n></EVENT>\n".encode("latin-1")
+            + b"<?xml version='1.0' encoding='utf-8'?><EVENT/>"
+            + b'<?xml version="1.0" encoding="US-ASCII"?><EVENT><n>x</n></EVENT>'
+        )
+        for size in range(1, len(stream) + 1):
+            framer = EventFramer()
+            events: list[bytes] = []
+            for start in range(0, len(stream), size):
+                found, rejected = framer.feed(stream[start : start + size])
+                events += found
+                self.assertEqual(rejected, [])
+            self.assertEqual(
+                events,
+                [
+                    latin + "<EVENT><n>J\u00fcrgen</n></EVENT>".encode("latin-1"),
+                    b"<EVENT/>",
+                    b"<EVENT><n>x</n></EVENT>",
+                ],
+                size,
+            )

@@ -18,6 +18,7 @@ from tests.support import (
     batch_files,
     delivered_numbers,
     exactly_once_problems,
+    make_event,
     make_stream,
     quarantine_files,
     read_object,
@@ -110,6 +111,31 @@ class EndToEndTests(ProcessTestCase):
         self.assertIn(b"not well-formed", quarantined)
         self.assertIn(b"GARBAGE", quarantined)
         self.assertIn("quarantined", process.log())
+
+    def test_declared_encodings(self) -> None:
+        """
+        Well-formed events that declare ISO-8859-1 or windows-1252 are
+        delivered, as UTF-8 in the one UTF-8 batch, their text unchanged;
+        none is quarantined.
+        """
+        process = self.twistd(*FAST).start()
+        stream = make_stream([1])
+        for number, encoding in ((2, "ISO-8859-1"), (3, "windows-1252")):
+            declaration = f'<?xml version="1.0" encoding="{encoding}"?>\n'.encode("ascii")
+            event = make_event(number).decode("utf-8").replace("</cn>", "</cn><note>Café €</note>")
+            if encoding == "ISO-8859-1":
+                event = event.replace(" €", "")
+            stream += declaration + event.encode(encoding) + b"\n"
+        send(process.port, stream + make_stream([4]), 7)
+        wait_for(lambda: len(delivered_numbers(self.outbox(process))) == 4, 20, "four events")
+        self.assertExactlyOnce(process, [1, 2, 3, 4])
+        self.assertEqual(quarantine_files(self.outbox(process)), [])
+        [batch] = batch_files(self.outbox(process))
+        text = read_object(batch).decode("utf-8")
+        self.assertIn("<note>Café</note>", text)
+        self.assertIn("<note>Café €</note>", text)
+        self.assertIn("Jürgen", text)
+        self.assertEqual(text.count("<?xml"), 1)
 
     def test_json_format(self) -> None:
         process = self.twistd(*FAST, "--format=json", "--compress=gzip").start()

@@ -135,3 +135,37 @@ class RenderTests(SynchronousTestCase):
                 }
             },
         )
+
+
+class EncodingTests(SynchronousTestCase):
+    def test_transcoded_to_utf8(self) -> None:
+        """
+        Events framed with their ISO-8859-1 or windows-1252 declaration are
+        written as UTF-8, without it, in XML and JSON; a byte that the
+        declared encoding does not define goes to quarantine.
+        """
+        directory = self.mktemp()
+        spool = Spool(directory, "gw1", lambda: 1753805700.0)
+        latin = b'<?xml version="1.0" encoding="ISO-8859-1"?>'
+        windows = b'<?xml version="1.0" encoding="windows-1252"?>'
+        spool.append(
+            [
+                latin + "<EVENT><n>Jürgen</n></EVENT>".encode("latin-1"),
+                windows + "<EVENT><n>5 €</n></EVENT>".encode("cp1252"),
+                windows + b"<EVENT><n>\x81</n></EVENT>",
+                b"<EVENT><n>plain</n></EVENT>",
+            ]
+        )
+        segment = spool.seal()
+        assert segment is not None
+        for fmt in ("xml", "json"):
+            batch = os.path.join(directory, "batch." + fmt)
+            result = render_segment(segment.path, batch, os.path.join(directory, "q." + fmt), fmt)
+            self.assertEqual((result.events, result.quarantined), (3, 1))
+            with open(batch, "rb") as stream:
+                text = stream.read().decode("utf-8")
+            self.assertIn("Jürgen", text)
+            self.assertIn("5 €", text)
+            self.assertNotIn("ISO-8859-1", text)
+        with open(os.path.join(directory, "batch.xml"), "rb") as stream:
+            self.assertIn("<EVENT><n>5 €</n></EVENT>\n", stream.read().decode("utf-8"))
