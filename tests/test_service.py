@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import time
 
 from twisted.internet import reactor
@@ -34,6 +35,7 @@ from tests.support import (
     delivered_numbers,
     exactly_once_problems,
     free_port,
+    make_certificate,
     make_event,
     make_stream,
     numbers_in_objects,
@@ -222,6 +224,42 @@ class ProcessStopTests(SynchronousTestCase):
         )
         self.assertEqual((missing, duplicated, unexpected), ([], [], []))
         self.assertEqual(os.listdir(os.path.join(process.spool, "sealed")), [])
+        self.assertIn("everything received was delivered", process.log())
+
+    def test_every_kind_of_listener_at_sigterm(self) -> None:
+        """
+        Two plain TCP connections and a TLS connection held open, and UDP
+        datagrams, at SIGTERM: everything that was read is delivered, and
+        the process ends at once.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        key, certificate = make_certificate(workdir)
+        tls_port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
+        process = self.twistd(
+            "--rotation-interval=3600",
+            f"--listen=ssl:{tls_port}:privateKey={key}:certKey={certificate}:interface=127.0.0.1",
+            f"--listen-udp=127.0.0.1:{udp_port}",
+        )
+        process.start()
+        connections = [
+            open_connection(process.port, make_stream(range(n * 25, n * 25 + 25))) for n in range(2)
+        ]
+        context = ssl.create_default_context(cafile=certificate)
+        tls = context.wrap_socket(
+            socket.create_connection(("127.0.0.1", tls_port)), server_hostname="localhost"
+        )
+        tls.sendall(make_stream(range(50, 75)))
+        self.addCleanup(lambda: [c.close() for c in [*connections, tls]])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for n in range(75, 85):
+                udp.sendto(DECLARATION + make_event(n), ("127.0.0.1", udp_port))
+        spooled(process, 85)
+        began = time.monotonic()
+        self.assertEqual(process.stop(signal.SIGTERM), -signal.SIGTERM)
+        self.assertLess(time.monotonic() - began, 10)
+        outbox = os.path.join(process.spool, "outbox")
+        self.assertEqual(exactly_once_problems(delivered_numbers(outbox), range(85)), ([], [], []))
         self.assertIn("everything received was delivered", process.log())
 
     def test_s3_unreachable_at_sigterm(self) -> None:
