@@ -69,36 +69,33 @@ class Rotation:
         """
         try:
             self._before_check()
-            if self.spool.current_size >= self.settings.max_file_size:
-                self.seal("size")
-            elif (
-                self.spool.current_size
-                and self.spool.current_age() >= self.settings.rotation_interval
-            ):
-                self.seal("time")
-        except OSError as error:
-            log.error(
-                "sealing failed: {error}; trying again at the next check",
-                error=error.strerror or str(error),
-            )
         except Exception:
-            log.failure("rotation check failed; trying again at the next check")
+            log.failure("looking at the spool's free space failed")
+        if self.spool.current_size >= self.settings.max_file_size:
+            self.seal_full()
+        elif (
+            self.spool.current_size and self.spool.current_age() >= self.settings.rotation_interval
+        ):
+            self._seal_logged("time")
 
     def seal_full(self) -> None:
         """
         The current segment is full (the next record would take it past
-        max-file-size): seal it now.  Never raises: if sealing fails, the
-        segment grows on and the timer tries again.
+        max-file-size): seal it now.  Never raises.
         """
+        self._seal_logged("size")
+
+    def _seal_logged(self, trigger: str) -> None:
+        """Seal; if that fails, say so: the segment grows on, the timer tries again."""
         try:
-            self.seal("size")
+            self.seal(trigger)
         except OSError as error:
             log.error(
-                "sealing a full segment failed: {error}; the timer tries again",
+                "sealing failed: {error}; the segment grows on, the timer tries again",
                 error=error.strerror or str(error),
             )
         except Exception:
-            log.failure("sealing a full segment failed; the timer tries again")
+            log.failure("sealing failed; the segment grows on, the timer tries again")
 
     def seal(self, trigger: str) -> Segment | None:
         """
