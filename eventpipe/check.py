@@ -61,14 +61,29 @@ def check_directory(label: str, path: str, need: int = 0) -> Check:
     return True, f"{label} {path}: writable, {free:,} bytes free"
 
 
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId": "the access key id is unknown",
+    "SignatureDoesNotMatch": "the secret access key is wrong",
+    "ExpiredToken": "the session token has expired",
+    "InvalidToken": "the session token is invalid",
+    "TokenRefreshRequired": "the session token has expired",
+}
+
+
+def _code(error: Exception) -> str:
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
 def _missing(error: Exception, action: str) -> str:
     from eventpipe.destinations.s3 import classify
 
     classified = classify(error)
-    code = ""
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        code = str(response.get("Error", {}).get("Code", ""))
+    code = _code(error)
+    if code in _CREDENTIAL_CODES:
+        return f"the credentials are refused: {_CREDENTIAL_CODES[code]} ({code})"
     if code in ("AccessDenied", "403"):
         return f"access denied: the IAM policy lacks {action}"
     hint = f" ({classified.hint})" if classified.hint else ""
@@ -86,6 +101,14 @@ def check_s3(client: Any, bucket: str, prefix: str, instance: str) -> list[Check
         code = str(response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchBucket"):
             return [(False, f"bucket {bucket}: does not exist")]
+        if code == "403":
+            # A HEAD answer has no body to say why: ask again with a call
+            # whose answer does (a wrong key is not a missing permission).
+            try:
+                client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+            except Exception as detailed:
+                if _code(detailed) in _CREDENTIAL_CODES:
+                    error = detailed
         results.append((False, f"bucket {bucket}: {_missing(error, 's3:ListBucket')}"))
     else:
         results.append((True, f"bucket {bucket}: reachable"))

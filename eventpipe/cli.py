@@ -15,18 +15,29 @@ from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
 from eventpipe import __version__
+from eventpipe.options import PARAMETERS, SettingsOptions, help_text
 from eventpipe.options import Options as ServiceOptions
 from eventpipe.snowflake import SnowflakeNames, snowflake_sql
 
+SNOWFLAKE_SETTINGS = ("s3-bucket", "s3-prefix", "format", "compress")
+_SNOWFLAKE_PARAMETERS = [p for p in PARAMETERS if p[0] in SNOWFLAKE_SETTINGS]
 
-class SnowflakeOptions(ServiceOptions):
-    synopsis = "[service options] [--table NAME] [--stage NAME] [--pipe NAME] ..."
+
+class SnowflakeOptions(SettingsOptions):
+    synopsis = "[options]"
     longdesc = (
-        "Print the Snowflake SQL (file format, stage, table, pipe, example query) "
-        "that loads the batches eventpipe delivers with these options: bucket, "
-        "prefix, format and compression are read as the service reads them."
+        "Print the Snowflake SQL that loads the batches eventpipe delivers: the "
+        "storage integration and its IAM policies, file format, stage, tables, "
+        "pipe, bucket notification, backfill and typed views.  Bucket, prefix, "
+        "format and compression are read as the service reads them (options, "
+        "environment, env file)."
     )
+    parameters = _SNOWFLAKE_PARAMETERS
     optParameters = [
+        *[
+            [name, None, None, help_text(name, env, default, text)]
+            for name, env, default, _, text in _SNOWFLAKE_PARAMETERS
+        ],
         ["table", None, "acm_events", "Target table."],
         ["stage", None, "acm_events_stage", "External stage on the bucket and prefix."],
         ["pipe", None, "acm_events_pipe", "Snowpipe name."],
@@ -51,7 +62,7 @@ class CheckOptions(ServiceOptions):
 
 
 class SimulateOptions(usage.Options):
-    synopsis = "[--to ENDPOINT] [--rate N] [--count N | --duration S] ..."
+    synopsis = "[options]"
     longdesc = (
         "Act as an ACM appliance: send realistic Generic XML events (a declaration "
         "before each, ACM's 42 fields, padded numbers, non-ASCII names) to a "
@@ -59,20 +70,37 @@ class SimulateOptions(usage.Options):
     )
     optParameters = [
         ["to", None, "tcp:localhost:8080", "Where to send: a Twisted client endpoint string."],
-        ["rate", None, 100.0, "Events per second.", float],
-        ["count", None, None, "Stop after this many events.", int],
-        ["duration", None, None, "Stop after this many seconds.", float],
-        ["connections", None, 1, "Connections to spread the events over.", int],
-        ["malformed-every", None, 0, "Make every Nth event malformed (0: none).", int],
-        ["seed", None, 0, "Random seed (the same seed sends the same events).", int],
+        ["rate", None, "100", "Events per second."],
+        ["count", None, None, "Stop after this many events (default 1000 without --duration)."],
+        ["duration", None, None, "Stop after this many seconds."],
+        ["connections", None, "1", "Connections to spread the events over."],
+        ["malformed-every", None, "0", "Make every Nth event malformed (0: none)."],
+        ["seed", None, "0", "Random seed (the same seed sends the same events)."],
     ]
     optFlags = [
         ["reconnect-per-event", None, "Open a new connection for every event."],
     ]
 
     def postOptions(self) -> None:
+        for name, convert, expected in (
+            ("rate", float, "a number of events per second"),
+            ("count", int, "a whole number"),
+            ("duration", float, "a number of seconds"),
+            ("connections", int, "a whole number"),
+            ("malformed-every", int, "a whole number"),
+            ("seed", int, "a whole number"),
+        ):
+            if self[name] is not None:
+                try:
+                    self[name] = convert(self[name])
+                except ValueError:
+                    raise usage.UsageError(
+                        f"--{name}: invalid value {self[name]!r} ({expected})"
+                    ) from None
         if self["count"] is None and self["duration"] is None:
             self["count"] = 1000
+        if self["duration"] is not None and not self["duration"] > 0:
+            raise usage.UsageError("--duration: must be above 0")
         if not self["rate"] > 0:
             raise usage.UsageError("--rate: must be above 0")
         if self["connections"] < 1:
@@ -89,8 +117,14 @@ class SimulateOptions(usage.Options):
 
 
 class Options(usage.Options):
-    synopsis = "<command> [options]"
     longdesc = "Tools for eventpipe; the service itself runs as `twistd eventpipe`."
+
+    def getSynopsis(self) -> str:
+        if self.subCommand is not None:
+            # The start of a command's own usage line.
+            return "Usage: eventpipe"
+        return "Usage: eventpipe <command> [options]"
+
     subCommands = [
         ["check", None, CheckOptions, "Check the listen ports, spool and destination."],
         ["simulate", None, SimulateOptions, "Send simulated ACM events (demos, load tests)."],
@@ -163,7 +197,7 @@ def _simulate(sub: usage.Options, stream: TextIO) -> int:
         seconds = time.monotonic() - began
         stream.write(
             f"sent {progress.sent:,} events ({progress.malformed:,} malformed) over "
-            f"{progress.connections:,} connections in {seconds:.1f} s, "
+            f"{_count(progress.connections, 'connection')} in {seconds:.1f} s, "
             f"{progress.sent / seconds if seconds else 0:,.0f} events/s, "
             f"{progress.errors} errors\n"
         )
@@ -174,6 +208,10 @@ def _simulate(sub: usage.Options, stream: TextIO) -> int:
 
     task.react(lambda reactor: Deferred.fromCoroutine(go(reactor)))
     return 0  # not reached: react() exits
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
 
 
 def main() -> None:

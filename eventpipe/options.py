@@ -29,6 +29,7 @@ from eventpipe.naming import (
 from eventpipe.spool import FSYNC_MODES
 
 DEFAULT_LISTEN = "tcp:8080"
+LOG_LEVELS = ("debug", "info", "warn", "error")
 
 _UNITS = {
     "": 1,
@@ -251,14 +252,14 @@ PARAMETERS: list[_Parameter] = [
     ),
     (
         "s3-prefix",
-        ("S3_PREFIX", "PREFIX"),
+        ("EVENTPIPE_S3_PREFIX", "S3_PREFIX"),
         "",
         normalize_prefix,
         "Prefix of every key (acm and acm/ mean the same).",
     ),
     (
         "s3-endpoint-url",
-        (),
+        ("EVENTPIPE_S3_ENDPOINT_URL",),
         None,
         _text,
         "S3 endpoint (MinIO, other S3-compatible stores). Default: boto3's own "
@@ -301,10 +302,18 @@ PARAMETERS: list[_Parameter] = [
         _positive_int,
         "Uploads in flight at once (threads in the upload pool).",
     ),
+    (
+        "log-level",
+        ("EVENTPIPE_LOG_LEVEL",),
+        "info",
+        _choice(LOG_LEVELS),
+        "Least important log lines written: debug (also one line per connection), "
+        "info, warn or error.",
+    ),
 ]
 
 
-def _help(name: str, environment: Sequence[str], default: Any, text: str) -> str:
+def help_text(name: str, environment: Sequence[str], default: Any, text: str) -> str:
     parts = [text]
     if default not in (None, "") and "Default" not in text:
         shown = f"{default:g}" if isinstance(default, float) else default
@@ -314,8 +323,163 @@ def _help(name: str, environment: Sequence[str], default: Any, text: str) -> str
     return " ".join(parts)
 
 
-class Options(usage.Options):
-    """Options of C{twistd eventpipe} (and of the C{eventpipe} command)."""
+def read_env_file(path: str) -> dict[str, str]:
+    """
+    Settings kept in a file as systemd's C{EnvironmentFile=}, Docker's
+    C{--env-file} and people read them: C{KEY=VALUE} lines, C{#} comments,
+    blank lines, an optional C{export }, values optionally in matching
+    quotes (taken as they are: no expansion).
+
+    @raise usage.UsageError: the file cannot be read, or a line is not
+        C{KEY=VALUE}.
+    """
+    try:
+        with open(path, encoding="utf-8") as stream:
+            lines = stream.read().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise usage.UsageError(f"--env-file: cannot read {path!r}: {reason}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if text.startswith("export "):
+            text = text[len("export ") :].lstrip()
+        key, equals, value = text.partition("=")
+        key, value = key.strip(), value.strip()
+        if not equals or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise usage.UsageError(f"--env-file: {path}, line {number}: expected KEY=VALUE")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+class SettingsOptions(usage.Options):
+    """
+    Options that fall back on the environment, then on an env file, then
+    on their default; where each value came from is kept in C{sources}.
+    Subclasses list their parameters in C{parameters}.
+    """
+
+    parameters: Sequence[_Parameter] = ()
+    optParameters = [
+        [
+            "env-file",
+            None,
+            None,
+            "Read settings from this file of KEY=VALUE lines (the variables named "
+            "under each option); the environment beats it, the command line beats "
+            "both. Environment: EVENTPIPE_ENV_FILE.",
+        ],
+    ]
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.environ = os.environ if environ is None else environ
+        self.sources: dict[str, str] = {}
+        self._file: dict[str, str] = {}
+        self._file_path = ""
+
+    def opt_version(self) -> None:
+        """Print eventpipe's version and exit."""
+        from eventpipe import __version__
+
+        print(f"eventpipe {__version__}")
+        raise SystemExit(0)
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            # twistd would print the whole --help first; one line is clearer.
+            sys.stderr.write(f"eventpipe: {error}\n")
+            raise SystemExit(1) from None
+
+    def lookup(self, variable: str) -> tuple[str, str] | None:
+        """A variable's value and where it was found, or None."""
+        if self.environ.get(variable, "") != "":
+            return self.environ[variable], variable
+        if self._file.get(variable, "") != "":
+            return self._file[variable], f"{variable} in {self._file_path}"
+        return None
+
+    def postOptions(self) -> None:
+        path = self["env-file"] or self.environ.get("EVENTPIPE_ENV_FILE") or ""
+        if path:
+            self._file, self._file_path = read_env_file(path), path
+        for name, environment, default, convert, _ in self.parameters:
+            raw, source = self[name], f"--{name}"
+            if raw is None:
+                for variable in environment:
+                    found = self.lookup(variable)
+                    if found is not None:
+                        raw, source = found
+                        break
+            if raw is None:
+                self[name] = default
+                continue
+            try:
+                self[name] = convert(raw)
+            except ValueError:
+                raise usage.UsageError(
+                    f"{source}: invalid value {raw!r} ({_expect(name, convert)})"
+                ) from None
+            self.sources[name] = source
+
+    def flag(self, name: str, variable: str) -> bool:
+        """A flag given on the command line, or set in the environment or env file."""
+        if self[name]:
+            self.sources[name] = f"--{name}"
+            return True
+        found = self.lookup(variable)
+        if found is None:
+            return False
+        value = found[0].strip().lower()
+        if value in ("0", "false", "no", "off"):
+            return False
+        if value in ("1", "true", "yes", "on"):
+            self.sources[name] = found[1]
+            return True
+        raise usage.UsageError(f"{found[1]}: invalid value {found[0]!r} (1/true/yes or 0/false/no)")
+
+    def listed(self, name: str, variable: str) -> str:
+        """
+        A repeatable option: given on the command line, or else a
+        comma-separated variable.
+
+        @return: where the values came from.
+        """
+        if self[name]:
+            source = f"--{name}"
+        else:
+            found = self.lookup(variable)
+            if found is None:
+                return ""
+            self[name] = [part.strip() for part in found[0].split(",") if part.strip()]
+            source = found[1]
+        self.sources[name] = source
+        return source
+
+    def summary(self) -> str:
+        """
+        The effective settings, for the start-up log line: every setting,
+        and where each one that is not the default came from.
+        """
+        parts = []
+        for name in sorted(self.sources):
+            value = self[name]
+            if isinstance(value, (list, tuple)):
+                value = ",".join(str(v) for v in value) or "-"
+            elif isinstance(value, int) and not isinstance(value, bool) and "size" in name:
+                value = format_size(value)
+            parts.append(f"{name}={value} ({self.sources[name]})")
+        return "; ".join(parts) or "all defaults"
+
+
+class Options(SettingsOptions):
+    """Options of C{twistd eventpipe} (and of C{eventpipe check})."""
 
     synopsis = "[options]"
     longdesc = (
@@ -323,8 +487,9 @@ class Options(usage.Options):
         "collaboration over TCP, spool it to local disk, and ship it as batch "
         "files (one <EVENTS> root, or JSON Lines) to S3 or a local outbox."
     )
+    parameters = PARAMETERS
     optParameters = [
-        [name, None, None, _help(name, env, default, text)]
+        [name, None, None, help_text(name, env, default, text)]
         for name, env, default, _, text in PARAMETERS
     ]
     optFlags = [
@@ -339,8 +504,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        super().__init__()
-        self.environ = os.environ if environ is None else environ
+        super().__init__(environ)
         self["listen"] = []
         self["allow"] = []
         self["listen-udp"] = []
@@ -372,39 +536,16 @@ class Options(usage.Options):
         "Where to listen, as a Twisted server endpoint string (tcp:8080, "
         "tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem). Repeat for "
         "several. Default: tcp:8080. Environment: EVENTPIPE_LISTEN "
-        "(comma-separated), or PORT=N for tcp:N."
+        "(comma-separated), or EVENTPIPE_PORT=N for tcp:N."
     )
 
-    def parseOptions(self, options: Sequence[str] | None = None) -> None:
-        try:
-            super().parseOptions(options)
-        except usage.UsageError as error:
-            # twistd would print the whole --help first; one line is clearer.
-            sys.stderr.write(f"eventpipe: {error}\n")
-            raise SystemExit(1) from None
-
     def postOptions(self) -> None:
-        for name, environment, default, convert, _ in PARAMETERS:
-            raw, source = self[name], f"--{name}"
-            if raw is None:
-                for variable in environment:
-                    if self.environ.get(variable, "") != "":
-                        raw, source = self.environ[variable], variable
-                        break
-            if raw is None:
-                self[name] = default
-                continue
-            try:
-                self[name] = convert(raw)
-            except ValueError:
-                raise usage.UsageError(
-                    f"{source}: invalid value {raw!r} ({_expect(name, convert)})"
-                ) from None
+        super().postOptions()
         self._listen()
         self._allow()
         self._listen_udp()
-        self["repair-acm-tag-names"] = bool(self["repair-acm-tag-names"]) or _flag(
-            self.environ, "EVENTPIPE_REPAIR_ACM_TAG_NAMES"
+        self["repair-acm-tag-names"] = self.flag(
+            "repair-acm-tag-names", "EVENTPIPE_REPAIR_ACM_TAG_NAMES"
         )
         if self["instance-id"] is None:
             self["instance-id"] = instance_id_from_hostname(socket.gethostname())
@@ -417,16 +558,10 @@ class Options(usage.Options):
         if self["retry-initial-delay"] > self["retry-max-delay"]:
             raise usage.UsageError("--retry-initial-delay: must not exceed --retry-max-delay")
 
-    def _from_environment(self, name: str, variable: str) -> str:
-        if not self[name] and self.environ.get(variable):
-            self[name] = [p.strip() for p in self.environ[variable].split(",") if p.strip()]
-            return variable
-        return f"--{name}"
-
     def _allow(self) -> None:
         from eventpipe.admission import parse_networks
 
-        source = self._from_environment("allow", "EVENTPIPE_ALLOW")
+        source = self.listed("allow", "EVENTPIPE_ALLOW")
         networks = []
         for text in self["allow"]:
             try:
@@ -438,7 +573,7 @@ class Options(usage.Options):
         self["allow"] = tuple(networks)
 
     def _listen_udp(self) -> None:
-        source = self._from_environment("listen-udp", "EVENTPIPE_LISTEN_UDP")
+        source = self.listed("listen-udp", "EVENTPIPE_LISTEN_UDP")
         places = []
         for text in self["listen-udp"]:
             interface, _, port = text.rpartition(":")
@@ -449,34 +584,19 @@ class Options(usage.Options):
         self["listen-udp"] = places
 
     def _listen(self) -> None:
-        source = "--listen"
+        source = self.listed("listen", "EVENTPIPE_LISTEN")
         if not self["listen"]:
-            if self.environ.get("EVENTPIPE_LISTEN"):
-                source = "EVENTPIPE_LISTEN"
-                self["listen"] = [
-                    part.strip()
-                    for part in self.environ["EVENTPIPE_LISTEN"].split(",")
-                    if part.strip()
-                ]
-            elif self.environ.get("PORT"):
-                source = "PORT"
-                port = self.environ["PORT"].strip()
+            found = self.lookup("EVENTPIPE_PORT")
+            if found is not None:
+                port, source = found[0].strip(), found[1]
                 if not port.isdigit() or not 0 < int(port) < 65536:
-                    raise usage.UsageError(f"PORT: invalid value {port!r} (a TCP port number)")
+                    raise usage.UsageError(f"{source}: invalid value {port!r} (a TCP port number)")
                 self["listen"] = [f"tcp:{port}"]
+                self.sources["listen"] = source
             else:
                 self["listen"] = [DEFAULT_LISTEN]
         for description in self["listen"]:
-            check_endpoint(description, source)
-
-
-def _flag(environ: Mapping[str, str], variable: str) -> bool:
-    value = environ.get(variable, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise usage.UsageError(f"{variable}: invalid value {value!r} (1/true/yes or 0/false/no)")
+            check_endpoint(description, source or "--listen")
 
 
 def _expect(name: str, convert: Callable[[str], Any]) -> str:

@@ -143,8 +143,10 @@ class Progress:
     began: float = 0.0
     messages: list[str] = field(default_factory=list)
 
-    def rate(self, now: float) -> float:
-        return self.sent / (now - self.began) if now > self.began else 0.0
+    def rate(self, now: float) -> float | None:
+        """Events per second so far; None in the first second (too early to say)."""
+        elapsed = now - self.began
+        return self.sent / elapsed if elapsed >= 1.0 else None
 
 
 @implementer(IPushProducer)
@@ -248,16 +250,22 @@ def simulate(
         closing.append(d)
         d.addBoth(lambda _: closing.remove(d))
 
+    # With a duration: exactly duration x rate events (unless the receiver
+    # holds the sender back for longer).
+    target = count
+    if duration is not None:
+        target = min(round(duration * rate), target if target is not None else 1 << 62)
+
     def finished() -> bool:
-        if count is not None and progress.sent >= count:
+        if target is not None and progress.sent >= target:
             return True
         return duration is not None and clock.seconds() - progress.began >= duration
 
     def tick() -> None:
         now = clock.seconds()
         due = int((now - progress.began) * rate) + 1 - progress.sent
-        if count is not None:
-            due = min(due, count - progress.sent)
+        if target is not None:
+            due = min(due, target - progress.sent)
         for _ in range(max(due, 0)):
             if reconnect_per_event:
                 one_shot(document())
@@ -271,10 +279,9 @@ def simulate(
                 sender.transport.write(document())  # type: ignore[union-attr]
         if tty and out is not None and now - last_line[0] >= 0.5:
             last_line[0] = now
-            out.write(
-                f"\rsent {progress.sent:,}  rate {progress.rate(now):,.0f}/s  "
-                f"errors {progress.errors}   "
-            )
+            current = progress.rate(now)
+            shown = "-" if current is None else f"{current:,.0f}/s"
+            out.write(f"\rsent {progress.sent:,}  rate {shown}  errors {progress.errors}   ")
             out.flush()
         if finished():
             loop.stop()

@@ -17,6 +17,7 @@ from eventpipe.options import Options
 from eventpipe.simulate import AcmEvents
 from tests.support import (
     BUCKET,
+    TWISTD,
     MotoServer,
     Twistd,
     batch_files,
@@ -99,6 +100,43 @@ class CheckTests(SynchronousTestCase):
         self.assertFalse(results[1][0])
         self.assertIn("lacks s3:PutObject", results[1][1])
 
+    def test_says_the_credentials_are_wrong(self) -> None:
+        """
+        A wrong key is named as such, not as a missing permission: S3's HEAD
+        answer is a bare 403, so the check asks again with a call whose
+        answer says why.
+        """
+
+        def refused(code: str, status: int, operation: str) -> ClientError:
+            return ClientError(
+                {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                operation,
+            )
+
+        class WrongKey:
+            def __init__(self, code: str) -> None:
+                self.code = code
+
+            def head_bucket(self, **kwargs: object) -> None:
+                raise refused("403", 403, "HeadBucket")
+
+            def list_objects_v2(self, **kwargs: object) -> None:
+                raise refused(self.code, 403, "ListObjectsV2")
+
+            def put_object(self, **kwargs: object) -> None:
+                raise refused(self.code, 403, "PutObject")
+
+        for code, words in (
+            ("InvalidAccessKeyId", "the access key id is unknown"),
+            ("SignatureDoesNotMatch", "the secret access key is wrong"),
+            ("ExpiredToken", "the session token has expired"),
+        ):
+            results = check_s3(WrongKey(code), "b", "acm/", "gw1")
+            self.assertEqual([ok for ok, _ in results], [False, False], results)
+            for _, line in results:
+                self.assertIn(f"the credentials are refused: {words} ({code})", line)
+                self.assertNotIn("lacks", line)
+
 
 class SimulatorTests(SynchronousTestCase):
     def test_events_look_like_acm(self) -> None:
@@ -159,3 +197,36 @@ class SimulatorTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("cannot connect", result.stderr)
         self.assertNotIn("Traceback", result.stderr)
+
+    def test_duration_and_wording(self) -> None:
+        """
+        --duration at a rate sends duration x rate events; one connection is
+        "1 connection"; a bad number names its option.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        process = Twistd(workdir, ["--rotation-interval=0.5", "--check-interval=0.1"])
+        self.addCleanup(process.cleanup)
+        process.start()
+        summary = self.simulate(process.port, "--rate=100", "--duration=2")
+        self.assertIn("sent 200 events (0 malformed) over 1 connection in", summary)
+        process.stop()
+        for bad, name in (("--rate=abc", "--rate"), ("--count=x", "--count")):
+            result = subprocess.run(
+                [*EVENTPIPE, "simulate", bad], capture_output=True, text=True, timeout=60
+            )
+            self.assertEqual(result.returncode, 1)
+            self.assertIn(f"{name}: invalid value", result.stderr)
+
+    def test_versions(self) -> None:
+        """Both commands say eventpipe's version, not Twisted's."""
+        from eventpipe import __version__
+
+        for command in ([*EVENTPIPE, "--version"], [*TWISTD, "eventpipe", "--version"]):
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            self.assertEqual(result.stdout.strip(), f"eventpipe {__version__}")
+        usage = subprocess.run(
+            [*EVENTPIPE, "snowflake-sql", "--help"], capture_output=True, text=True, timeout=60
+        ).stdout
+        self.assertTrue(usage.startswith("Usage: eventpipe snowflake-sql [options]"), usage)
+        self.assertNotIn("--spool-dir", usage)
+        self.assertIn("--s3-prefix", usage)

@@ -56,7 +56,7 @@ class OptionTests(SynchronousTestCase):
             "EVENTPIPE_INSTANCE_ID": "gw-2",
             "EVENTPIPE_MAX_EVENT_SIZE": "512KiB",
             "BUCKET_NAME": "b",
-            "PREFIX": "acm",
+            "S3_PREFIX": "acm",
         }
         options = parse([], env)
         self.assertEqual(options["listen"], ["tcp:1000", "tcp:1001"])
@@ -74,7 +74,12 @@ class OptionTests(SynchronousTestCase):
     def test_command_line_beats_environment(self) -> None:
         options = parse(
             ["--rotation-interval=7", "--listen=tcp:2000", "--s3-bucket=x"],
-            {"ROTATION_INTERVAL": "5", "PORT": "3000", "S3_BUCKET": "y", "BUCKET_NAME": "z"},
+            {
+                "ROTATION_INTERVAL": "5",
+                "EVENTPIPE_PORT": "3000",
+                "S3_BUCKET": "y",
+                "BUCKET_NAME": "z",
+            },
         )
         self.assertEqual(options["rotation-interval"], 7.0)
         self.assertEqual(options["listen"], ["tcp:2000"])
@@ -82,8 +87,63 @@ class OptionTests(SynchronousTestCase):
         self.assertEqual(parse([], {"S3_BUCKET": "y", "BUCKET_NAME": "z"})["s3-bucket"], "y")
 
     def test_port(self) -> None:
-        self.assertEqual(parse([], {"PORT": "9000"})["listen"], ["tcp:9000"])
-        self.assertIn("PORT", self.error([], {"PORT": "http"}))
+        self.assertEqual(parse([], {"EVENTPIPE_PORT": "9000"})["listen"], ["tcp:9000"])
+        self.assertIn("EVENTPIPE_PORT", self.error([], {"EVENTPIPE_PORT": "http"}))
+
+    def test_ambient_names_ignored(self) -> None:
+        """
+        PORT and PREFIX, set by build tools and shells for their own ends,
+        never move the listener or the keys.
+        """
+        options = parse([], {"PORT": "3000", "PREFIX": "/usr/local"})
+        self.assertEqual(options["listen"], ["tcp:8080"])
+        self.assertEqual(options["s3-prefix"], "")
+        self.assertEqual(parse([], {"EVENTPIPE_S3_PREFIX": "acm"})["s3-prefix"], "acm/")
+
+    def test_env_file(self) -> None:
+        """
+        Settings in a KEY=VALUE file; the environment beats it, the command
+        line beats both; every non-default value says where it came from.
+        """
+        path = self.mktemp()
+        with open(path, "w") as stream:
+            stream.write(
+                "# eventpipe settings\n"
+                "\n"
+                "ROTATION_INTERVAL=15\n"
+                "export S3_BUCKET='acm-events'\n"
+                'EVENTPIPE_S3_PREFIX="acm/site 1"\n'
+                "MAX_FILE_SIZE=1MiB\n"
+                "EVENTPIPE_ALLOW=10.0.0.0/8,192.0.2.7\n"
+                "EVENTPIPE_REPAIR_ACM_TAG_NAMES=yes\n"
+            )
+        options = parse([f"--env-file={path}", "--max-file-size=2MiB"], {"ROTATION_INTERVAL": "30"})
+        self.assertEqual(options["rotation-interval"], 30.0)
+        self.assertEqual(options["s3-bucket"], "acm-events")
+        self.assertEqual(options["s3-prefix"], "acm/site 1/")
+        self.assertEqual(options["max-file-size"], 2 * 2**20)
+        self.assertEqual(len(options["allow"]), 2)
+        self.assertTrue(options["repair-acm-tag-names"])
+        self.assertEqual(options.sources["rotation-interval"], "ROTATION_INTERVAL")
+        self.assertEqual(options.sources["s3-bucket"], f"S3_BUCKET in {path}")
+        self.assertEqual(options.sources["max-file-size"], "--max-file-size")
+        self.assertNotIn("check-interval", options.sources)
+        summary = options.summary()
+        self.assertIn("max-file-size=2MiB (--max-file-size)", summary)
+        self.assertIn(f"s3-bucket=acm-events (S3_BUCKET in {path})", summary)
+        self.assertEqual(parse([], {"EVENTPIPE_ENV_FILE": path})["s3-bucket"], "acm-events")
+
+    def test_env_file_errors(self) -> None:
+        """A missing file or a line that is not KEY=VALUE: one line each."""
+        self.assertIn("--env-file: cannot read", self.error(["--env-file=/no/such/file"]))
+        path = self.mktemp()
+        with open(path, "w") as stream:
+            stream.write("ROTATION_INTERVAL=5\nthis is not a setting\n")
+        self.assertIn("line 2: expected KEY=VALUE", self.error([f"--env-file={path}"]))
+        with open(path, "w") as stream:
+            stream.write("ROTATION_INTERVAL=soon\n")
+        message = self.error([f"--env-file={path}"])
+        self.assertIn(f"ROTATION_INTERVAL in {path}: invalid value 'soon'", message)
 
     def test_bad_values(self) -> None:
         """Each bad value stops start-up with one line naming the option."""
