@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.logger import Logger
 
+from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics
 from eventpipe.settings import Network
 

@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import Request, Site
 
 from eventpipe.metrics import Metrics
 
@@ -125,3 +125,17 @@ def health_resource(status: StatusSource, metrics: Metrics) -> Resource:
     root.putChild(b"healthz", _Text(healthz))
     root.putChild(b"readyz", _Text(readyz))
     return root
+
+
+class QuietSite(Site):
+    """A site that writes no access-log line per request (scrapes, probes)."""
+
+    def log(self, request: Request) -> None:  # type: ignore[override]
+        pass
+
+
+def health_site(status: StatusSource, metrics: Metrics) -> Site:
+    """The site that serves operators: no tracebacks, no access log."""
+    site = QuietSite(health_resource(status, metrics))
+    site.displayTracebacks = False
+    return site

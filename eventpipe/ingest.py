@@ -13,14 +13,15 @@ again.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 
 from eventpipe.admission import NOT_EVENTS, SHUTTING_DOWN, Admission
 from eventpipe.framing import Rejected
+from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics
 from eventpipe.protocol import EventReceiver, Source
 from eventpipe.records import encode_event, encode_rejected
@@ -40,6 +41,19 @@ LOW_WATER = 0.9
 SPOOL_FULL = "spool full"
 DISK_REFUSED = "disk"
 DISK_RESERVE = "disk reserve"
+
+
+@dataclass
+class Activity:
+    """What ingest did since the last summary."""
+
+    opened: int = 0
+    closed: int = 0
+    events: int = 0
+    bytes: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.opened or self.closed or self.events or self.bytes)
 
 
 class Ingest:
@@ -80,6 +94,10 @@ class Ingest:
         self._disk_retry: IDelayedCall | None = None
         self._unchecked_bytes = 0
         self._all_gone: list[Deferred[None]] = []
+        self.recent = Activity()
+        self._summarised_at = clock.seconds()
+        # When the last event was spooled (wall clock), for operators.
+        self.last_event_at: float | None = None
 
     # Connections.
 
@@ -91,7 +109,8 @@ class Ingest:
             self.admission.refused(SHUTTING_DOWN, receiver.peer)
             return False
         self.receivers.add(receiver)
-        log.info("connection from {peer}", peer=receiver.peer)
+        self.recent.opened += 1
+        log.debug("connection from {peer}", peer=receiver.peer)
         if self.paused_for:
             receiver.transport.pauseProducing()  # type: ignore[union-attr]
         return True
@@ -99,7 +118,8 @@ class Ingest:
     def connection_lost(self, receiver: EventReceiver) -> None:
         if receiver in self.receivers:
             self.receivers.discard(receiver)
-            log.info("connection from {peer} closed", peer=receiver.peer)
+            self.recent.closed += 1
+            log.debug("connection from {peer} closed", peer=receiver.peer)
         if receiver.rejected_pieces > LOGGED_PIECES:
             log.warn(
                 "{peer} sent {pieces} pieces ({size} bytes) that were set aside for quarantine",
@@ -137,6 +157,27 @@ class Ingest:
 
         d.addTimeout(timeout, self.clock, onTimeoutCancel=abort)
         return d
+
+    def log_summary(self) -> None:
+        """
+        One info line for what happened since the last one (connections are
+        logged one by one only at debug: ACM may open one per event).
+        """
+        now = self.clock.seconds()
+        recent, self.recent = self.recent, Activity()
+        seconds, self._summarised_at = now - self._summarised_at, now
+        if not recent:
+            return
+        log.info(
+            "in the last {seconds:.0f} s: {opened} connections opened, {closed} closed, "
+            "{open} open; {events} events, {bytes} bytes spooled",
+            seconds=seconds,
+            opened=recent.opened,
+            closed=recent.closed,
+            open=len(self.receivers),
+            events=recent.events,
+            bytes=recent.bytes,
+        )
 
     def cut_off(self, receiver: EventReceiver) -> None:
         """
@@ -201,8 +242,12 @@ class Ingest:
                 self._refused(error, records[start:])
                 return False
             start += length
+            if events:
+                self.last_event_at = self.clock.seconds()
             self.metrics.events_received.inc(events)
             self.metrics.bytes_received.inc(written)
+            self.recent.events += events
+            self.recent.bytes += written
             self._unchecked_bytes += written
         if self.spool.current_size >= self.max_file_size:
             self._on_segment_full()

@@ -1,20 +1,93 @@
 """
-Log observers for C{twistd --logger}.
+Logging: eventpipe's loggers honour C{--log-level}, and a JSON Lines
+observer for C{twistd --logger} that log shippers read as it is.
 
     twistd -n --logger=eventpipe.logs.json eventpipe ...
 
-writes one JSON object per line to standard output, with every field of
-eventpipe's structured log lines (C{key}, C{events}, C{bytes}, C{seconds},
-C{attempt}, ...) as a key of its own.
+writes one flat JSON object per line to standard output::
+
+    {"time": "2026-11-30T23:15:08.123Z", "level": "info",
+     "logger": "eventpipe.shipping", "message": "delivered ...",
+     "key": "...", "events": 120, "bytes": 190012, ...}
 """
 
 from __future__ import annotations
 
+import json as _json
 import sys
+import time
+from typing import IO, Any
 
-from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.logger import ILogObserver, LogLevel, formatEvent
+from twisted.logger import Logger as _TwistedLogger
+from zope.interface import implementer
+
+LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+    "critical": LogLevel.critical,
+}
+_ORDER = {level: number for number, level in enumerate(LEVELS.values())}
+_threshold = [_ORDER[LogLevel.info]]
+
+
+def set_level(name: str) -> None:
+    """Drop eventpipe's log lines below this level (debug, info, warn, error)."""
+    _threshold[0] = _ORDER[LEVELS[name]]
+
+
+class Logger(_TwistedLogger):
+    """Twisted's Logger, quiet below C{--log-level}."""
+
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:
+        if _ORDER.get(level, 0) < _threshold[0]:
+            return
+        super().emit(level, format, **kwargs)
+
+
+# Keys of a Twisted log event that are its machinery, not its fields.
+_INTERNAL = frozenset({"log_logger", "log_source", "log_io", "message", "format"})
+
+
+def flatten(event: dict[str, Any]) -> dict[str, Any]:
+    """One log event as a flat, JSON-ready record."""
+    stamp = event.get("log_time", time.time())
+    level = event.get("log_level", LogLevel.info)
+    record: dict[str, Any] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp))
+        + f".{int(stamp % 1 * 1000):03d}Z",
+        "level": getattr(level, "name", str(level)),
+        "logger": event.get("log_namespace", "-"),
+        "message": formatEvent(event),
+    }
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["error"] = failure.getErrorMessage()
+        record["traceback"] = failure.getTraceback()
+    for key, value in event.items():
+        if key.startswith("log_") or key in _INTERNAL or key in record:
+            continue
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            record[key] = value
+        else:
+            record[key] = str(value)
+    return record
+
+
+@implementer(ILogObserver)
+class JsonLinesObserver:
+    """Writes each log event as one flat JSON object per line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.stream.write(_json.dumps(flatten(event), ensure_ascii=False) + "\n")
+        self.stream.flush()
 
 
 def json() -> ILogObserver:
-    """JSON lines on standard output."""
-    return jsonFileLogObserver(sys.stdout)
+    """JSON Lines on standard output (C{twistd --logger=eventpipe.logs.json})."""
+    return JsonLinesObserver(sys.stdout)

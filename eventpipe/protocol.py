@@ -14,12 +14,12 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from eventpipe.admission import describe
 from eventpipe.framing import EventFramer, Rejected
+from eventpipe.logs import Logger
 
 log = Logger()
 

@@ -13,8 +13,8 @@ from typing import Protocol
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
+from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics
 from eventpipe.settings import Settings
 from eventpipe.spool import Segment, Spool

@@ -22,12 +22,14 @@ from typing import Any
 from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.internet.task import LoopingCall
 
+from eventpipe import __version__
 from eventpipe.admission import Admission
 from eventpipe.destinations import IUploader
 from eventpipe.health import Status
 from eventpipe.ingest import Ingest
+from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics
 from eventpipe.records import count_events
 from eventpipe.rotation import Rotation
@@ -42,6 +44,8 @@ log = Logger()
 CLOSE_TIMEOUT = 2.0
 # How long to wait for a thread pool's threads to end.
 POOL_STOP_TIMEOUT = 2.0
+# Seconds between two summaries of ingest in the log.
+SUMMARY_INTERVAL = 60.0
 
 
 class EventpipeService(Service):
@@ -61,8 +65,10 @@ class EventpipeService(Service):
         render: BlockingWork,
         metrics: Metrics | None = None,
         jitter: Callable[[], float] = random.random,
+        announcement: str = "",
     ) -> None:
         self.settings = settings
+        self.announcement = announcement
         self.spool = spool
         self.uploader = uploader
         self.clock = clock
@@ -98,6 +104,9 @@ class EventpipeService(Service):
         )
         # Receivers of events (TCP, TLS, UDP); metrics and signal handling.
         self.listeners: list[IService] = []
+        self._summary = LoopingCall(self.ingest.log_summary)
+        self._summary.clock = clock
+        self.started_at = clock.seconds()
         self.support: list[IService] = []
 
     def add_listener(self, service: IService) -> None:
@@ -122,6 +131,12 @@ class EventpipeService(Service):
 
     def startService(self) -> None:
         super().startService()
+        log.info(
+            "eventpipe {version} starting: {settings}",
+            version=__version__,
+            settings=self.announcement or "settings given in code",
+        )
+        self.started_at = self.clock.seconds()
         segments = self.spool.recover()
         if segments:
             log.info(
@@ -138,6 +153,9 @@ class EventpipeService(Service):
         for segment in segments:
             self.shipping.ship(segment)
         self.rotation.start()
+        self._summary.start(SUMMARY_INTERVAL, now=False).addErrback(
+            lambda failure: log.failure("the ingest summary stopped", failure)
+        )
         for service in (*self.listeners, *self.support):
             service.startService()
 
@@ -163,8 +181,11 @@ class EventpipeService(Service):
         self.admission.close()
         await _all(service.stopService for service in self.listeners)
         await maybeDeferred(self.rotation.stop)
+        if self._summary.running:
+            self._summary.stop()
         await self.ingest.close_connections(min(CLOSE_TIMEOUT, self.settings.shutdown_timeout))
         unwritten = self.ingest.flush()
+        self.ingest.log_summary()
         try:
             self.rotation.seal("shutdown")
         except Exception:

@@ -28,10 +28,10 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest
+from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics, quarantine_reason
 from eventpipe.naming import object_key, quarantine_key
 from eventpipe.render import CONTENT_TYPES, RenderResult, render_segment

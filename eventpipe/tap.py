@@ -6,6 +6,7 @@ and stop in L{eventpipe.service.EventpipeService}.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -21,6 +22,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     """Build the service that twistd runs."""
     if reactor is None:
         from twisted.internet import reactor
+
+    from eventpipe.logs import set_level
+
+    set_level(options["log-level"])
+    # Everything eventpipe writes is private, twistd's log file included
+    # (it is opened after this; twistd --umask still has the last word).
+    os.umask(0o077)
 
     from eventpipe.destinations import IUploader
     from eventpipe.destinations.outbox import LocalDirectoryUploader
@@ -81,7 +89,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             reactor, options["outbox"], threads=options["upload-concurrency"]
         )
     render = ThreadedWork(reactor, reactor, 1, "eventpipe-render")
-    service = EventpipeService(settings, spool, uploader, reactor, render)
+    service = EventpipeService(
+        settings, spool, uploader, reactor, render, announcement=options.summary()
+    )
     factory = EventReceiverFactory(service.ingest)
     for description in options["listen"]:
         inner = strports.service(with_backlog(description), factory, reactor)
@@ -89,12 +99,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     for interface, port in options["listen-udp"]:
         service.add_listener(DatagramService(reactor, service.ingest, interface, port))
     if options["metrics"]:
-        from twisted.web.server import Site
+        from eventpipe.health import health_site
 
-        from eventpipe.health import health_resource
-
-        site = Site(health_resource(service.status, service.metrics))
-        site.displayTracebacks = False
+        site = health_site(service.status, service.metrics)
         service.add_support(strports.service(options["metrics"], site, reactor))
     service.add_support(StopOnHangup(reactor))
     return service

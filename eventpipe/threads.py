@@ -18,8 +18,9 @@ from typing import Any, Protocol, TypeVar
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+
+from eventpipe.logs import Logger
 
 T = TypeVar("T")
 
