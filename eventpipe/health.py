@@ -1,12 +1,20 @@
 """
-What an operator watches.  The service publishes a L{Status} snapshot;
-the Prometheus gauges, C{/healthz} and C{/readyz} read only that.  Served by
-twisted.web: C{/metrics}, C{/healthz}, C{/readyz}.
+What an operator watches.  The service publishes a L{Status} snapshot; the
+Prometheus gauges, C{/healthz}, C{/readyz} and C{/status} read only that.
+Served by twisted.web, without an access-log line per request.
+
+- C{/healthz}: liveness; the reactor answers.
+- C{/readyz}: readiness to take events: listening, the spool below
+  C{--max-spool-size}, its filesystem not full.  An S3 outage does not make
+  the receiver unready: the spool is there to absorb it.
+- C{/status}: everything an operator asks, as JSON, delivery trouble
+  included.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,33 +25,83 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from eventpipe import __version__
 from eventpipe.metrics import Metrics
+
+_DISK_FULL = frozenset({"disk", "disk reserve"})
 
 
 @dataclass(frozen=True)
 class Status:
-    """The state of the service at one moment."""
+    """The state of the service at one moment (times are POSIX seconds)."""
 
+    now: float
+    started_at: float
+    listening: bool
     connections_open: int
     waiting_bytes: int
     max_spool_size: int
     segments_waiting: int
-    # Seconds since the oldest event not yet delivered arrived (0: none).
-    oldest_event_age: float
-    # Seconds since the last delivery (None: none yet).
-    seconds_since_delivery: float | None
+    # The first event not yet delivered arrived then (None: nothing waits).
+    oldest_waiting_since: float | None
+    last_event_at: float | None
+    last_delivery_at: float | None
     last_attempt_error: str | None
     paused_for: frozenset[str]
+    destination: str
+
+    @property
+    def oldest_event_age(self) -> float:
+        if self.oldest_waiting_since is None:
+            return 0.0
+        return max(0.0, self.now - self.oldest_waiting_since)
 
     def not_ready_because(self) -> str | None:
-        """Why the service is not ready, or None when it is."""
+        """Why the service cannot take events now, or None when it can."""
+        if not self.listening:
+            return "not listening"
         if self.waiting_bytes >= self.max_spool_size:
             return f"spool holds {self.waiting_bytes} bytes, at or above --max-spool-size"
-        if self.paused_for & {"disk", "disk reserve"}:
+        if self.paused_for & _DISK_FULL:
             return "the spool's filesystem is full"
-        if self.last_attempt_error is not None and self.segments_waiting:
-            return f"the last delivery attempt failed: {self.last_attempt_error}"
         return None
+
+    def delivery_trouble(self) -> str | None:
+        """Why delivery fails now, or None while it works (or nothing waits)."""
+        if self.last_attempt_error is not None and self.segments_waiting:
+            return self.last_attempt_error
+        return None
+
+    def as_json(self) -> dict[str, Any]:
+        trouble = self.delivery_trouble()
+        return {
+            "version": __version__,
+            "uptime_seconds": round(self.now - self.started_at, 3),
+            "ready": self.not_ready_because() is None,
+            "not_ready_because": self.not_ready_because(),
+            "listening": self.listening,
+            "connections_open": self.connections_open,
+            "last_event_received": _iso(self.last_event_at),
+            "spool": {
+                "waiting_bytes": self.waiting_bytes,
+                "limit_bytes": self.max_spool_size,
+                "segments_waiting": self.segments_waiting,
+                "oldest_event_age_seconds": round(self.oldest_event_age, 3),
+                "reading_paused_because": sorted(self.paused_for),
+            },
+            "delivery": {
+                "destination": self.destination,
+                "state": "failing" if trouble else ("waiting" if self.segments_waiting else "idle"),
+                "last_error": trouble,
+                "last_delivery": _iso(self.last_delivery_at),
+            },
+        }
+
+
+def _iso(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
 StatusSource = Callable[[], Status]
@@ -63,23 +121,39 @@ class StatusCollector:
 
         yield gauge("eventpipe_connections_open", "Connections open now.", status.connections_open)
         yield gauge(
-            "eventpipe_spool_bytes_waiting",
+            "eventpipe_spool_waiting_bytes",
             "Bytes in the spool not yet delivered (current, sealed, rendered).",
             status.waiting_bytes,
         )
         yield gauge(
+            "eventpipe_spool_limit_bytes",
+            "--max-spool-size: reading pauses when the spool holds this much.",
+            status.max_spool_size,
+        )
+        yield gauge(
             "eventpipe_oldest_event_age_seconds",
-            "Age of the oldest event not yet delivered (0 when none).",
+            "Age of the oldest event not yet delivered (0 when none waits).",
             status.oldest_event_age,
         )
-        since = status.seconds_since_delivery
         yield gauge(
-            "eventpipe_seconds_since_last_upload",
-            "Seconds since the last successful delivery (-1 before the first).",
-            -1 if since is None else since,
+            "eventpipe_last_delivery_timestamp_seconds",
+            "When the last batch was delivered, in seconds since the epoch (0: none yet).",
+            status.last_delivery_at or 0,
         )
         yield gauge(
-            "eventpipe_ingest_paused", "1 while reading is paused.", 1 if status.paused_for else 0
+            "eventpipe_last_event_received_timestamp_seconds",
+            "When the last event was spooled, in seconds since the epoch (0: none yet).",
+            status.last_event_at or 0,
+        )
+        yield gauge(
+            "eventpipe_ingest_paused",
+            "1 while reading from connections is paused (spool or disk full).",
+            1 if status.paused_for else 0,
+        )
+        yield gauge(
+            "eventpipe_ready",
+            "1 while the receiver can take events (as /readyz).",
+            0 if status.not_ready_because() else 1,
         )
         yield gauge(
             "eventpipe_segments_waiting",
@@ -100,7 +174,7 @@ class _Text(Resource):
 
 
 def health_resource(status: StatusSource, metrics: Metrics) -> Resource:
-    """The web root: /metrics, /healthz, /readyz."""
+    """The web root: /metrics, /healthz, /readyz, /status."""
     metrics.registry.register(StatusCollector(status))
 
     def scrape(request: Request) -> bytes:
@@ -120,10 +194,15 @@ def health_resource(status: StatusSource, metrics: Metrics) -> Resource:
         request.setResponseCode(503)
         return json.dumps({"ready": False, "reason": reason}).encode("utf-8") + b"\n"
 
+    def status_json(request: Request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(status().as_json(), indent=2).encode("utf-8") + b"\n"
+
     root = Resource()
     root.putChild(b"metrics", _Text(scrape))
     root.putChild(b"healthz", _Text(healthz))
     root.putChild(b"readyz", _Text(readyz))
+    root.putChild(b"status", _Text(status_json))
     return root
 
 

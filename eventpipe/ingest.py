@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from eventpipe.admission import NOT_EVENTS, SHUTTING_DOWN, Admission
 from eventpipe.framing import Rejected
 from eventpipe.logs import Logger
-from eventpipe.metrics import Metrics
+from eventpipe.metrics import Metrics, quarantine_reason
 from eventpipe.protocol import EventReceiver, Source
 from eventpipe.records import encode_event, encode_rejected
 from eventpipe.settings import Settings
@@ -200,6 +200,7 @@ class Ingest:
     def store(self, source: Source, events: list[bytes], rejected: list[Rejected]) -> None:
         """Spool what a source sent: whole events, and pieces set aside."""
         for piece in rejected:
+            self.metrics.events_quarantined.labels(quarantine_reason(piece.reason)).inc()
             source.rejected_pieces += 1
             source.rejected_bytes += len(piece.data) + piece.dropped
             if source.rejected_pieces <= LOGGED_PIECES:

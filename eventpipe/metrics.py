@@ -5,7 +5,19 @@ off the service's status snapshot when scraped (L{eventpipe.health}).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from eventpipe import __version__
+
+# No *_created series: they double every counter and nobody alerts on them.
+disable_created_metrics()
 
 
 class Metrics:
@@ -14,15 +26,23 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        Gauge(
+            "eventpipe_build_info",
+            "Always 1; the version of eventpipe in a label.",
+            ["version"],
+            registry=r,
+        ).labels(__version__).set(1)
+        ProcessCollector(registry=r)
         self.events_received = Counter(
             "eventpipe_events_received", "Events read off connections and spooled.", registry=r
         )
         self.bytes_received = Counter(
-            "eventpipe_bytes_received", "Bytes written to the spool.", registry=r
+            "eventpipe_received_bytes", "Bytes written to the spool.", registry=r
         )
         self.events_quarantined = Counter(
             "eventpipe_events_quarantined",
-            "Pieces set aside for quarantine, by reason.",
+            "Pieces set aside for quarantine when found (on arrival, or when a "
+            "segment is rendered), by reason.",
             ["reason"],
             registry=r,
         )
@@ -62,6 +82,7 @@ def quarantine_reason(reason: str) -> str:
         ("event larger", "too_large"),
         ("connection closed", "truncated"),
         ("torn record", "torn"),
+        ("cannot transcode", "encoding"),
     ):
         if reason.startswith(prefix):
             return label

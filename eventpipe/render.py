@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 from lxml import etree
 
 from eventpipe.naming import FORMATS
-from eventpipe.records import KIND_EVENT, read_records
+from eventpipe.records import KIND_EVENT, KIND_TORN, read_records
 
 XML_HEADER = b'<?xml version="1.0" encoding="UTF-8"?>\n<EVENTS>\n'
 XML_FOOTER = b"</EVENTS>\n"
@@ -75,10 +75,15 @@ class RenderResult:
     quarantine_sha256: str = ""
     repaired: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    # The part of C{reasons} found by this render (invalid events, torn
+    # records), not set aside already when the bytes arrived.
+    found: dict[str, int] = field(default_factory=dict)
 
-    def note(self, reason: str) -> None:
+    def note(self, reason: str, found: bool = True) -> None:
         self.quarantined += 1
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if found:
+            self.found[reason] = self.found.get(reason, 0) + 1
 
 
 class _HashingWriter(io.RawIOBase):
@@ -232,7 +237,7 @@ def render_segment(
                         size = 0
                     continue
                 # Set aside by the framer (KIND_REJECTED) or torn (KIND_TORN).
-                result.note(record.reason)
+                result.note(record.reason, found=record.kind == KIND_TORN)
                 quarantine.write(quarantine_entry(record.reason, record.data))
             flush()
         result.batch_bytes, result.batch_sha256 = batch.finish(footer)

@@ -107,6 +107,7 @@ class EventpipeService(Service):
         self._summary = LoopingCall(self.ingest.log_summary)
         self._summary.clock = clock
         self.started_at = clock.seconds()
+        self.listening = False
         self.support: list[IService] = []
 
     def add_listener(self, service: IService) -> None:
@@ -158,6 +159,7 @@ class EventpipeService(Service):
         )
         for service in (*self.listeners, *self.support):
             service.startService()
+        self.listening = True
 
     def _destination_unusable(self, failure: Any) -> None:
         error = failure.value
@@ -179,6 +181,7 @@ class EventpipeService(Service):
     async def _stop(self) -> None:
         deadline = self.clock.seconds() + self.settings.shutdown_timeout
         self.admission.close()
+        self.listening = False
         await _all(service.stopService for service in self.listeners)
         await maybeDeferred(self.rotation.stop)
         if self._summary.running:
@@ -227,17 +230,20 @@ class EventpipeService(Service):
             starts.append(oldest)
         if self.spool.current_size and self.spool.current_started is not None:
             starts.append(self.spool.current_started)
-        now = self.clock.seconds()
-        last = self.shipping.last_delivery_at
         return Status(
+            now=self.clock.seconds(),
+            started_at=self.started_at,
+            listening=self.listening,
             connections_open=len(self.ingest.receivers),
             waiting_bytes=self.spool.waiting_bytes,
             max_spool_size=self.settings.max_spool_size,
             segments_waiting=self.shipping.segments_waiting,
-            oldest_event_age=max(0.0, now - min(starts)) if starts else 0.0,
-            seconds_since_delivery=None if last is None else now - last,
+            oldest_waiting_since=min(starts) if starts else None,
+            last_event_at=self.ingest.last_event_at,
+            last_delivery_at=self.shipping.last_delivery_at,
             last_attempt_error=self.shipping.last_attempt_error,
             paused_for=frozenset(self.ingest.paused_for),
+            destination=self.uploader.description,
         )
 
 

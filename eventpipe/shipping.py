@@ -228,6 +228,8 @@ class Shipping:
         )
         shipment.result = result
         shipment.rendered = True
+        for reason, count in result.found.items():
+            self.metrics.events_quarantined.labels(quarantine_reason(reason)).inc(count)
         self.spool.rendered_bytes += result.batch_bytes + result.quarantine_bytes
 
     async def _upload(self, shipment: Shipment) -> None:
@@ -293,8 +295,6 @@ class Shipping:
         self.last_delivery_at = self.clock.seconds()
         self.metrics.uploads.labels("success").inc()
         self.metrics.events_delivered.inc(result.events)
-        for reason, count in result.reasons.items():
-            self.metrics.events_quarantined.labels(quarantine_reason(reason)).inc(count)
         if result.repaired:
             log.info(
                 "repaired the element names of {count} events of {name} (--repair-acm-tag-names)",

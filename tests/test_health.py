@@ -11,10 +11,20 @@ import urllib.request
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
+from eventpipe import __version__
 from eventpipe.destinations import UploadError
 from eventpipe.health import health_resource
 from tests.harness import ServiceHarness
-from tests.support import FAST_S3, free_port, make_stream, s3_rig, s3_service, send, wait_for
+from tests.support import (
+    DECLARATION,
+    FAST_S3,
+    free_port,
+    make_stream,
+    s3_rig,
+    s3_service,
+    send,
+    wait_for,
+)
 
 
 def get(resource, path: bytes) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
@@ -37,33 +47,68 @@ class MetricsUnitTests(ServiceHarness):
         service = self.service()
         root = health_resource(service.status, service.metrics)
         receiver, _ = self.connect(service)
-        receiver.dataReceived(make_stream(range(5)) + b"<EVENT><bad></EVENT>")
+        receiver.dataReceived(
+            make_stream(range(5)) + b"GARBAGE " + DECLARATION + b"<EVENT><bad></EVENT>"
+        )
         code, body = get(root, b"metrics")
         text = body.decode()
         self.assertEqual(code, 200)
         self.assertEqual(sample(text, "eventpipe_events_received_total"), 6)
         self.assertEqual(sample(text, "eventpipe_connections_open"), 1)
-        self.assertGreater(sample(text, "eventpipe_spool_bytes_waiting"), 0)
+        self.assertGreater(sample(text, "eventpipe_spool_waiting_bytes"), 0)
+        # Set aside on arrival: counted on arrival.
+        self.assertEqual(
+            sample(text, "eventpipe_events_quarantined_total", '{reason="outside_event"}'), 1
+        )
+        self.assertEqual(
+            sample(text, "eventpipe_last_event_received_timestamp_seconds"), self.clock.seconds()
+        )
+        self.assertEqual(sample(text, "eventpipe_last_delivery_timestamp_seconds"), 0)
         self.clock.advance(30)
         self.assertEqual(
             sample(get(root, b"metrics")[1].decode(), "eventpipe_oldest_event_age_seconds"), 30
         )
-        self.assertEqual(sample(text, "eventpipe_seconds_since_last_upload"), -1)
         self.clock.advance(30)
         text = get(root, b"metrics")[1].decode()
         self.assertEqual(sample(text, "eventpipe_segments_sealed_total", '{trigger="time"}'), 1)
         self.assertEqual(sample(text, "eventpipe_uploads_total", '{result="success"}'), 1)
         self.assertEqual(sample(text, "eventpipe_events_delivered_total"), 5)
+        # Found malformed by the render: counted then.
         self.assertEqual(
             sample(text, "eventpipe_events_quarantined_total", '{reason="malformed"}'), 1
         )
-        self.assertEqual(sample(text, "eventpipe_spool_bytes_waiting"), 0)
+        self.assertEqual(
+            sample(text, "eventpipe_events_quarantined_total", '{reason="outside_event"}'), 1
+        )
+        self.assertEqual(sample(text, "eventpipe_spool_waiting_bytes"), 0)
         self.assertEqual(sample(text, "eventpipe_oldest_event_age_seconds"), 0)
         self.assertEqual(sample(text, "eventpipe_upload_duration_seconds_count"), 1)
         self.assertEqual(sample(text, "eventpipe_ingest_paused"), 0)
+        self.assertEqual(
+            sample(text, "eventpipe_last_delivery_timestamp_seconds"), self.clock.seconds()
+        )
 
-    def test_readiness(self) -> None:
+    def test_conventions(self) -> None:
+        """
+        No _created series; the version in eventpipe_build_info; the
+        process collector; every help text names the metric's own unit.
+        """
         service = self.service()
+        text = get(health_resource(service.status, service.metrics), b"metrics")[1].decode()
+        self.assertNotIn("_created", text)
+        self.assertEqual(sample(text, "eventpipe_build_info", f'{{version="{__version__}"}}'), 1)
+        self.assertIn("process_resident_memory_bytes", text)
+        self.assertNotIn("seconds_since_last_upload", text)
+        for name in re.findall(r"^# HELP (eventpipe_\S+)", text, re.M):
+            if name.endswith("_bytes") or name.endswith("_bytes_total"):
+                self.assertRegex(text, rf"# HELP {name} .*(bytes|Bytes|size)")
+
+    def test_readiness_is_about_taking_events(self) -> None:
+        """
+        An S3 outage leaves the receiver ready (the spool absorbs it) and
+        shows in /status; a full spool makes it unready; so does a stop.
+        """
+        service = self.service(max_spool_size=20_000, max_file_size=5_000)
         root = health_resource(service.status, service.metrics)
         self.assertEqual(get(root, b"healthz"), (200, b"ok\n"))
         self.assertEqual(get(root, b"readyz")[0], 200)
@@ -71,16 +116,30 @@ class MetricsUnitTests(ServiceHarness):
         receiver, _ = self.connect(service)
         receiver.dataReceived(make_stream([1]))
         self.clock.advance(60)
-        code, body = get(root, b"readyz")
-        self.assertEqual(code, 503)
-        self.assertIn("503", json.loads(body)["reason"])
+        self.assertEqual(get(root, b"readyz")[0], 200)
+        status = json.loads(get(root, b"status")[1])
+        self.assertEqual(status["delivery"]["state"], "failing")
+        self.assertIn("503", status["delivery"]["last_error"])
+        self.assertEqual(status["spool"]["segments_waiting"], 1)
+        self.assertTrue(status["ready"])
         text = get(root, b"metrics")[1].decode()
         self.assertEqual(sample(text, "eventpipe_uploads_total", '{result="failure"}'), 1)
         self.assertEqual(sample(text, "eventpipe_upload_retries_total"), 1)
         self.clock.advance(1)
         self.clock.advance(2)
-        self.assertEqual(get(root, b"readyz")[0], 200)
+        status = json.loads(get(root, b"status")[1])
+        self.assertEqual(status["delivery"]["state"], "idle")
         self.assertEqual(self.delivered(), [1])
+        self.uploader.hold = True
+        receiver.dataReceived(make_stream(range(2, 30)))
+        code, body = get(root, b"readyz")
+        self.assertEqual(code, 503)
+        self.assertIn("max-spool-size", json.loads(body)["reason"])
+        self.uploader.release()
+        self.clock.advance(60)
+        self.assertEqual(get(root, b"readyz")[0], 200)
+        service.stopService()
+        self.assertEqual(json.loads(get(root, b"readyz")[1])["reason"], "not listening")
 
 
 class MetricsProcessTests(SynchronousTestCase):
@@ -117,20 +176,61 @@ class MetricsProcessTests(SynchronousTestCase):
         )
         scrape = fetch("/metrics")[1]
         self.assertEqual(sample(scrape, "eventpipe_events_received_total"), 100)
-        self.assertGreater(sample(scrape, "eventpipe_bytes_received_total"), 100_000)
+        self.assertGreater(sample(scrape, "eventpipe_received_bytes_total"), 100_000)
         self.assertEqual(fetch("/readyz")[0], 200)
         cable.unplug()
         send(process.port, make_stream(range(100, 110)))
-        wait_for(lambda: fetch("/readyz")[0] == 503, 20, "readiness to fail")
-        self.assertIn("failed", json.loads(fetch("/readyz")[1])["reason"])
+
+        def failing() -> bool:
+            return bool(json.loads(fetch("/status")[1])["delivery"]["state"] == "failing")
+
+        wait_for(failing, 20, "delivery to fail")
+        outage = fetch("/status")[1]
+        self.assertEqual(fetch("/readyz")[0], 200, "an S3 outage must not take the receiver out")
         self.assertGreater(sample(fetch("/metrics")[1], "eventpipe_upload_retries_total"), 0)
         cable.plug()
-        wait_for(lambda: fetch("/readyz")[0] == 200, 20, "readiness to return")
+        wait_for(lambda: not failing(), 20, "delivery to recover")
         final = fetch("/metrics")[1]
         self.assertEqual(sample(final, "eventpipe_events_delivered_total"), 110)
         with open(os.path.join(workdir, "sample-scrape.txt"), "w") as stream:
             stream.write(final)
+        print("\n/status during the outage:\n" + outage)
         print(
             "\n" + "\n".join(line for line in final.splitlines() if line.startswith("eventpipe_"))
         )
         process.stop()
+
+
+class AlertRuleTests(ServiceHarness):
+    def test_rules_name_real_metrics(self) -> None:
+        """
+        The example alert rules load, and every eventpipe metric they name
+        is one the service exports.
+        """
+        import yaml
+
+        path = os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            "contrib",
+            "prometheus",
+            "eventpipe-alerts.yml",
+        )
+        with open(path) as stream:
+            rules = yaml.safe_load(stream)
+        service = self.service()
+        text = get(health_resource(service.status, service.metrics), b"metrics")[1].decode()
+        exported = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+        named = set()
+        alerts = []
+        for group in rules["groups"]:
+            for rule in group["rules"]:
+                alerts.append(rule["alert"])
+                self.assertIn("summary", rule["annotations"])
+                named.update(re.findall(r"\b(eventpipe_[a-z_]+)", rule["expr"]))
+        self.assertGreaterEqual(
+            set(alerts),
+            {"AcmSilent", "EventpipeDeliveryFailing", "EventpipeSpoolFilling"},
+        )
+        for name in named:
+            family = re.sub(r"_(total|bucket|count|sum)$", "", name)
+            self.assertTrue(name in exported or family in exported, f"{name} is not exported")
