@@ -169,8 +169,8 @@ class Ingest:
         if not recent:
             return
         log.info(
-            "in the last {seconds:.0f} s: {opened} connections opened, {closed} closed, "
-            "{open} open; {events} events, {bytes} bytes spooled",
+            "in the last {seconds:.0f} s: connections opened {opened}, closed {closed}, "
+            "open {open}; events spooled {events}, bytes {bytes}",
             seconds=seconds,
             opened=recent.opened,
             closed=recent.closed,
