@@ -42,11 +42,18 @@ class SnowflakeOptions(SettingsOptions):
         ["stage", None, "acm_events_stage", "External stage on the bucket and prefix."],
         ["pipe", None, "acm_events_pipe", "Snowpipe name."],
         ["file-format", None, None, "File format name (default acm_events_xml or _json)."],
+        ["view", None, "acm_events_typed", "View with the ACM fields typed."],
         [
             "storage-integration",
             None,
-            "<your_storage_integration>",
+            "acm_events_integration",
             "Storage integration the stage uses (no keys in the SQL).",
+        ],
+        [
+            "role-arn",
+            None,
+            "arn:aws:iam::123456789012:role/snowflake-acm-events",
+            "The IAM role the storage integration assumes.",
         ],
     ]
 
@@ -163,10 +170,17 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
             pipe=sub["pipe"],
             file_format=sub["file-format"] or "",
             storage_integration=sub["storage-integration"],
+            view=sub["view"],
+            role_arn=sub["role-arn"],
         )
-        stream.write(
-            snowflake_sql(sub["s3-bucket"], sub["s3-prefix"], sub["format"], sub["compress"], names)
-        )
+        try:
+            sql = snowflake_sql(
+                sub["s3-bucket"], sub["s3-prefix"], sub["format"], sub["compress"], names
+            )
+        except ValueError as error:
+            sys.stderr.write(f"eventpipe: {error}\n")
+            return 1
+        stream.write(sql)
     return 0
 
 

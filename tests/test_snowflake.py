@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from typing import Any
 
 from hypothesis import given, settings
@@ -21,7 +22,16 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from eventpipe.cli import run
 from eventpipe.render import event_to_json, make_parser, render_segment, repair_tag_names
 from eventpipe.spool import Spool
-from tests.support import Twistd, batch_files, make_event, make_stream, read_object, send, wait_for
+from tests.support import (
+    SAMPLE,
+    Twistd,
+    batch_files,
+    make_event,
+    make_stream,
+    read_object,
+    send,
+    wait_for,
+)
 
 SPACED = (
     b"<EVENT><plasectrxPanel date>20250804033640-0500</plasectrxPanel date>"
@@ -30,44 +40,116 @@ SPACED = (
 )
 
 
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "snowflake")
+
+
+def statements(sql: str) -> list[Any]:
+    """Parse generated SQL with sqlglot's Snowflake dialect, strictly."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ErrorLevel
+
+    parsed = []
+    for statement in sqlglot.parse(sql, read="snowflake", error_level=ErrorLevel.RAISE):
+        if statement is None:
+            continue
+        text = statement.sql(dialect="snowflake")
+        pipe = re.search(r"CREATE PIPE .*?\bAS\s+(COPY INTO .*)$", text, re.S)
+        if isinstance(statement, exp.Command) and pipe is not None:
+            # sqlglot keeps CREATE PIPE whole; its COPY must parse on its own.
+            parsed.extend(
+                sqlglot.parse(pipe.group(1), read="snowflake", error_level=ErrorLevel.RAISE)
+            )
+        parsed.append(statement)
+    return parsed
+
+
 class SqlTests(SynchronousTestCase):
     def sql(self, *args: str) -> str:
         out = io.StringIO()
         self.assertEqual(run(["snowflake-sql", *args], out), 0)
         return out.getvalue()
 
-    def test_xml(self) -> None:
-        sql = self.sql("--s3-bucket=acm-events", "--s3-prefix=acm")
-        self.assertIn("TYPE = XML", sql)
-        self.assertIn("STRIP_OUTER_ELEMENT = TRUE", sql)
-        self.assertIn("URL = 's3://acm-events/acm/'", sql)
-        self.assertIn("AUTO_INGEST = TRUE", sql)
+    def test_every_combination_parses(self) -> None:
+        """The SQL for every format and compression parses as Snowflake SQL."""
+        import sqlglot.expressions as exp
+
+        for fmt in ("xml", "json"):
+            for compress in ("none", "gzip"):
+                sql = self.sql(
+                    "--s3-bucket=acm-events",
+                    "--s3-prefix=acm",
+                    f"--format={fmt}",
+                    f"--compress={compress}",
+                )
+                parsed = statements(sql)
+                kinds = [type(p).__name__ for p in parsed]
+                self.assertGreaterEqual(kinds.count("Create"), 5, (fmt, compress, kinds))
+                self.assertEqual(len([p for p in parsed if isinstance(p, exp.Copy)]), 2)
+                pattern = re.findall(r"PATTERN = '([^']+)'", sql)[0]
+                key = "2025/07/29/20250729_161500_gw1_000042." + fmt
+                key += ".gz" if compress == "gzip" else ""
+                self.assertTrue(re.fullmatch(pattern, key), (pattern, key))
+                self.assertFalse(re.fullmatch(pattern, "quarantine/" + key))
+
+    def test_golden(self) -> None:
+        """The default output, for each format, as reviewed."""
+        for fmt in ("xml", "json"):
+            sql = self.sql("--s3-bucket=acm-events", "--s3-prefix=acm", f"--format={fmt}")
+            path = os.path.join(GOLDEN, f"setup-{fmt}.sql")
+            if os.environ.get("EVENTPIPE_REGENERATE_GOLDEN"):
+                with open(path, "w") as stream:
+                    stream.write(sql)
+            with open(path) as stream:
+                self.assertEqual(sql, stream.read(), f"{path} (EVENTPIPE_REGENERATE_GOLDEN=1)")
+
+    def test_values_kept_as_sent(self) -> None:
+        """
+        XML keeps padding and leading zeros (PRESERVE_SPACE,
+        DISABLE_AUTO_CONVERT); the pipe stamps rows with the scan time, as
+        Snowflake advises for Snowpipe, not CURRENT_TIMESTAMP().
+        """
+        sql = self.sql("--s3-bucket=acm-events")
+        self.assertIn("PRESERVE_SPACE = TRUE", sql)
+        self.assertIn("DISABLE_AUTO_CONVERT = TRUE", sql)
+        self.assertIn("METADATA$START_SCAN_TIME", sql)
+        self.assertNotIn("CURRENT_TIMESTAMP", sql)
         self.assertIn("METADATA$FILENAME", sql)
         self.assertIn("METADATA$FILE_ROW_NUMBER", sql)
-        self.assertIn("VARIANT", sql)
-        self.assertIn("STORAGE_INTEGRATION = <your_storage_integration>", sql)
-        for field in ("plasectrxEventname", "plasectrxRecdateUTC", "plasectrxIsAlarm"):
-            self.assertIn(field, sql)
-        pattern = re.search(r"PATTERN = '([^']+)'", sql)
-        assert pattern is not None
-        self.assertTrue(re.fullmatch(pattern.group(1), "2025/07/29/20250729_161500_gw1_000042.xml"))
-        self.assertFalse(
-            re.fullmatch(pattern.group(1), "quarantine/2025/07/29/20250729_161500_gw1_000042.txt")
-        )
+        self.assertIn("CREATE STORAGE INTEGRATION IF NOT EXISTS acm_events_integration", sql)
+        self.assertIn("DESC INTEGRATION acm_events_integration;", sql)
+        self.assertIn("SHOW PIPES LIKE 'acm_events_pipe';", sql)
+        self.assertIn("ALTER PIPE acm_events_pipe REFRESH;", sql)
+        self.assertIn('"Name": "suffix", "Value": ".xml"', sql)
         self.assertNotRegex(sql, r"(?i)aws_secret|credentials\s*=")
 
     def test_json_gzip_from_environment(self) -> None:
-        os.environ.setdefault("S3_BUCKET", "")
         self.patch(
             os, "environ", {"S3_BUCKET": "b", "OUTPUT_FORMAT": "json", "EVENTPIPE_COMPRESS": "gzip"}
         )
         sql = self.sql()
         self.assertIn("TYPE = JSON", sql)
         self.assertIn("COMPRESSION = GZIP", sql)
-        self.assertIn("event:EVENT:plasectrxEventname", sql)
-        pattern = re.search(r"PATTERN = '([^']+)'", sql)
-        assert pattern is not None
-        self.assertTrue(re.fullmatch(pattern.group(1), "2025/07/29/x_gw1_000001.json.gz"))
+        self.assertIn("event:EVENT:plasectrxCardno::STRING AS card_number", sql)
+        self.assertIn('"Name": "suffix", "Value": ".json.gz"', sql)
+
+    def test_names_checked(self) -> None:
+        """A name that is not an identifier is refused with one line."""
+        for args in (
+            ["--table=my table"],
+            ["--stage=x;DROP TABLE y"],
+            ["--pipe=1pipe"],
+            ["--storage-integration=<your_storage_integration>"],
+            ["--role-arn=not-an-arn"],
+        ):
+            stderr = io.StringIO()
+            self.patch(sys, "stderr", stderr)
+            self.assertEqual(run(["snowflake-sql", *args], io.StringIO()), 1)
+            self.assertEqual(stderr.getvalue().count("\n"), 1, stderr.getvalue())
+            self.assertIn(args[0].split("=")[0], stderr.getvalue())
+        self.assertIn(
+            "CREATE TABLE IF NOT EXISTS acm.raw.events (", self.sql("--table=acm.raw.events")
+        )
 
     def test_usage_errors(self) -> None:
         self.assertEqual(run([]), 1)
@@ -260,6 +342,52 @@ class RealEngineTests(SynchronousTestCase):
     def test_duckdb_json_lines_gzip(self) -> None:
         outbox = self.run_service("--format=json", "--compress=gzip")
         self.check_rows(self.duckdb_rows(outbox, ".json.gz"))
+
+    def test_duckdb_typed_view(self) -> None:
+        """
+        The typed view's logic, run as the equivalent DuckDB query over real
+        JSON batches: every ACM field it names is there, text keeps its
+        padding, times and flags come out typed.
+        """
+        import datetime
+
+        import duckdb
+
+        from eventpipe.snowflake import FIELDS
+
+        outbox = self.run_service("--format=json")
+        files = [p for p in batch_files(outbox) if p.endswith(".json")]
+        duck = {
+            "text": "{v}",
+            "utc": "try_strptime({v}, '%Y%m%d%H%M%SZ')",
+            "number": "TRY_CAST(trim({v}) AS DECIMAL(18, 0))",
+            "flag": "({v} = '1')",
+        }
+        columns = ", ".join(
+            duck[kind].format(v=f"json_extract_string(line, '$.EVENT.{field}')") + f" AS {name}"
+            for name, field, kind in FIELDS
+        )
+        connection = duckdb.connect()
+        cursor = connection.execute(
+            f"SELECT {columns} FROM read_json_objects(?, format='newline_delimited') AS t(line) "
+            "WHERE json_extract_string(line, '$.EVENT.cn') LIKE 'e%' ORDER BY 1",
+            [files],
+        )
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        self.assertEqual(len(rows), 25)
+        for name, _, _ in FIELDS:
+            self.assertTrue(any(row[name] is not None for row in rows), f"{name} is never set")
+        first = rows[0]
+        self.assertEqual(first["card_number"], "         8339220")
+        self.assertEqual(first["point_address"], "       651")
+        self.assertEqual(first["recorded_utc"], datetime.datetime(2025, 8, 4, 8, 36, 40))
+        self.assertIs(first["is_alarm"], False)
+        self.assertEqual(first["priority"], 50)
+        self.assertEqual(first["first_name"], "J\u00fcrgen")
+        with open(SAMPLE, "rb") as stream:
+            alarms = stream.read().count(b"<plasectrxIsAlarm>1</plasectrxIsAlarm>")
+        self.assertEqual(sum(1 for row in rows if row["is_alarm"] is True), alarms)
 
     def test_xml_batches_parse(self) -> None:
         outbox = self.run_service()
