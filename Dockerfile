@@ -1,0 +1,37 @@
+# eventpipe in a container:
+#
+#   docker build -t eventpipe .
+#   docker run -d --name eventpipe --stop-timeout 45 -p 8080:8080 -p 9100:9100 \
+#       -v eventpipe-spool:/var/lib/eventpipe --env-file eventpipe.env eventpipe
+#
+# The spool is a volume: what it holds survives the container and ships at
+# the next start.  --stop-timeout must exceed --shutdown-timeout (30 s) so a
+# stop can ship the last batch.
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /build
+COPY pyproject.toml setup.cfg README.rst LICENSE ./
+COPY eventpipe ./eventpipe
+COPY twisted ./twisted
+RUN pip install --no-cache-dir . \
+    && rm -rf /build \
+    && useradd --system --uid 10001 --user-group --home-dir /var/lib/eventpipe --create-home eventpipe \
+    && chmod 0700 /var/lib/eventpipe
+
+USER 10001:10001
+WORKDIR /var/lib/eventpipe
+ENV EVENTPIPE_SPOOL_DIR=/var/lib/eventpipe/spool \
+    EVENTPIPE_METRICS=tcp:9100
+VOLUME ["/var/lib/eventpipe"]
+EXPOSE 8080 9100
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9100/healthz', timeout=4)"]
+
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["twistd", "--nodaemon", "--pidfile=", "--logger=eventpipe.logs.json", "eventpipe"]

