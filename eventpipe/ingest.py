@@ -24,7 +24,7 @@ from eventpipe.framing import Rejected
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics, quarantine_reason
 from eventpipe.protocol import EventReceiver, Source
-from eventpipe.records import encode_event, encode_rejected
+from eventpipe.records import encode_context, encode_event, encode_rejected
 from eventpipe.settings import Settings
 from eventpipe.spool import Spool, SpoolWriteError, disk_reserve, runs_within
 
@@ -36,6 +36,11 @@ DISK_CHECK_BYTES = 256 * 1024
 # Pieces set aside from one connection that are logged one by one.
 LOGGED_PIECES = 3
 LOW_WATER = 0.9
+
+# Kinds of the records ingest writes.
+_OTHER, _EVENT, _CONTEXT = 0, 1, 2
+# About the size of a context record, when none is at hand to measure.
+_CONTEXT_SIZE = 128
 
 # Why reading is paused.
 SPOOL_FULL = "spool full"
@@ -89,8 +94,11 @@ class Ingest:
         self.receivers: set[EventReceiver] = set()
         self.datagram_ports: list[Any] = []
         self.paused_for: set[str] = set()
-        # Encoded records the disk refused, each with whether it is an event.
-        self._unwritten: list[tuple[bytes, bool]] = []
+        # Encoded records the disk refused, each with its kind.
+        self._unwritten: list[tuple[bytes, int]] = []
+        # The context (sender, listener, second) last written to the current
+        # segment: a new one is written when it changes.
+        self._context: tuple[str, str, int] | None = None
         self._disk_retry: IDelayedCall | None = None
         self._unchecked_bytes = 0
         self._all_gone: list[Deferred[None]] = []
@@ -213,30 +221,48 @@ class Ingest:
                     if source.rejected_pieces == LOGGED_PIECES
                     else "",
                 )
-        records = [(encode_event(event), True) for event in events]
-        records.extend((encode_rejected(piece), False) for piece in rejected)
+        now = self.clock.seconds()
+        context = (source.peer, source.listener, int(now))
+        records: list[tuple[bytes, int]] = []
+        if context != self._context or not self.spool.current_size:
+            records.append((encode_context(now, source.peer, source.listener), _CONTEXT))
+            self._context = context
+        records.extend((encode_event(event), _EVENT) for event in events)
+        records.extend((encode_rejected(piece), _OTHER) for piece in rejected)
         if self._unwritten:
             self._unwritten.extend(records)
         else:
             self._write(records)
 
-    def _write(self, records: list[tuple[bytes, bool]]) -> bool:
+    def _write(self, records: list[tuple[bytes, int]]) -> bool:
         """
         Append records, sealing before the one that would take the segment
         past max-file-size (so a segment passes it by one record at most,
-        and only when that record alone is larger).
+        and only when that record alone is larger).  A segment begun by a
+        seal here starts with the context of what follows.
         """
+        latest = [len(record) for record, kind in records if kind == _CONTEXT]
         runs = runs_within(
-            [len(record) for record, _ in records], self.spool.current_size, self.max_file_size
+            [len(record) for record, _ in records],
+            self.spool.current_size,
+            self.max_file_size,
+            headers=[kind == _CONTEXT for _, kind in records],
+            restart=latest[-1] if latest else _CONTEXT_SIZE,
         )
         start = 0
+        context: tuple[bytes, int] | None = None
         for number, length in enumerate(runs):
+            run = records[start : start + length]
+            for record in run:
+                if record[1] == _CONTEXT:
+                    context = record
             if number:
                 self._on_segment_full()
-            run = records[start : start + length]
+                if context is not None and run and run[0][1] != _CONTEXT:
+                    run = [context, *run]
             if not run:
                 continue
-            events = sum(1 for _, is_event in run if is_event)
+            events = sum(1 for _, kind in run if kind == _EVENT)
             try:
                 written = self.spool.append_records([record for record, _ in run], events)
             except SpoolWriteError as error:
@@ -255,7 +281,7 @@ class Ingest:
         self.update_backpressure(check_disk=self._unchecked_bytes >= DISK_CHECK_BYTES)
         return True
 
-    def _refused(self, error: SpoolWriteError, records: list[tuple[bytes, bool]]) -> None:
+    def _refused(self, error: SpoolWriteError, records: list[tuple[bytes, int]]) -> None:
         """Keep them, first in line; stop reading until the disk accepts writes."""
         self._unwritten[:0] = records
         if DISK_REFUSED not in self.paused_for:
@@ -288,7 +314,7 @@ class Ingest:
         if self._disk_retry is None or not self._disk_retry.active():
             return 0
         self._disk_retry.cancel()
-        lost = sum(1 for _, is_event in self._unwritten if is_event)
+        lost = sum(1 for _, kind in self._unwritten if kind == _EVENT)
         log.error(
             "stopping while the spool refuses writes: {count} events read but not written",
             count=lost,

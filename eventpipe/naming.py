@@ -93,7 +93,7 @@ def object_key(name: str, extension: str, prefix: str = "") -> str:
 
 def quarantine_key(name: str, prefix: str = "") -> str:
     """The key of the quarantine object made from the segment C{name}."""
-    return object_key(name, ".txt", normalize_prefix(prefix) + QUARANTINE)
+    return object_key(name, ".jsonl", normalize_prefix(prefix) + QUARANTINE)
 
 
 def extension(fmt: str, compress: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -28,6 +28,7 @@ class Source(TypingProtocol):
     """Where events came from: a connection, or one datagram."""
 
     peer: str
+    listener: str
     rejected_bytes: int
     rejected_pieces: int
 
@@ -59,6 +60,7 @@ class EventReceiver(Protocol, TimeoutMixin):
         self.sink = sink
         self.framer = EventFramer(sink.event_tag, sink.max_event_size)
         self.peer = "?"
+        self.listener = "?"
         self.rejected_bytes = 0
         self.rejected_pieces = 0
         self.cut = False
@@ -69,6 +71,7 @@ class EventReceiver(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.peer = describe(self.transport.getPeer())  # type: ignore[union-attr]
+        self.listener = listener_of(self.transport)
         if not self.sink.connection_made(self):
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
@@ -122,8 +125,9 @@ class EventReceiverFactory(Factory):
 class _Datagram:
     """One datagram, as a source of events."""
 
-    def __init__(self, peer: str) -> None:
+    def __init__(self, peer: str, listener: str) -> None:
         self.peer = peer
+        self.listener = listener
         self.rejected_bytes = 0
         self.rejected_pieces = 0
 
@@ -152,4 +156,16 @@ class DatagramReceiver(DatagramProtocol):
         events, rejected = framer.feed(datagram)
         rejected += framer.close()
         if events or rejected:
-            self.sink.store(_Datagram(f"udp {host}:{port}"), events, rejected)
+            self.sink.store(
+                _Datagram(f"{host}:{port}", listener_of(self.transport)), events, rejected
+            )
+
+
+def listener_of(transport: Any) -> str:
+    """Which listener a transport came through: C{tcp 0.0.0.0:8080}, C{tls ...}, C{udp ...}."""
+    try:
+        host = transport.getHost()
+    except Exception:
+        return "?"
+    kind = "tls" if ISSLTransport.providedBy(transport) else str(getattr(host, "type", "?")).lower()
+    return f"{kind} {describe(host)}"

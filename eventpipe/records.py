@@ -3,8 +3,11 @@ The spool's record codec: how events and set-aside pieces are written to a
 segment file, and read back.
 
 A record is a header of 18 bytes -- its kind (C{E} for an event, C{Q} for
-bytes set aside by the framer), the payload length and its CRC-32, each as 8
-hex digits, and a newline -- then the payload and a newline.  A record that
+bytes set aside by the framer, C{C} for the context of what follows: when it
+arrived, from which sender, on which listener), the payload length and its
+CRC-32, each as 8 hex digits, and a newline -- then the payload and a
+newline.  A reader that meets no context record (a spool written by an
+earlier release) knows no sender.  A record that
 was only partly written when the process died (a torn record) fails the
 length or CRC check; the reader hands it over as torn so that it is
 quarantined, never delivered as an event.
@@ -14,16 +17,18 @@ Pure: bytes and file objects only.
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from eventpipe.framing import Rejected
 
 KIND_EVENT = b"E"
 KIND_REJECTED = b"Q"
 KIND_TORN = b"T"
+KIND_CONTEXT = b"C"
 
 _HEADER = 18
 _TORN_CHUNK = 1 << 20
@@ -48,6 +53,24 @@ def encode_event(event: bytes) -> bytes:
 def encode_rejected(rejected: Rejected) -> bytes:
     payload = rejected.reason.encode("utf-8").replace(b"\n", b" ") + b"\n" + rejected.data
     return b"Q%08x%08x\n%b\n" % (len(payload), zlib.crc32(payload), payload)
+
+
+def encode_context(received: float, sender: str, listener: str) -> bytes:
+    """Where and when the records that follow (until the next context) came from."""
+    payload = json.dumps(
+        {"received": round(received, 3), "sender": sender, "listener": listener},
+        separators=(",", ":"),
+    ).encode("utf-8")
+    return b"C%08x%08x\n%b\n" % (len(payload), zlib.crc32(payload), payload)
+
+
+def decode_context(record: Record) -> dict[str, Any]:
+    """The fields of a context record (empty if it is damaged)."""
+    try:
+        value = json.loads(record.data)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def read_records(stream: BinaryIO) -> Iterator[Record]:
@@ -77,7 +100,7 @@ def _parse(header: bytes, stream: BinaryIO) -> tuple[Record | None, bytes]:
     if len(header) != _HEADER or header[17:18] != b"\n":
         return None, b""
     kind = header[:1]
-    if kind not in (KIND_EVENT, KIND_REJECTED):
+    if kind not in (KIND_EVENT, KIND_REJECTED, KIND_CONTEXT):
         return None, b""
     try:
         length = int(header[1:9], 16)

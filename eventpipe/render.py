@@ -15,9 +15,9 @@ XML batch::
 
 JSON Lines batch: one object per event per line, see L{event_to_json}.
 
-Quarantine file: for every piece set aside, a header line
-C{# eventpipe quarantine: <reason> (<n> bytes)} followed by exactly C{n}
-raw bytes, unchanged, and a newline.
+Quarantine file: JSON Lines, one object for every piece set aside, with when
+it arrived, its sender and listener, the reason, and its bytes unchanged
+(text, or base64 when they are not UTF-8); see L{quarantine_entry}.
 
 Every event is parsed with lxml (the ElementTree API) with entity
 resolution, DTD loading and network access off.  An event that does not
@@ -27,19 +27,21 @@ parser's message; its neighbours are delivered.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from lxml import etree
 
 from eventpipe.naming import FORMATS
-from eventpipe.records import KIND_EVENT, KIND_TORN, read_records
+from eventpipe.records import KIND_CONTEXT, KIND_EVENT, KIND_TORN, decode_context, read_records
 
 XML_HEADER = b'<?xml version="1.0" encoding="UTF-8"?>\n<EVENTS>\n'
 XML_FOOTER = b"</EVENTS>\n"
@@ -155,12 +157,30 @@ class _Output:
             pass
 
 
-def quarantine_entry(reason: str, data: bytes) -> bytes:
-    return b"# eventpipe quarantine: %s (%d bytes)\n%b\n" % (
-        reason.encode("utf-8", "replace"),
-        len(data),
-        data,
-    )
+def quarantine_entry(reason: str, data: bytes, context: dict[str, Any] | None = None) -> bytes:
+    """
+    One line of the quarantine object (JSON Lines): when the piece arrived
+    (UTC), who sent it on which listener, why it was set aside, and its bytes
+    -- as text when they are UTF-8, in base64 otherwise.
+    """
+    context = context or {}
+    received = context.get("received")
+    entry: dict[str, Any] = {
+        "received": _iso(received) if isinstance(received, (int, float)) else None,
+        "sender": context.get("sender"),
+        "listener": context.get("listener"),
+        "reason": reason,
+        "size": len(data),
+    }
+    try:
+        entry["text"] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        entry["base64"] = base64.b64encode(data).decode("ascii")
+    return json.dumps(entry, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def _iso(stamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp % 1 * 1000):03d}Z"
 
 
 # ACM's administrator guide prints three element names with a space in them
@@ -205,11 +225,14 @@ def render_segment(
     batch = _Output(batch_path, compress, header)
     quarantine = _Output(quarantine_path, "none")
     events: list[bytes] = []
+    # Where and when each pending event came from (see KIND_CONTEXT).
+    contexts: list[dict[str, Any]] = []
+    context: dict[str, Any] = {}
     size = 0
 
     def flush() -> None:
-        for data, (reason, rendered) in zip(
-            events, _render_events(events, parser, fmt, event_tag), strict=True
+        for data, where, (reason, rendered) in zip(
+            events, contexts, _render_events(events, parser, fmt, event_tag), strict=True
         ):
             if reason is not None and repair:
                 repaired, changes = repair_tag_names(data)
@@ -223,22 +246,27 @@ def render_segment(
                 result.events += 1
             else:
                 result.note(reason)
-                quarantine.write(quarantine_entry(reason, data))
+                quarantine.write(quarantine_entry(reason, data, where))
         events.clear()
+        contexts.clear()
 
     try:
         with open(segment_path, "rb", buffering=1 << 16) as stream:
             for record in read_records(stream):
                 if record.kind == KIND_EVENT:
                     events.append(record.data)
+                    contexts.append(context)
                     size += len(record.data)
                     if len(events) >= CHUNK_EVENTS or size >= CHUNK_BYTES:
                         flush()
                         size = 0
                     continue
+                if record.kind == KIND_CONTEXT:
+                    context = decode_context(record)
+                    continue
                 # Set aside by the framer (KIND_REJECTED) or torn (KIND_TORN).
                 result.note(record.reason, found=record.kind == KIND_TORN)
-                quarantine.write(quarantine_entry(record.reason, record.data))
+                quarantine.write(quarantine_entry(record.reason, record.data, context))
             flush()
         result.batch_bytes, result.batch_sha256 = batch.finish(footer)
         result.quarantine_bytes, result.quarantine_sha256 = quarantine.finish()

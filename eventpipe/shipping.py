@@ -249,7 +249,7 @@ class Shipping:
                     path=shipment.quarantine_path,
                     key=quarantine_key(segment.name, self.settings.prefix),
                     sha256=result.quarantine_sha256,
-                    content_type="text/plain; charset=utf-8",
+                    content_type="application/x-ndjson",
                     metadata=dict(metadata, items=str(result.quarantined)),
                 )
             )

@@ -111,8 +111,12 @@ def view_columns(fmt: str) -> list[str]:
 
 
 def batch_pattern(fmt: str, compress: str) -> str:
-    """The keys of batches (never quarantine objects), relative to the stage."""
-    return r"[0-9]{4}/[0-9]{2}/[0-9]{2}/[^/]+[.]" + fmt + ("[.]gz" if compress == "gzip" else "")
+    """
+    The keys of batches, never quarantine objects (those end in C{.jsonl}).
+    The leading C{.*} makes it match whether Snowflake applies it to the
+    path below the stage (Snowpipe) or to a longer one.
+    """
+    return r".*[0-9]{4}/[0-9]{2}/[0-9]{2}/[^/]+[.]" + fmt + ("[.]gz" if compress == "gzip" else "")
 
 
 def snowflake_sql(
@@ -284,6 +288,44 @@ SELECT
   file_name,
   loaded_at
 FROM {names.table};
+
+-- 7. What was set aside, for investigations: {QUARANTINE} holds JSON Lines, one
+--    piece a line, with when it arrived, the sender and the listener, the
+--    reason, and its bytes (as text, or base64 when they are not UTF-8).
+--    Load them when needed (the pipe above never does):
+CREATE FILE FORMAT IF NOT EXISTS {names.rejected_table}_json
+  TYPE = JSON
+  COMPRESSION = NONE;
+
+CREATE TABLE IF NOT EXISTS {names.rejected_table} (
+  received TIMESTAMP_NTZ,
+  sender STRING,
+  listener STRING,
+  reason STRING,
+  size NUMBER,
+  content_text STRING,
+  content_base64 STRING,
+  file_name STRING,
+  loaded_at TIMESTAMP_LTZ
+);
+
+COPY INTO {names.rejected_table}
+  (received, sender, listener, reason, size, content_text, content_base64, file_name, loaded_at)
+FROM (
+  SELECT
+    TRY_TO_TIMESTAMP_NTZ($1:received::STRING, 'YYYY-MM-DD"T"HH24:MI:SS.FF3"Z"'),
+    $1:sender::STRING,
+    $1:listener::STRING,
+    $1:reason::STRING,
+    $1:size::NUMBER,
+    $1:text::STRING,
+    $1:base64::STRING,
+    METADATA$FILENAME,
+    METADATA$START_SCAN_TIME
+  FROM @{names.stage}
+)
+FILE_FORMAT = (FORMAT_NAME = {names.rejected_table}_json)
+PATTERN = {_literal(".*" + QUARANTINE + r"[0-9]{4}/[0-9]{2}/[0-9]{2}/[^/]+[.]jsonl")};
 
 -- Example: the last alarms.
 SELECT recorded_utc, event_name, panel, source, card_number, last_name, first_name

@@ -476,23 +476,37 @@ class Spool:
             self._fd = None
 
 
-def runs_within(sizes: list[int], used: int, limit: int) -> list[int]:
+def runs_within(
+    sizes: list[int], used: int, limit: int, headers: list[bool] | None = None, restart: int = 0
+) -> list[int]:
     """
     Where to cut a sequence of records so that no segment passes C{limit}
     bytes, except by one record that is larger than the limit on its own.
 
     @param sizes: the records' sizes, in order.
     @param used: bytes already in the current segment.
+    @param headers: which records belong to the record after them (a cut
+        never falls between the two).
+    @param restart: bytes a new segment starts with (a header written again).
     @return: the length of each run: the first goes into the current
         segment (it may be 0: seal first), each next one into a new segment.
     """
     runs = [0]
-    for size in sizes:
-        if used and used + size > limit:
-            runs.append(0)
-            used = 0
+    waiting = waiting_size = 0
+    for index, size in enumerate(sizes):
+        if headers is not None and headers[index]:
+            runs[-1] += 1
+            waiting += 1
+            waiting_size += size
+            continue
+        if used and used + waiting_size + size > limit:
+            # Cut before this record and the headers just before it.
+            runs[-1] -= waiting
+            runs.append(waiting)
+            used = 0 if waiting else restart
         runs[-1] += 1
-        used += size
+        used += waiting_size + size
+        waiting = waiting_size = 0
     return runs
 
 

@@ -282,6 +282,37 @@ def batch_files(outbox: str) -> list[str]:
     return sorted(found)
 
 
+def quarantine_entries(data: bytes) -> list[dict[str, object]]:
+    """
+    The entries of a quarantine object (JSON Lines), each with its bytes
+    decoded under C{"bytes"}.
+    """
+    import base64
+
+    entries = []
+    for line in read_object(data).decode("utf-8").splitlines():
+        entry = json.loads(line)
+        if "text" in entry:
+            entry["bytes"] = entry["text"].encode("utf-8")
+        else:
+            entry["bytes"] = base64.b64decode(entry["base64"])
+        entries.append(entry)
+    return entries
+
+
+def quarantined(outbox: str) -> list[dict[str, object]]:
+    """Every quarantine entry in an outbox."""
+    return [e for path in quarantine_files(outbox) for e in quarantine_entries(read_object(path))]
+
+
+def quarantined_text(entries: list[dict[str, object]]) -> bytes:
+    """Reasons and bytes of quarantine entries, one after the other, to search in."""
+    return b"".join(
+        str(e["reason"]).encode("utf-8") + b"\n" + e["bytes"] + b"\n"  # type: ignore[operator]
+        for e in entries
+    )
+
+
 def quarantine_files(outbox: str) -> list[str]:
     return sorted(
         path

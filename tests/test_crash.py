@@ -29,6 +29,7 @@ from tests.support import (
     make_stream,
     numbers_in_objects,
     peak_rss_mib,
+    quarantine_entries,
     read_object,
     s3_objects,
     s3_rig,
@@ -37,7 +38,7 @@ from tests.support import (
 )
 
 _NUMBER = re.compile(rb"<cn>n(\d{12})</cn>")
-TORN = b"torn record: the process stopped in the middle of writing it"
+TORN = "torn record: the process stopped in the middle of writing it"
 
 
 def spooled(spool: str) -> set[int]:
@@ -171,8 +172,8 @@ class KillTests(SynchronousTestCase):
         for key, data in objects.items():
             body = read_object(data)
             if "quarantine/" in key:
-                reasons = re.findall(rb"# eventpipe quarantine: ([^(]+)", body)
-                self.assertEqual({r.strip() for r in reasons} - {TORN}, set(), key)
+                reasons = [str(e["reason"]) for e in quarantine_entries(body)]
+                self.assertEqual(set(reasons) - {TORN}, set(), key)
                 torn += len(reasons)
                 continue
             for n in _NUMBER.findall(body):

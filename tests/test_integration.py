@@ -21,6 +21,8 @@ from tests.support import (
     make_event,
     make_stream,
     quarantine_files,
+    quarantined,
+    quarantined_text,
     read_object,
     send,
     wait_for,
@@ -106,11 +108,17 @@ class EndToEndTests(ProcessTestCase):
         wait_for(lambda: quarantine_files(self.outbox(process)), 20, "a quarantine object")
         wait_for(lambda: len(delivered_numbers(self.outbox(process))) == 2, 20, "the good events")
         self.assertExactlyOnce(process, [1, 2])
-        quarantined = b"".join(read_object(p) for p in quarantine_files(self.outbox(process)))
-        self.assertIn(b"<EVENT><plasectrxCardno>1</plasectrxcardno></EVENT>", quarantined)
-        self.assertIn(b"not well-formed", quarantined)
-        self.assertIn(b"GARBAGE", quarantined)
+        entries = quarantined(self.outbox(process))
+        text = quarantined_text(entries)
+        self.assertIn(b"<EVENT><plasectrxCardno>1</plasectrxcardno></EVENT>", text)
+        self.assertIn(b"not well-formed", text)
+        self.assertIn(b"GARBAGE", text)
         self.assertIn("quarantined", process.log())
+        # For forensics: when, from whom, on which listener.
+        for entry in entries:
+            self.assertRegex(str(entry["sender"]), r"^127\.0\.0\.1:\d+$")
+            self.assertEqual(entry["listener"], f"tcp 127.0.0.1:{process.port}")
+            self.assertRegex(str(entry["received"]), r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
     def test_declared_encodings(self) -> None:
         """

@@ -21,7 +21,7 @@ class NamingTests(SynchronousTestCase):
         )
         self.assertEqual(
             quarantine_key(name, "acm/"),
-            "acm/quarantine/2025/07/29/20250729_161500_gw1_000042.txt",
+            "acm/quarantine/2025/07/29/20250729_161500_gw1_000042.jsonl",
         )
         self.assertEqual(sequence_of(name), 42)
         self.assertEqual(sequence_of(segment_name(0, "a-b.c", 1234567)), 1234567)

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from eventpipe.framing import Rejected
 from eventpipe.render import _render_event, event_to_json, make_parser, render_segment
 from eventpipe.spool import Spool
-from tests.support import make_event, numbers_in_xml_batch
+from tests.support import make_event, numbers_in_xml_batch, quarantine_entries
 
 
 class RenderTests(SynchronousTestCase):
@@ -67,14 +67,21 @@ class RenderTests(SynchronousTestCase):
         result, batch, quarantine = self.render(path)
         self.assertEqual(numbers_in_xml_batch(batch), [0, 1])
         self.assertEqual(result.quarantined, 6)
+        entries = quarantine_entries(quarantine)
+        self.assertEqual(len(entries), 6)
+        pieces = [e["bytes"] for e in entries]
         for piece in bad:
-            self.assertIn(b"\n" + piece + b"\n", quarantine)
-        self.assertIn(b"not well-formed XML", quarantine)
+            self.assertIn(piece, pieces)
+        reasons = [str(e["reason"]) for e in entries]
+        self.assertTrue(any(r.startswith("not well-formed XML") for r in reasons))
         self.assertIn(
-            b"# eventpipe quarantine: bytes outside any <EVENT> document (4 bytes)\njunk\n",
-            quarantine,
+            {"reason": "bytes outside any <EVENT> document", "size": 4, "text": "junk"},
+            [{k: e[k] for k in ("reason", "size", "text") if k in e} for e in entries],
         )
-        self.assertIn(b"torn record", quarantine)
+        self.assertTrue(any(r.startswith("torn record") for r in reasons))
+        # Not UTF-8: in base64, byte for byte.
+        [binary] = [e for e in entries if e["bytes"] == b"<EVENT>\xff\xfe</EVENT>"]
+        self.assertIn("base64", binary)
 
     def test_only_bad(self) -> None:
         """No batch file when no event is good."""
@@ -174,3 +181,40 @@ class EncodingTests(SynchronousTestCase):
             self.assertNotIn("ISO-8859-1", text)
         with open(os.path.join(directory, "batch.xml"), "rb") as stream:
             self.assertIn("<EVENT><n>5 €</n></EVENT>\n", stream.read().decode("utf-8"))
+
+
+class ForensicsTests(SynchronousTestCase):
+    def test_quarantine_says_who_and_when(self) -> None:
+        """
+        Each quarantined piece carries the context of the read it came in:
+        time, sender, listener; pieces of a spool without contexts say null.
+        """
+        from eventpipe.records import encode_context, encode_event, encode_rejected
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        segment = os.path.join(directory, "segment")
+        with open(segment, "wb") as stream:
+            stream.write(encode_event(b"<EVENT><a></EVENT>"))
+            stream.write(encode_context(1753805700.25, "10.0.0.7:5123", "tcp 0.0.0.0:8080"))
+            stream.write(encode_event(make_event(1)))
+            stream.write(encode_event(b"<EVENT><b></EVENT>"))
+            stream.write(encode_context(1753805702.0, "10.0.0.8:6000", "udp 0.0.0.0:5140"))
+            stream.write(
+                encode_rejected(Rejected("bytes outside any <EVENT> document", b"\xff\x00"))
+            )
+        batch, quarantine = segment + ".xml", segment + ".q"
+        result = render_segment(segment, batch, quarantine)
+        self.assertEqual((result.events, result.quarantined), (1, 3))
+        with open(quarantine, "rb") as stream:
+            entries = quarantine_entries(stream.read())
+        by_bytes = {e["bytes"]: e for e in entries}
+        before = by_bytes[b"<EVENT><a></EVENT>"]
+        self.assertEqual((before["sender"], before["received"]), (None, None))
+        malformed = by_bytes[b"<EVENT><b></EVENT>"]
+        self.assertEqual(malformed["sender"], "10.0.0.7:5123")
+        self.assertEqual(malformed["listener"], "tcp 0.0.0.0:8080")
+        self.assertEqual(malformed["received"], "2025-07-29T16:15:00.250Z")
+        outside = by_bytes[b"\xff\x00"]
+        self.assertEqual(outside["listener"], "udp 0.0.0.0:5140")
+        self.assertEqual(outside["base64"], "/wA=")

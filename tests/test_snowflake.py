@@ -85,12 +85,21 @@ class SqlTests(SynchronousTestCase):
                 parsed = statements(sql)
                 kinds = [type(p).__name__ for p in parsed]
                 self.assertGreaterEqual(kinds.count("Create"), 5, (fmt, compress, kinds))
-                self.assertEqual(len([p for p in parsed if isinstance(p, exp.Copy)]), 2)
+                self.assertEqual(len([p for p in parsed if isinstance(p, exp.Copy)]), 3)
                 pattern = re.findall(r"PATTERN = '([^']+)'", sql)[0]
                 key = "2025/07/29/20250729_161500_gw1_000042." + fmt
                 key += ".gz" if compress == "gzip" else ""
-                self.assertTrue(re.fullmatch(pattern, key), (pattern, key))
-                self.assertFalse(re.fullmatch(pattern, "quarantine/" + key))
+                for where in ("", "acm/"):
+                    self.assertTrue(re.fullmatch(pattern, where + key), (pattern, key))
+                    quarantine = where + "quarantine/" + key.split(".")[0] + ".jsonl"
+                    self.assertFalse(re.fullmatch(pattern, quarantine), quarantine)
+                rejected = re.findall(r"PATTERN = '([^']+)'", sql)[-1]
+                self.assertTrue(
+                    re.fullmatch(
+                        rejected, "acm/quarantine/2025/07/29/20250729_161500_gw1_000042.jsonl"
+                    )
+                )
+                self.assertFalse(re.fullmatch(rejected, "acm/" + key))
 
     def test_golden(self) -> None:
         """The default output, for each format, as reviewed."""

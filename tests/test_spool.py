@@ -314,3 +314,25 @@ class SpoolTests(SynchronousTestCase):
 def _what(fd: int) -> str:
     """The name of the file an open descriptor refers to."""
     return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+
+
+class RunsTests(SynchronousTestCase):
+    def test_cuts(self) -> None:
+        """
+        Cut before the record that would pass the limit; a record larger
+        than the limit stands alone; a header never leaves the record after
+        it; a new segment counts the header written again.
+        """
+        from eventpipe.spool import runs_within
+
+        self.assertEqual(runs_within([40, 40, 40], 0, 100), [2, 1])
+        self.assertEqual(runs_within([40, 40], 70, 100), [0, 2])
+        self.assertEqual(runs_within([500, 10], 0, 100), [1, 1])
+        self.assertEqual(runs_within([], 50, 100), [0])
+        headers = [True, False, False, True, False]
+        self.assertEqual(runs_within([10, 40, 40, 10, 40], 0, 100, headers, 10), [3, 2])
+        self.assertEqual(
+            runs_within([10, 40, 40, 40], 0, 100, [True, False, False, False], 10), [3, 1]
+        )
+        self.assertEqual(runs_within([10, 45, 45], 0, 100, [True, False, False], 10), [3])
+        self.assertEqual(runs_within([10, 45, 46], 0, 100, [True, False, False], 10), [2, 1])

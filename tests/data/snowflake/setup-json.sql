@@ -98,7 +98,7 @@ FROM (
   FROM @acm_events_stage
 )
 FILE_FORMAT = (FORMAT_NAME = acm_events_json)
-PATTERN = '[0-9]{4}/[0-9]{2}/[0-9]{2}/[^/]+[.]json';
+PATTERN = '.*[0-9]{4}/[0-9]{2}/[0-9]{2}/[^/]+[.]json';
 
 -- 4. Tell the pipe about new batches: its SQS queue is the notification_channel
 --    column of
@@ -122,7 +122,7 @@ FROM (
   FROM @acm_events_stage
 )
 FILE_FORMAT = (FORMAT_NAME = acm_events_json)
-PATTERN = '2025/07/[0-9]{2}/[^/]+[.]json';
+PATTERN = '.*2025/07/[0-9]{2}/[^/]+[.]json';
 
 -- 6. The ACM fields, typed.  Text stays text (card numbers keep their padding);
 --    times are ACM's UTC stamps.
@@ -152,6 +152,44 @@ SELECT
   file_name,
   loaded_at
 FROM acm_events;
+
+-- 7. What was set aside, for investigations: quarantine/ holds JSON Lines, one
+--    piece a line, with when it arrived, the sender and the listener, the
+--    reason, and its bytes (as text, or base64 when they are not UTF-8).
+--    Load them when needed (the pipe above never does):
+CREATE FILE FORMAT IF NOT EXISTS acm_events_rejected_json
+  TYPE = JSON
+  COMPRESSION = NONE;
+
+CREATE TABLE IF NOT EXISTS acm_events_rejected (
+  received TIMESTAMP_NTZ,
+  sender STRING,
+  listener STRING,
+  reason STRING,
+  size NUMBER,
+  content_text STRING,
+  content_base64 STRING,
+  file_name STRING,
+  loaded_at TIMESTAMP_LTZ
+);
+
+COPY INTO acm_events_rejected
+  (received, sender, listener, reason, size, content_text, content_base64, file_name, loaded_at)
+FROM (
+  SELECT
+    TRY_TO_TIMESTAMP_NTZ($1:received::STRING, 'YYYY-MM-DD"T"HH24:MI:SS.FF3"Z"'),
+    $1:sender::STRING,
+    $1:listener::STRING,
+    $1:reason::STRING,
+    $1:size::NUMBER,
+    $1:text::STRING,
+    $1:base64::STRING,
+    METADATA$FILENAME,
+    METADATA$START_SCAN_TIME
+  FROM @acm_events_stage
+)
+FILE_FORMAT = (FORMAT_NAME = acm_events_rejected_json)
+PATTERN = '.*quarantine/[0-9]{4}/[0-9]{2}/[0-9]{2}/[^/]+[.]jsonl';
 
 -- Example: the last alarms.
 SELECT recorded_utc, event_name, panel, source, card_number, last_name, first_name
