@@ -18,7 +18,10 @@ WORKDIR /build
 COPY pyproject.toml setup.cfg README.rst LICENSE ./
 COPY eventpipe ./eventpipe
 COPY twisted ./twisted
+# The plugin cache is written here, as root: at run time twistd then finds
+# its plugins without importing every one of them (and their TLS libraries).
 RUN pip install --no-cache-dir . \
+    && python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))" \
     && rm -rf /build \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/eventpipe --create-home eventpipe \
     && chmod 0700 /var/lib/eventpipe

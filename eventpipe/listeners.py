@@ -18,13 +18,42 @@ from eventpipe.protocol import DatagramReceiver
 LISTEN_BACKLOG = 1024
 
 
-def with_backlog(description: str) -> str:
+def listening_service(
+    description: str, factory: Any, reactor: Any, backlog: int | None = None
+) -> Service:
+    """
+    A service that listens on a server endpoint string.  Plain TCP goes
+    straight to the reactor, without Twisted's endpoints module (it would
+    load pyOpenSSL and cryptography in a process that has no TLS listener);
+    anything else (ssl:, mtls:, unix:, systemd:, ...) through strports.
+
+    @param backlog: for TCP when the description sets none.
+    """
+    from twisted.application.internet import TCPServer
+
+    from eventpipe.options import parse_tcp
+
+    tcp = parse_tcp(description)
+    if tcp is not None:
+        port, interface, given = tcp
+        chosen = given if given is not None else backlog if backlog is not None else 50
+        return TCPServer(  # type: ignore[no-any-return]
+            port, factory, backlog=chosen, interface=interface, reactor=reactor
+        )
+    from twisted.application import strports
+
+    if backlog is not None:
+        description = with_backlog(description, backlog)
+    return strports.service(description, factory, reactor)  # type: ignore[no-any-return]
+
+
+def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
     """
     ACM may open a connection per event: give plain TCP listeners a large
     backlog unless the description sets one.
     """
     if re.match(r"^(tcp6?|ssl|mtls):", description) and "backlog=" not in description:
-        return f"{description}:backlog={LISTEN_BACKLOG}"
+        return f"{description}:backlog={backlog}"
     return description
 
 

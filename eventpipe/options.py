@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from eventpipe.naming import (
@@ -125,7 +124,8 @@ def _text(text: str) -> str:
 
 def _endpoint(text: str) -> str:
     try:
-        parse_endpoint(text)
+        if parse_tcp(text) is None:
+            parse_endpoint(text)
     except Exception:
         raise ValueError(text) from None
     return text
@@ -542,6 +542,7 @@ class Options(SettingsOptions):
     def postOptions(self) -> None:
         super().postOptions()
         self._listen()
+        tls_free(self["listen"] + ([self["metrics"]] if self["metrics"] else []))
         self._allow()
         self._listen_udp()
         self["repair-acm-tag-names"] = self.flag(
@@ -618,6 +619,61 @@ def _choices_of(name: str) -> str:
     return "one of " + ", ".join(choices) if choices else "a value"
 
 
+_TCP_KEYS = frozenset({"port", "interface", "backlog"})
+
+
+def parse_tcp(description: str) -> tuple[int, str, int | None] | None:
+    """
+    A plain C{tcp:} description (C{tcp:8080}, C{tcp:port=8080:interface=::1},
+    C{backlog=}), read without importing Twisted's endpoints module (which
+    loads pyOpenSSL and cryptography: ~19 MiB a process that has no TLS
+    listener does not need).
+
+    @return: (port, interface, backlog or None), or None when the
+        description is not plain TCP.
+    @raise ValueError: it is TCP but does not parse.
+    """
+    kind, _, rest = description.partition(":")
+    if kind not in ("tcp", "tcp6") or "\\" in rest:
+        return None
+    fields: dict[str, str] = {}
+    for number, part in enumerate(rest.split(":") if rest else []):
+        key, equals, value = part.partition("=")
+        if not equals:
+            if number:
+                raise ValueError(f"unexpected {part!r}")
+            key, value = "port", part
+        if key not in _TCP_KEYS or key in fields:
+            raise ValueError(f"unknown or repeated {key!r}")
+        fields[key] = value
+    port = fields.get("port", "")
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"port {port!r}")
+    backlog = fields.get("backlog")
+    if backlog is not None and not backlog.isdigit():
+        raise ValueError(f"backlog {backlog!r}")
+    interface = fields.get("interface", "::" if kind == "tcp6" else "")
+    return int(port), interface, int(backlog) if backlog is not None else None
+
+
+def tls_free(descriptions: Sequence[str]) -> bool:
+    """
+    When every listener is plain TCP, keep pyOpenSSL (and cryptography,
+    ~19 MiB together) out of this process: Twisted's reactor and endpoints
+    load it when it can be imported, and run without it when it cannot.
+    Called before twistd imports the reactor; where pyOpenSSL is loaded
+    already (or a listener uses TLS) nothing changes.
+
+    @return: whether pyOpenSSL is kept out.
+    """
+    if any(parse_tcp(description) is None for description in descriptions):
+        return False
+    if "OpenSSL" in sys.modules and sys.modules["OpenSSL"] is not None:
+        return False
+    sys.modules["OpenSSL"] = None  # type: ignore[assignment]
+    return True
+
+
 def parse_endpoint(description: str) -> Any:
     """
     Parse a server endpoint string without listening: building an endpoint
@@ -627,6 +683,8 @@ def parse_endpoint(description: str) -> Any:
     @raise Exception: it does not parse (whatever the parser raised).
     @return: the endpoint (not listening).
     """
+    from twisted.internet.endpoints import serverFromString
+
     return serverFromString(None, description)  # type: ignore[arg-type]
 
 
@@ -637,7 +695,8 @@ def check_endpoint(description: str, source: str = "--listen") -> None:
     @raise usage.UsageError: it does not parse.
     """
     try:
-        parse_endpoint(description)
+        if parse_tcp(description) is None:
+            parse_endpoint(description)
     except Exception as error:
         raise usage.UsageError(
             f"{source}: invalid endpoint {description!r} ({error or type(error).__name__})"

@@ -10,7 +10,6 @@ import os
 import sys
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import IService
 
 from eventpipe.options import Options
@@ -33,7 +32,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from eventpipe.destinations import IUploader
     from eventpipe.destinations.outbox import LocalDirectoryUploader
     from eventpipe.destinations.s3 import S3Uploader
-    from eventpipe.listeners import DatagramService, Listener, with_backlog
+    from eventpipe.listeners import (
+        LISTEN_BACKLOG,
+        DatagramService,
+        Listener,
+        listening_service,
+    )
     from eventpipe.naming import extension
     from eventpipe.protocol import EventReceiverFactory
     from eventpipe.service import EventpipeService, StopOnHangup
@@ -94,7 +98,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     factory = EventReceiverFactory(service.ingest)
     for description in options["listen"]:
-        inner = strports.service(with_backlog(description), factory, reactor)
+        inner = listening_service(description, factory, reactor, LISTEN_BACKLOG)
         service.add_listener(Listener(description, inner))
     for interface, port in options["listen-udp"]:
         service.add_listener(DatagramService(reactor, service.ingest, interface, port))
@@ -102,6 +106,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from eventpipe.health import health_site
 
         site = health_site(service.status, service.metrics)
-        service.add_support(strports.service(options["metrics"], site, reactor))
+        service.add_support(listening_service(options["metrics"], site, reactor))
     service.add_support(StopOnHangup(reactor))
     return service

@@ -111,3 +111,36 @@ class PluginTests(SynchronousTestCase):
         for name, *_ in PARAMETERS:
             self.assertIn(f"--{name}=", help_text)
         self.assertIn("--listen=", help_text)
+
+
+class TlsLibraryTests(SynchronousTestCase):
+    """pyOpenSSL and cryptography load only where a listener uses TLS."""
+
+    def loaded(self, *args: str) -> tuple[bool, float]:
+        """Start a real twistd; whether it mapped cryptography, and its RSS in MiB."""
+        from tests.support import Twistd, peak_rss_mib
+
+        process = Twistd(self.mktemp(), list(args))
+        self.addCleanup(process.cleanup)
+        process.start()
+        assert process.process is not None
+        with open(f"/proc/{process.process.pid}/maps") as stream:
+            maps = stream.read()
+        rss = peak_rss_mib(process.process.pid)
+        process.stop()
+        return "cryptography" in maps or "OpenSSL" in maps, rss
+
+    def test_plain_tcp_without_tls_libraries(self) -> None:
+        from tests.support import free_port, make_certificate
+
+        plain, plain_rss = self.loaded()
+        self.assertFalse(plain)
+        key, certificate = make_certificate(os.path.abspath(self.mktemp()))
+        port = free_port()
+        tls, tls_rss = self.loaded(
+            f"--listen=ssl:{port}:privateKey={key}:certKey={certificate}:interface=127.0.0.1"
+        )
+        self.assertTrue(tls)
+        print(
+            f"\n    peak RSS: plain TCP {plain_rss:.1f} MiB, with a TLS listener {tls_rss:.1f} MiB"
+        )

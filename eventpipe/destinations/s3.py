@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -110,6 +111,11 @@ class S3Uploader:
     @property
     def client(self) -> Any:
         if self._client is None:
+            # botocore asks urllib3's pyOpenSSL shim only for the standard
+            # library's SSLContext, which it takes directly when the shim is
+            # missing: skip the shim, and ~19 MiB of pyOpenSSL and
+            # cryptography with it.
+            sys.modules.setdefault("urllib3.contrib.pyopenssl", None)  # type: ignore[arg-type]
             import boto3
             from botocore.config import Config
 
