@@ -67,6 +67,12 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=r,
         )
+        self.reactor_lag = Histogram(
+            "eventpipe_reactor_lag_seconds",
+            "How late a timer that should fire every 0.1 s fires: the reactor's stalls.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
         self.events_delivered = Counter(
             "eventpipe_events_delivered", "Events delivered in batches.", registry=r
         )

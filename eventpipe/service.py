@@ -46,6 +46,8 @@ CLOSE_TIMEOUT = 2.0
 POOL_STOP_TIMEOUT = 2.0
 # Seconds between two summaries of ingest in the log.
 SUMMARY_INTERVAL = 60.0
+# Seconds between two looks at the reactor's lateness.
+LAG_INTERVAL = 0.1
 
 
 class EventpipeService(Service):
@@ -106,6 +108,9 @@ class EventpipeService(Service):
         self.listeners: list[IService] = []
         self._summary = LoopingCall(self.ingest.log_summary)
         self._summary.clock = clock
+        self._lag = LoopingCall(self._measure_lag)
+        self._lag.clock = clock
+        self._lag_due = 0.0
         self.started_at = clock.seconds()
         self.listening = False
         self.support: list[IService] = []
@@ -157,9 +162,18 @@ class EventpipeService(Service):
         self._summary.start(SUMMARY_INTERVAL, now=False).addErrback(
             lambda failure: log.failure("the ingest summary stopped", failure)
         )
+        self._lag_due = self.clock.seconds() + LAG_INTERVAL
+        self._lag.start(LAG_INTERVAL, now=False).addErrback(
+            lambda failure: log.failure("the reactor lag measure stopped", failure)
+        )
         for service in (*self.listeners, *self.support):
             service.startService()
         self.listening = True
+
+    def _measure_lag(self) -> None:
+        now = self.clock.seconds()
+        self.metrics.reactor_lag.observe(max(0.0, now - self._lag_due))
+        self._lag_due = now + LAG_INTERVAL
 
     def _destination_unusable(self, failure: Any) -> None:
         error = failure.value
@@ -184,8 +198,9 @@ class EventpipeService(Service):
         self.listening = False
         await _all(service.stopService for service in self.listeners)
         await maybeDeferred(self.rotation.stop)
-        if self._summary.running:
-            self._summary.stop()
+        for loop in (self._summary, self._lag):
+            if loop.running:
+                loop.stop()
         await self.ingest.close_connections(min(CLOSE_TIMEOUT, self.settings.shutdown_timeout))
         unwritten = self.ingest.flush()
         self.ingest.log_summary()

@@ -234,3 +234,18 @@ class AlertRuleTests(ServiceHarness):
         for name in named:
             family = re.sub(r"_(total|bucket|count|sum)$", "", name)
             self.assertTrue(name in exported or family in exported, f"{name} is not exported")
+
+
+class ReactorLagTests(ServiceHarness):
+    def test_lag_histogram(self) -> None:
+        """A timer that fires late is counted in eventpipe_reactor_lag_seconds."""
+        service = self.service()
+        root = health_resource(service.status, service.metrics)
+        for _ in range(10):
+            self.clock.advance(0.1)
+        self.clock.advance(0.35)  # the reactor was busy: 0.25 s late
+        text = get(root, b"metrics")[1].decode()
+        self.assertEqual(sample(text, "eventpipe_reactor_lag_seconds_count"), 11)
+        self.assertEqual(sample(text, "eventpipe_reactor_lag_seconds_bucket", '{le="0.001"}'), 10)
+        self.assertEqual(sample(text, "eventpipe_reactor_lag_seconds_bucket", '{le="0.1"}'), 10)
+        self.assertEqual(sample(text, "eventpipe_reactor_lag_seconds_bucket", '{le="0.25"}'), 11)
