@@ -8,16 +8,18 @@ segment goes straight to shipping.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics
 from eventpipe.settings import Settings
-from eventpipe.spool import Segment, Spool
+from eventpipe.spool import Detached, Segment, Spool
+from eventpipe.threads import BlockingWork
 
 log = Logger()
 
@@ -30,6 +32,9 @@ class Shipper(Protocol):
 
 class Rotation:
     """
+    @param sealer: where the slow part of a seal runs (flushes, the
+        sequence file, the rename): one thread, so that the reactor never
+        waits on a disk flush and sequence numbers follow the seals' order.
     @param before_check: called at every check before the rotation
         conditions are looked at (the ingest looks at free space again).
     """
@@ -41,6 +46,7 @@ class Rotation:
         settings: Settings,
         metrics: Metrics,
         shipper: Shipper,
+        sealer: BlockingWork,
         before_check: Callable[[], None] = lambda: None,
     ) -> None:
         self.spool = spool
@@ -48,10 +54,15 @@ class Rotation:
         self.settings = settings
         self.metrics = metrics
         self.shipper = shipper
+        self.sealer = sealer
         self._before_check = before_check
         self._timer = TimerService(settings.check_interval, self.check)
         self._timer.clock = clock
         self.segments_sealed = 0
+        # Seals being finished in the sealer, and ones whose finish failed
+        # (tried again at every check).
+        self._in_flight: set[Deferred[Any]] = set()
+        self._unfinished: list[tuple[Detached, str]] = []
 
     def start(self) -> None:
         self._timer.startService()
@@ -71,6 +82,9 @@ class Rotation:
             self._before_check()
         except Exception:
             log.failure("looking at the spool's free space failed")
+        unfinished, self._unfinished = self._unfinished, []
+        for detached, trigger in unfinished:
+            self._finish(detached, trigger)
         if self.spool.current_size >= self.settings.max_file_size:
             self.seal_full()
         elif (
@@ -97,15 +111,47 @@ class Rotation:
         except Exception:
             log.failure("sealing failed; the segment grows on, the timer tries again")
 
-    def seal(self, trigger: str) -> Segment | None:
+    def seal(self, trigger: str) -> None:
         """
-        Seal the current segment (if it holds anything) and ship it.
+        Set the current segment aside at once (new appends go to a new one),
+        finish sealing it in the sealer, then ship it.
 
-        @raise OSError: the spool could not seal; the segment stays current.
+        @raise OSError: it could not be set aside; it stays current.
         """
-        segment = self.spool.seal()
-        if segment is None:
-            return None
+        detached = self.spool.detach()
+        if detached is not None:
+            self._finish(detached, trigger)
+
+    def _finish(self, detached: Detached, trigger: str) -> None:
+        d = self.sealer.run(self.spool.finish, detached)
+        self._in_flight.add(d)
+
+        def done(result: object) -> object:
+            self._in_flight.discard(d)
+            return result
+
+        d.addBoth(done)
+        d.addCallbacks(
+            lambda segment: self._sealed(segment, trigger),
+            lambda failure: self._not_sealed(failure, detached, trigger),
+        )
+        d.addErrback(lambda failure: log.failure("after sealing", failure))
+
+    def _not_sealed(self, failure: Failure, detached: Detached, trigger: str) -> None:
+        self._unfinished.append((detached, trigger))
+        error = failure.value
+        log.error(
+            "sealing {path} failed: {error}; trying again at the next check "
+            "(and at the next start)",
+            path=detached.path,
+            error=getattr(error, "strerror", None) or str(error),
+        )
+
+    def wait(self) -> Deferred[Any]:
+        """Fires when every seal in flight has finished (at stop)."""
+        return DeferredList(list(self._in_flight), consumeErrors=True)
+
+    def _sealed(self, segment: Segment, trigger: str) -> None:
         self.segments_sealed += 1
         self.metrics.segments_sealed.labels(trigger).inc()
         log.info(
@@ -124,4 +170,3 @@ class Rotation:
                 error=self.spool.sync_error.strerror or str(self.spool.sync_error),
             )
         self.shipper.ship(segment)
-        return segment

@@ -53,6 +53,8 @@ LAG_INTERVAL = 0.1
 class EventpipeService(Service):
     """
     @param render: where segments are rendered (a one-thread pool).
+    @param sealer: where seals are finished and delivered segments removed
+        (a one-thread pool: the reactor never waits on a disk flush).
     @param jitter: the retry backoff's jitter source (tests pass 0).
     """
 
@@ -66,6 +68,7 @@ class EventpipeService(Service):
         clock: IReactorTime,
         render: BlockingWork,
         metrics: Metrics | None = None,
+        sealer: BlockingWork | None = None,
         jitter: Callable[[], float] = random.random,
         announcement: str = "",
     ) -> None:
@@ -75,6 +78,7 @@ class EventpipeService(Service):
         self.uploader = uploader
         self.clock = clock
         self.render = render
+        self.sealer = sealer if sealer is not None else render
         self.metrics = metrics if metrics is not None else Metrics()
         self.admission = Admission(clock, self.metrics, settings.allow, settings.max_connections)
         self.shipping = Shipping(
@@ -85,6 +89,7 @@ class EventpipeService(Service):
             render.run,
             self.metrics,
             jitter=jitter,
+            sealer=self.sealer.run,
             on_delivered=lambda: self.ingest.update_backpressure(),
         )
         self.rotation = Rotation(
@@ -93,6 +98,7 @@ class EventpipeService(Service):
             settings,
             self.metrics,
             self.shipping,
+            self.sealer,
             # Space may have come back from outside: look again.
             before_check=lambda: self.ingest.update_backpressure(),
         )
@@ -151,6 +157,7 @@ class EventpipeService(Service):
                 size=sum(segment.size for segment in segments),
             )
         self.render.start()
+        self.sealer.start()
         self.uploader.start()
         self.uploader.check().addCallbacks(
             lambda where: log.info("destination {where} is reachable", where=where),
@@ -208,9 +215,12 @@ class EventpipeService(Service):
             self.rotation.seal("shutdown")
         except Exception:
             log.failure("sealing at shutdown failed; the current segment stays in the spool")
+        await self.rotation.wait()
         await Deferred.fromCoroutine(self.shipping.drain(max(0.0, deadline - self.clock.seconds())))
         await self.uploader.stop()
         await self.render.stop(POOL_STOP_TIMEOUT)
+        if self.sealer is not self.render:
+            await self.sealer.stop(POOL_STOP_TIMEOUT)
         self.spool.close()
         self._report_left(unwritten)
         await _all(service.stopService for service in self.support)

@@ -85,12 +85,15 @@ class Shipping:
         metrics: Metrics,
         jitter: Callable[[], float] = random.random,
         on_delivered: Callable[[], None] = lambda: None,
+        sealer: RunInThread | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.uploader = uploader
         self.clock = clock
         self.render_in_thread = render_in_thread
+        # Removing and renaming segments: in the thread that seals.
+        self.in_sealer = sealer if sealer is not None else render_in_thread
         self.metrics = metrics
         self._on_delivered = on_delivered
         self.shipments: dict[str, Shipment] = {}
@@ -188,17 +191,18 @@ class Shipping:
         try:
             await self._upload(shipment)
         except KeyConflict as conflict:
-            self._renumber(shipment, conflict)
+            await self._renumber(shipment, conflict)
             await self._upload(shipment)
         # The reset: a failure here is retried like any other (the upload is
         # found already done next time).
-        self.spool.delete(shipment.segment)
+        segment = shipment.segment
+        self.spool.forget(segment, await self.in_sealer(self.spool.remove, segment))
         self.metrics.upload_seconds.observe(self.clock.seconds() - began)
         return attempt
 
-    def _renumber(self, shipment: Shipment, conflict: KeyConflict) -> None:
+    async def _renumber(self, shipment: Shipment, conflict: KeyConflict) -> None:
         old = shipment.segment
-        new = self.spool.renumber(old)
+        new = await self.in_sealer(self.spool.renumber, old)
         shipment.segment = new
         self.shipments.pop(old.name, None)
         self.shipments[new.name] = shipment

@@ -4,6 +4,7 @@ The spool: events on local disk, between the socket and the destination.
 Layout of the spool directory::
 
     current              the segment being appended to
+    sealing/<ms>-<n><ext> segments set aside to be sealed (off the reactor)
     sealed/<name><ext>   sealed segments; <name> and <ext> fix the object key
     rendered/            batch files being made from sealed segments
     sequence             the next sequence number (never reused)
@@ -21,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -50,6 +52,20 @@ class SpoolWriteError(Exception):
     def __init__(self, error: OSError) -> None:
         super().__init__(f"cannot write to the spool: {error.strerror or error}")
         self.error = error
+
+
+@dataclass(frozen=True)
+class Detached:
+    """A segment set aside to be sealed: it takes no more appends."""
+
+    path: str
+    size: int
+    # When its first event was appended, and when the seal was decided
+    # (which names it).
+    started: float
+    stamp: float
+    events: int | None
+    extension: str
 
 
 @dataclass(frozen=True)
@@ -190,9 +206,11 @@ class Spool:
         self.current_path = os.path.join(directory, "current")
         self.sealed_dir = os.path.join(directory, "sealed")
         self.rendered_dir = os.path.join(directory, "rendered")
+        self.sealing_dir = os.path.join(directory, "sealing")
         self._sequence_path = os.path.join(directory, "sequence")
-        for path in (directory, self.sealed_dir, self.rendered_dir):
+        for path in (directory, self.sealed_dir, self.rendered_dir, self.sealing_dir):
             private_makedirs(path)
+        self._detached = 0
         self._fd: int | None = None
         self.current_size = 0
         self.current_events = 0
@@ -220,6 +238,10 @@ class Spool:
         segments = self.sealed()
         if segments:
             self._next_sequence = max(self._next_sequence, segments[-1].sequence + 1)
+        for name in sorted(os.listdir(self.sealing_dir)):
+            detached = self._found_detached(name)
+            if detached is not None:
+                self.finish(detached)
         if os.path.exists(self.current_path):
             stat = os.stat(self.current_path)
             if stat.st_nlink > 1 or not stat.st_size:
@@ -229,10 +251,24 @@ class Spool:
             else:
                 self.current_size = stat.st_size
                 self.current_started = self._now()
-                self._seal_file()
+                self.seal()
         segments = self.sealed()
         self.sealed_bytes = sum(segment.size for segment in segments)
         return segments
+
+    def _found_detached(self, name: str) -> Detached | None:
+        """A segment set aside by an earlier life that did not finish sealing it."""
+        path = os.path.join(self.sealing_dir, name)
+        match = re.match(r"^(\d+)-\d+((?:\.xml|\.json)(?:\.gz)?)$", name)
+        stat = os.stat(path)
+        if match is None:
+            return None
+        if stat.st_nlink > 1 or not stat.st_size:
+            # Sealed already (died between link and unlink), or empty.
+            os.unlink(path)
+            return None
+        stamp = int(match.group(1)) / 1000
+        return Detached(path, stat.st_size, stamp, stamp, None, match.group(2))
 
     def sealed(self) -> list[Segment]:
         """The sealed segments on disk, oldest (lowest sequence) first."""
@@ -332,42 +368,72 @@ class Spool:
 
     def seal(self) -> Segment | None:
         """
-        Seal the current segment: an atomic rename that fixes its name (and
-        so its object key).  An empty segment is never sealed.
-
-        In order: the segment's data reaches the disk, then the sequence
-        counter, then the rename (which never replaces a file), then the
-        directories.
+        Seal the current segment here and now: L{detach}, then L{finish}.
+        An empty segment is never sealed.
 
         @return: the sealed segment, or None when there was nothing to seal.
-        @raise OSError: the data, the sequence file or the rename could not
-            be written; the current segment stays as it was.
+        @raise OSError: see L{detach} and L{finish}.
+        """
+        detached = self.detach()
+        return None if detached is None else self.finish(detached)
+
+    def detach(self) -> Detached | None:
+        """
+        The part of a seal that must happen at once, on the reactor: the
+        current segment takes no more appends and moves to C{sealing/} (a
+        rename: nothing is flushed here), and a new one begins.  Its bytes
+        still count as waiting.
+
+        @return: what to L{finish}, or None when there was nothing to seal.
+        @raise OSError: the rename failed; the current segment stays as it
+            was (its file is opened again at the next append).
         """
         if self.current_size == 0:
             return None
         if self._fd is not None:
-            if self.fsync != "never":
-                _fsync_file(self._fd)
             os.close(self._fd)
             self._fd = None
-        return self._seal_file()
-
-    def _seal_file(self) -> Segment:
         stamp = self._now()
-        name, path = self._move_to_free_name(self.current_path, stamp, self.extension)
-        segment = Segment(
-            name,
+        self._detached += 1
+        path = os.path.join(
+            self.sealing_dir, f"{int(stamp * 1000):015d}-{self._detached:06d}{self.extension}"
+        )
+        os.rename(self.current_path, path)
+        detached = Detached(
             path,
             self.current_size,
             self.current_started or stamp,
+            stamp,
             self.current_events,
             self.extension,
         )
-        self.sealed_bytes += segment.size
+        self.sealed_bytes += detached.size
         self.current_size = 0
         self.current_events = 0
         self.current_started = None
         self._current_born = None
+        return detached
+
+    def finish(self, detached: Detached) -> Segment:
+        """
+        The slow part of a seal, for a thread (one at a time: it hands out
+        sequence numbers).  In order: the segment's data reaches the disk,
+        then the sequence counter, then the rename into C{sealed/} (which
+        never replaces a file, and fixes the segment's name and key), then
+        the directories.  A failure to flush the directories is kept in
+        C{sync_error}: the segment is sealed all the same.
+
+        @raise OSError: the data, the sequence file or the rename could not
+            be written; the segment stays in C{sealing/} (sealed at the
+            next start if not before).
+        """
+        if self.fsync != "never":
+            fd = os.open(detached.path, os.O_RDONLY)
+            try:
+                _fsync_file(fd)
+            finally:
+                os.close(fd)
+        name, path = self._move_to_free_name(detached.path, detached.stamp, detached.extension)
         self.sync_error = None
         if self.fsync != "never":
             try:
@@ -375,7 +441,9 @@ class Spool:
                 fsync_directory(self.directory)
             except OSError as error:
                 self.sync_error = error
-        return segment
+        return Segment(
+            name, path, detached.size, detached.started, detached.events, detached.extension
+        )
 
     def renumber(self, segment: Segment) -> Segment:
         """
@@ -440,15 +508,25 @@ class Spool:
         return os.path.join(self.rendered_dir, segment.name + suffix)
 
     def delete(self, segment: Segment) -> None:
+        """Forget a delivered segment (the "reset"): L{remove}, then L{forget}."""
+        self.forget(segment, self.remove(segment))
+
+    @staticmethod
+    def remove(segment: Segment) -> bool:
         """
-        Forget a delivered segment (the "reset"): remove it and whatever was
-        rendered from it.
+        Remove a delivered segment's file (for a thread).
+
+        @return: whether it was there.
         """
         try:
             os.unlink(segment.path)
         except FileNotFoundError:
-            pass
-        else:
+            return False
+        return True
+
+    def forget(self, segment: Segment, removed: bool) -> None:
+        """Account for a removed segment (on the reactor, like every count)."""
+        if removed:
             self.sealed_bytes -= segment.size
 
     def free_bytes(self) -> int:

@@ -93,8 +93,15 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             reactor, options["outbox"], threads=options["upload-concurrency"]
         )
     render = ThreadedWork(reactor, reactor, 1, "eventpipe-render")
+    sealer = ThreadedWork(reactor, reactor, 1, "eventpipe-seal")
     service = EventpipeService(
-        settings, spool, uploader, reactor, render, announcement=options.summary()
+        settings,
+        spool,
+        uploader,
+        reactor,
+        render,
+        sealer=sealer,
+        announcement=options.summary(),
     )
     factory = EventReceiverFactory(service.ingest)
     for description in options["listen"]:

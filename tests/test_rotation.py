@@ -59,12 +59,12 @@ class RotationTests(ServiceHarness):
             calls.append(1)
             raise errors[len(calls) - 1]
 
-        self.patch(service.spool, "seal", broken)
+        self.patch(service.spool, "detach", broken)
         self.clock.advance(60)
         self.clock.advance(10)
         self.assertEqual(len(calls), 2)
         # A disk error is one log line; anything unexpected is logged whole.
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        self.patch(service.spool, "seal", Spool.seal.__get__(service.spool))
+        self.patch(service.spool, "detach", Spool.detach.__get__(service.spool))
         self.clock.advance(10)
         self.assertEqual(self.delivered(), [1])

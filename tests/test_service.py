@@ -121,7 +121,7 @@ class FakeClockTests(ServiceHarness):
         def broken() -> None:
             raise OSError(5, "Input/output error")
 
-        self.patch(service.spool, "seal", broken)
+        self.patch(service.spool, "detach", broken)
         self.successResultOf(service.stopService())
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         self.assertTrue(self.uploader.stopped)
@@ -163,6 +163,7 @@ class RealThreadPoolTests(TestCase):
             LocalDirectoryUploader(reactor, outbox, threads=2, clock=clock),
             clock,
             ThreadedWork(reactor, clock, 1, "test-render"),
+            sealer=ThreadedWork(reactor, clock, 1, "test-seal"),
         )
         service.startService()
         receiver = EventReceiverFactory(service.ingest).buildProtocol(None)

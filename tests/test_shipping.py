@@ -77,15 +77,15 @@ class ShippingTests(ServiceHarness):
         segment goes, and the spool's accounting comes back to zero.
         """
         service = self.service()
-        real_delete = Spool.delete
+        real_remove = Spool.remove
         refusals = [PermissionError(13, "Permission denied")]
 
-        def delete(spool: Spool, segment: Any) -> None:
+        def remove(segment: Any) -> bool:
             if refusals:
                 raise refusals.pop()
-            real_delete(spool, segment)
+            return real_remove(segment)
 
-        self.patch(Spool, "delete", delete)
+        self.patch(service.spool, "remove", remove)
         receiver, _ = self.connect(service)
         receiver.dataReceived(make_stream(range(3)))
         self.clock.advance(60)

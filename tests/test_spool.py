@@ -202,10 +202,12 @@ class SpoolTests(SynchronousTestCase):
         spool.append([b"<EVENT/>"])
         self.assertEqual(calls, [])
         spool.seal()
+        self.assertRegex(calls[0], r"^\d{15}-\d{6}\.xml$", "the set-aside segment first")
+        calls[0] = "segment"
         self.assertEqual(
             calls,
             [
-                "current",
+                "segment",
                 "sequence",
                 "rename",
                 "dir " + spool.sealed_dir,
@@ -336,3 +338,54 @@ class RunsTests(SynchronousTestCase):
         )
         self.assertEqual(runs_within([10, 45, 45], 0, 100, [True, False, False], 10), [3])
         self.assertEqual(runs_within([10, 45, 46], 0, 100, [True, False, False], 10), [2, 1])
+
+
+class DetachTests(SynchronousTestCase):
+    def test_detach_then_finish(self) -> None:
+        """
+        Detaching is immediate and flushes nothing; appends go to a new
+        segment at once; the seal is finished later, in order, under names
+        that follow the order of detaching.
+        """
+        time = FakeTime()
+        flushed: list[int] = []
+        self.patch(spool_module, "_fsync_file", flushed.append)
+        spool = Spool(self.mktemp(), "gw1", time, "seal", monotonic=time)
+        spool.append([b"<EVENT>1</EVENT>"])
+        first = spool.detach()
+        spool.append([b"<EVENT>2</EVENT>"])
+        second = spool.detach()
+        assert first is not None and second is not None
+        self.assertEqual(flushed, [])
+        self.assertEqual(spool.current_size, 0)
+        self.assertEqual(spool.waiting_bytes, first.size + second.size)
+        self.assertEqual(os.listdir(spool.sealed_dir), [])
+        a, b = spool.finish(first), spool.finish(second)
+        self.assertEqual((a.sequence, b.sequence), (0, 1))
+        self.assertEqual(os.listdir(spool.sealing_dir), [])
+        self.assertEqual(records(b.path), [(KIND_EVENT, b"<EVENT>2</EVENT>", "")])
+
+    def test_unfinished_seal_recovered(self) -> None:
+        """
+        A segment set aside but not sealed when the process died is sealed
+        at the next start, after the counter is raised above sealed names,
+        before a leftover current segment, with the time it was set aside.
+        """
+        time = FakeTime()
+        directory = self.mktemp()
+        spool = Spool(directory, "gw1", time, "never", monotonic=time)
+        spool.append([b"<EVENT>old</EVENT>"])
+        spool.seal()
+        spool.append([b"<EVENT>detached</EVENT>"])
+        spool.detach()
+        spool.append([b"<EVENT>current</EVENT>"])
+        spool.close()
+        time.now += 3600
+        segments = Spool(directory, "gw1", time, "never", monotonic=time).recover()
+        self.assertEqual([s.sequence for s in segments], [0, 1, 2])
+        self.assertEqual(
+            [records(s.path)[0][1] for s in segments],
+            [b"<EVENT>old</EVENT>", b"<EVENT>detached</EVENT>", b"<EVENT>current</EVENT>"],
+        )
+        self.assertEqual(segments[1].name.split("_")[1], "161500")
+        self.assertEqual(segments[2].name.split("_")[1], "171500")
