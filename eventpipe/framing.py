@@ -67,6 +67,7 @@ REASON_TOO_LARGE = (
     "first {limit} bytes kept, {dropped} more discarded"
 )
 REASON_TRUNCATED = "connection closed in the middle of an event"
+REASON_INTERRUPTED = "a new document began in the middle of an event"
 REASON_DOCTYPE = "a DOCTYPE is not allowed (ACM never sends one)"
 
 
@@ -156,6 +157,19 @@ class EventFramer:
                     self.state = State.BETWEEN
                     continue
                 end = None if self.state is State.START_TAG else self._find_end(buf, pos)
+                interrupted = self._interrupted(buf, pos, n if end is None else end)
+                if interrupted is not None:
+                    # A new document began before this event ended.
+                    if interrupted - pos > self.max_event_size:
+                        self._head = bytes(buf[pos : pos + self.max_event_size])
+                        self._dropped = interrupted - pos - self.max_event_size
+                        rejected.append(self._finish_oversize())
+                    else:
+                        rejected.append(Rejected(REASON_INTERRUPTED, bytes(buf[pos:interrupted])))
+                    self._declared = b""
+                    self.state = State.BETWEEN
+                    pos = interrupted
+                    continue
                 if end is None:
                     if n - pos > self.max_event_size:
                         self._head = bytes(buf[pos : pos + self.max_event_size])
@@ -186,6 +200,18 @@ class EventFramer:
         if self.state in _IN_EVENT:
             self._scan -= pos
         return events, rejected
+
+    def _interrupted(self, buf: bytearray, start: int, end: int) -> int | None:
+        """
+        Where a declaration interrupts the event that starts at C{start}
+        (before C{end}), or None.  Not inside CDATA or a comment, where the
+        text C{<?xml} may stand; elsewhere in an event it is never
+        well-formed, and framing there never depends on where reads split.
+        """
+        declaration = buf.find(b"<?xml", start + 1, end)
+        if declaration < 0 or buf.find(b"<!", start, declaration) >= 0:
+            return None
+        return declaration
 
     def close(self) -> list[Rejected]:
         """
@@ -245,8 +271,14 @@ class EventFramer:
                 self._start_event(pos)
                 return pos
         elif buf.startswith(_PI_OPEN, pos):
-            return self._skip_markup(buf, pos, n, _PI_CLOSE, rejected)
+            # A run of unrecognised bytes ends where markup begins.
+            self._flush_garbage(rejected)
+            skipped = self._skip_markup(buf, pos, n, _PI_CLOSE, rejected)
+            if skipped is not None and buf.find(b"encoding", pos, skipped) >= 0:
+                self._note_encoding(bytes(buf[pos:skipped]))
+            return skipped
         elif buf.startswith(_COMMENT_OPEN, pos):
+            self._flush_garbage(rejected)
             return self._skip_markup(buf, pos, n, _COMMENT_CLOSE, rejected)
         elif n - pos < len(self._open) + 1 and self._could_start(bytes(buf[pos:n])):
             return None
@@ -488,3 +520,134 @@ class EventFramer:
         self._head = b""
         self._dropped = 0
         return rejected
+
+
+DECLARATION = b"<?xml "
+_LAYOUT = b" \t\r\n"
+
+
+class ReadSplitter:
+    """
+    The cheap way through ingest, per connection: most reads of an ACM
+    stream are whole documents plus the start of the next.  Those go on as
+    they are (one record per read, framed exactly when the segment is
+    rendered); anything else goes through the exact L{EventFramer} here.
+
+    A read goes on as it is when the framer holds nothing, the bytes carry
+    no C{!} (a comment, CDATA or DOCTYPE could hide an end tag), start with
+    a declaration, hold as many end tags as declarations before the last
+    declaration, close every instruction they open, and leave at most
+    C{max_event_size} bytes after it; the bytes from the last declaration
+    on wait for the next read, unless they are a whole document too.  Framing the
+    documents later gives the same events and the same set-aside pieces as
+    framing them here, wherever the reads split (the framer treats a
+    declaration inside an event as the end of a truncated event).
+    """
+
+    def __init__(self, event_tag: str = "EVENT", max_event_size: int = 1 << 20) -> None:
+        self.framer = EventFramer(event_tag, max_event_size)
+        self.max_event_size = max_event_size
+        self._open = b"<" + event_tag.encode("utf-8")
+        self._close = b"</" + event_tag.encode("utf-8")
+        self._pending = b""
+
+    @property
+    def buffered(self) -> int:
+        return len(self._pending) + self.framer.buffered
+
+    def feed(self, data: bytes) -> tuple[bytes, int, list[bytes], list[Rejected]]:
+        """
+        @return: whole documents to keep as they are (empty when none),
+            how many documents they are, and the events and set-aside pieces
+            framed here.
+        """
+        framer = self.framer
+        if framer.state is State.BETWEEN and not framer.buffered:
+            buf = self._pending + data if self._pending else data
+            if b"!" not in buf and buf.lstrip(_LAYOUT).startswith(DECLARATION):
+                cut = buf.rfind(DECLARATION)
+                if self._ends_complete(buf, cut):
+                    # The last document is whole too: nothing waits.
+                    cut = len(buf)
+                documents = buf[:cut]
+                count = documents.count(DECLARATION)
+                if (
+                    len(buf) - cut <= self.max_event_size
+                    and documents.count(self._close) == count
+                    # No declaration or instruction left open at the cut.
+                    and documents.rfind(b"<?") < documents.rfind(b"?>")
+                ):
+                    self._pending = buf[cut:]
+                    return documents, count, [], []
+            self._pending = b""
+            events, rejected = framer.feed(buf)
+            return b"", 0, events, rejected
+        events, rejected = framer.feed(data)
+        return b"", 0, events, rejected
+
+    def _ends_complete(self, buf: bytes, last: int) -> bool:
+        """
+        Whether the document at C{last} ends the read whole: one end tag,
+        and nothing after it but layout.
+        """
+        tail = buf[last:].rstrip(_LAYOUT)
+        close = tail.rfind(self._close)
+        return (
+            close > 0
+            and tail.endswith(b">")
+            and tail.count(self._close) == 1
+            and tail.count(self._open) == 1
+            and not tail[close + len(self._close) : -1].strip(_LAYOUT)
+        )
+
+    def close(self) -> tuple[list[bytes], list[Rejected]]:
+        """The connection ended: frame what waits, and hand over what is left."""
+        events: list[bytes] = []
+        rejected: list[Rejected] = []
+        if self._pending:
+            events, rejected = self.framer.feed(self._pending)
+            self._pending = b""
+        return events, rejected + self.framer.close()
+
+
+# What follows every run of documents kept as read: the start of a document.
+_NEXT_DOCUMENT = b"<?xml ?>"
+
+
+def frame_documents(
+    documents: bytes, event_tag: str = "EVENT", max_event_size: int = 1 << 20
+) -> tuple[list[bytes], list[Rejected]]:
+    """
+    Frame whole documents kept as they were read (see L{ReadSplitter}).
+    They were cut just before a declaration: the framer sees one there too,
+    so what it makes of their end is what it made of it in the stream.
+    """
+    framer = EventFramer(event_tag, max_event_size)
+    events, rejected = framer.feed(documents + _NEXT_DOCUMENT)
+    return events, rejected + framer.close()
+
+
+def split_documents(documents: bytes, first: int, size: int) -> list[bytes]:
+    """
+    Cut whole documents kept as read into runs of at most C{first} bytes,
+    then C{size} bytes each, always just before a declaration (so each run
+    is whole documents too).  A document larger than the room makes a run
+    of its own.
+    """
+    starts = []
+    position = documents.find(DECLARATION, 1)
+    while position >= 0:
+        starts.append(position)
+        position = documents.find(DECLARATION, position + 1)
+    runs = []
+    begin = 0
+    room = first
+    last = 0
+    for start in [*starts, len(documents)]:
+        if start - begin > room and last > begin:
+            runs.append(documents[begin:last])
+            begin = last
+            room = size
+        last = start
+    runs.append(documents[begin:])
+    return [run for run in runs if run]

@@ -20,11 +20,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from eventpipe.admission import NOT_EVENTS, SHUTTING_DOWN, Admission
-from eventpipe.framing import Rejected
+from eventpipe.framing import DECLARATION, Rejected, split_documents
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics, quarantine_reason
 from eventpipe.protocol import EventReceiver, Source
-from eventpipe.records import encode_context, encode_event, encode_rejected
+from eventpipe.records import encode_context, encode_documents, encode_event, encode_rejected
 from eventpipe.settings import Settings
 from eventpipe.spool import Spool, SpoolWriteError, disk_reserve, runs_within
 
@@ -37,10 +37,13 @@ DISK_CHECK_BYTES = 256 * 1024
 LOGGED_PIECES = 3
 LOW_WATER = 0.9
 
-# Kinds of the records ingest writes.
-_OTHER, _EVENT, _CONTEXT = 0, 1, 2
+# What a record ingest writes holds: a context, nothing to deliver (set
+# aside), or a number of events (one, or the documents of a read).
+_CONTEXT, _OTHER, _EVENT = -1, 0, 1
 # About the size of a context record, when none is at hand to measure.
 _CONTEXT_SIZE = 128
+# A record's header and final newline.
+_RECORD_OVERHEAD = 19
 
 # Why reading is paused.
 SPOOL_FULL = "spool full"
@@ -221,14 +224,37 @@ class Ingest:
                     if source.rejected_pieces == LOGGED_PIECES
                     else "",
                 )
-        now = self.clock.seconds()
-        context = (source.peer, source.listener, int(now))
-        records: list[tuple[bytes, int]] = []
-        if context != self._context or not self.spool.current_size:
-            records.append((encode_context(now, source.peer, source.listener), _CONTEXT))
-            self._context = context
+        records = self._context_for(source)
         records.extend((encode_event(event), _EVENT) for event in events)
         records.extend((encode_rejected(piece), _OTHER) for piece in rejected)
+        self._add(records)
+
+    def store_documents(self, source: Source, documents: bytes, count: int) -> None:
+        """
+        Spool whole documents as a source sent them in one read (about
+        C{count} events): they are framed when the segment is rendered.
+        """
+        records = self._context_for(source)
+        overhead = _RECORD_OVERHEAD + _CONTEXT_SIZE
+        if self.spool.current_size + len(documents) + overhead > self.max_file_size:
+            # Cut between documents, so that segments keep to max-file-size.
+            room = self.max_file_size - self.spool.current_size - overhead
+            runs = split_documents(documents, room, self.max_file_size - overhead)
+            records.extend((encode_documents(run), run.count(DECLARATION)) for run in runs)
+        else:
+            records.append((encode_documents(documents), count))
+        self._add(records)
+
+    def _context_for(self, source: Source) -> list[tuple[bytes, int]]:
+        """A context record, when the sender, listener or second changed."""
+        now = self.clock.seconds()
+        context = (source.peer, source.listener, int(now))
+        if context == self._context and self.spool.current_size:
+            return []
+        self._context = context
+        return [(encode_context(now, source.peer, source.listener), _CONTEXT)]
+
+    def _add(self, records: list[tuple[bytes, int]]) -> None:
         if self._unwritten:
             self._unwritten.extend(records)
         else:
@@ -262,7 +288,7 @@ class Ingest:
                     run = [context, *run]
             if not run:
                 continue
-            events = sum(1 for _, kind in run if kind == _EVENT)
+            events = sum(max(kind, 0) for _, kind in run)
             try:
                 written = self.spool.append_records([record for record, _ in run], events)
             except SpoolWriteError as error:
@@ -314,7 +340,7 @@ class Ingest:
         if self._disk_retry is None or not self._disk_retry.active():
             return 0
         self._disk_retry.cancel()
-        lost = sum(1 for _, kind in self._unwritten if kind == _EVENT)
+        lost = sum(max(kind, 0) for _, kind in self._unwritten)
         log.error(
             "stopping while the spool refuses writes: {count} events read but not written",
             count=lost,

@@ -87,6 +87,7 @@ def quarantine_reason(reason: str) -> str:
         ("bytes outside", "outside_event"),
         ("event larger", "too_large"),
         ("connection closed", "truncated"),
+        ("a new document began", "truncated"),
         ("torn record", "torn"),
         ("cannot transcode", "encoding"),
     ):

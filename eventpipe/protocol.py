@@ -18,7 +18,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from eventpipe.admission import describe
-from eventpipe.framing import EventFramer, Rejected
+from eventpipe.framing import EventFramer, ReadSplitter, Rejected
 from eventpipe.logs import Logger
 
 log = Logger()
@@ -50,6 +50,8 @@ class EventSink(TypingProtocol):
 
     def store(self, source: Source, events: list[bytes], rejected: list[Rejected]) -> None: ...
 
+    def store_documents(self, source: Source, documents: bytes, count: int) -> None: ...
+
     def cut_off(self, receiver: EventReceiver) -> None: ...
 
 
@@ -58,7 +60,7 @@ class EventReceiver(Protocol, TimeoutMixin):
 
     def __init__(self, sink: EventSink) -> None:
         self.sink = sink
-        self.framer = EventFramer(sink.event_tag, sink.max_event_size)
+        self.splitter = ReadSplitter(sink.event_tag, sink.max_event_size)
         self.peer = "?"
         self.listener = "?"
         self.rejected_bytes = 0
@@ -80,10 +82,15 @@ class EventReceiver(Protocol, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
-        events, rejected = self.framer.feed(data)
+        documents, count, events, rejected = self.splitter.feed(data)
+        if documents:
+            self.sink.store_documents(self, documents, count)
         if events or rejected:
             self.sink.store(self, events, rejected)
-        if self.rejected_bytes + self.framer.discarding > self.sink.max_rejected_per_connection:
+        if (
+            self.rejected_bytes + self.splitter.framer.discarding
+            > self.sink.max_rejected_per_connection
+        ):
             self.sink.cut_off(self)
 
     def timeoutConnection(self) -> None:
@@ -96,9 +103,9 @@ class EventReceiver(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
-        rejected = self.framer.close()
-        if rejected:
-            self.sink.store(self, [], rejected)
+        events, rejected = self.splitter.close()
+        if events or rejected:
+            self.sink.store(self, events, rejected)
         self.sink.connection_lost(self)
 
 

@@ -2,15 +2,23 @@
 The spool's record codec: how events and set-aside pieces are written to a
 segment file, and read back.
 
-A record is a header of 18 bytes -- its kind (C{E} for an event, C{Q} for
-bytes set aside by the framer, C{C} for the context of what follows: when it
-arrived, from which sender, on which listener), the payload length and its
+A record is a header of 18 bytes -- its kind, the payload length and its
 CRC-32, each as 8 hex digits, and a newline -- then the payload and a
-newline.  A reader that meets no context record (a spool written by an
-earlier release) knows no sender.  A record that
-was only partly written when the process died (a torn record) fails the
-length or CRC check; the reader hands it over as torn so that it is
-quarantined, never delivered as an event.
+newline.  Kinds:
+
+- C{E}: one event, framed at ingest;
+- C{R}: whole documents of one read of one connection, kept as read and
+  framed when the segment is rendered (see L{eventpipe.framing.ReadSplitter});
+- C{Q}: bytes set aside by the framer, with the reason;
+- C{C}: the context of what follows: when it arrived, from which sender, on
+  which listener.
+
+Format 1 (releases before this one) had C{E} and C{Q} only; a reader of
+format 2 reads both (a segment without C{C} records knows no sender).  A
+record that was only partly written when the process died (a torn record)
+fails the length or CRC check; the reader hands it over as torn: whole
+documents at its start are still delivered, the damaged rest goes to
+quarantine, never into a batch.
 
 Pure: bytes and file objects only.
 """
@@ -29,6 +37,8 @@ KIND_EVENT = b"E"
 KIND_REJECTED = b"Q"
 KIND_TORN = b"T"
 KIND_CONTEXT = b"C"
+# Whole documents of one read, framed when the segment is rendered.
+KIND_DOCUMENTS = b"R"
 
 _HEADER = 18
 _TORN_CHUNK = 1 << 20
@@ -48,6 +58,11 @@ class Record:
 
 def encode_event(event: bytes) -> bytes:
     return b"E%08x%08x\n%b\n" % (len(event), zlib.crc32(event), event)
+
+
+def encode_documents(documents: bytes) -> bytes:
+    """Whole documents as one connection sent them in one read."""
+    return b"R%08x%08x\n%b\n" % (len(documents), zlib.crc32(documents), documents)
 
 
 def encode_rejected(rejected: Rejected) -> bytes:
@@ -100,7 +115,7 @@ def _parse(header: bytes, stream: BinaryIO) -> tuple[Record | None, bytes]:
     if len(header) != _HEADER or header[17:18] != b"\n":
         return None, b""
     kind = header[:1]
-    if kind not in (KIND_EVENT, KIND_REJECTED, KIND_CONTEXT):
+    if kind not in (KIND_EVENT, KIND_REJECTED, KIND_CONTEXT, KIND_DOCUMENTS):
         return None, b""
     try:
         length = int(header[1:9], 16)
@@ -147,4 +162,7 @@ def count_events(stream: BinaryIO) -> int:
             return count
         if header[:1] == KIND_EVENT:
             count += 1
+        if header[:1] == KIND_DOCUMENTS:
+            count += stream.read(length + 1).count(b"<?xml ")
+            continue
         stream.seek(length + 1, 1)

@@ -40,8 +40,20 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 
+from eventpipe.framing import EventFramer, Rejected, frame_documents
 from eventpipe.naming import FORMATS
-from eventpipe.records import KIND_CONTEXT, KIND_EVENT, KIND_TORN, decode_context, read_records
+from eventpipe.records import (
+    KIND_CONTEXT,
+    KIND_DOCUMENTS,
+    KIND_EVENT,
+    KIND_REJECTED,
+    KIND_TORN,
+    Record,
+    decode_context,
+    read_records,
+)
+
+_RECORD_HEADER = 18
 
 XML_HEADER = b'<?xml version="1.0" encoding="UTF-8"?>\n<EVENTS>\n'
 XML_FOOTER = b"</EVENTS>\n"
@@ -157,6 +169,23 @@ class _Output:
             pass
 
 
+def _whole_documents_of_torn(
+    record: Record, event_tag: str, max_event_size: int
+) -> tuple[list[bytes], list[Rejected]]:
+    """
+    A record of whole documents that the process did not finish writing:
+    the events complete in what was written are delivered; the damaged
+    rest (and the header) go to quarantine as torn.
+    """
+    framer = EventFramer(event_tag, max_event_size)
+    events, aside = framer.feed(record.data[_RECORD_HEADER:])
+    rest = framer.close()
+    torn = [Rejected(record.reason, piece.data, piece.dropped) for piece in rest]
+    if not events and not aside:
+        return [], [Rejected(record.reason, record.data)]
+    return events, aside + torn
+
+
 def quarantine_entry(reason: str, data: bytes, context: dict[str, Any] | None = None) -> bytes:
     """
     One line of the quarantine object (JSON Lines): when the piece arrived
@@ -207,6 +236,7 @@ def render_segment(
     compress: str = "none",
     event_tag: str = "EVENT",
     repair: bool = False,
+    max_event_size: int = 1 << 20,
 ) -> RenderResult:
     """
     Render a sealed segment.  The batch file is written only if at least one
@@ -254,19 +284,29 @@ def render_segment(
         with open(segment_path, "rb", buffering=1 << 16) as stream:
             for record in read_records(stream):
                 if record.kind == KIND_EVENT:
-                    events.append(record.data)
-                    contexts.append(context)
-                    size += len(record.data)
-                    if len(events) >= CHUNK_EVENTS or size >= CHUNK_BYTES:
-                        flush()
-                        size = 0
-                    continue
-                if record.kind == KIND_CONTEXT:
+                    framed: list[bytes] = [record.data]
+                    aside: list[Rejected] = []
+                elif record.kind == KIND_DOCUMENTS:
+                    framed, aside = frame_documents(record.data, event_tag, max_event_size)
+                elif record.kind == KIND_CONTEXT:
                     context = decode_context(record)
                     continue
-                # Set aside by the framer (KIND_REJECTED) or torn (KIND_TORN).
-                result.note(record.reason, found=record.kind == KIND_TORN)
-                quarantine.write(quarantine_entry(record.reason, record.data, context))
+                elif record.kind == KIND_TORN and record.data[:1] == KIND_DOCUMENTS:
+                    framed, aside = _whole_documents_of_torn(record, event_tag, max_event_size)
+                else:
+                    # Set aside by the framer (KIND_REJECTED), or torn.
+                    framed = []
+                    aside = [Rejected(record.reason, record.data)]
+                for piece in aside:
+                    result.note(piece.reason, found=record.kind != KIND_REJECTED)
+                    quarantine.write(quarantine_entry(piece.reason, piece.data, context))
+                for event in framed:
+                    events.append(event)
+                    contexts.append(context)
+                    size += len(event)
+                if len(events) >= CHUNK_EVENTS or size >= CHUNK_BYTES:
+                    flush()
+                    size = 0
             flush()
         result.batch_bytes, result.batch_sha256 = batch.finish(footer)
         result.quarantine_bytes, result.quarantine_sha256 = quarantine.finish()

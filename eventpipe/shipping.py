@@ -229,6 +229,7 @@ class Shipping:
             compress,
             self.settings.event_tag,
             self.settings.repair_tag_names,
+            self.settings.max_event_size,
         )
         shipment.result = result
         shipment.rendered = True

@@ -19,7 +19,7 @@ import time
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from eventpipe.records import KIND_EVENT, read_records
+from eventpipe.records import KIND_DOCUMENTS, KIND_EVENT, read_records
 from tests.support import (
     BUCKET,
     FAST_S3,
@@ -44,15 +44,17 @@ TORN = "torn record: the process stopped in the middle of writing it"
 def spooled(spool: str) -> set[int]:
     """Event numbers in the spool's segments right now (torn tails ignored)."""
     numbers: set[int] = set()
-    paths = [os.path.join(spool, "current"), *glob.glob(os.path.join(spool, "sealed", "*"))]
+    paths = [
+        os.path.join(spool, "current"),
+        *glob.glob(os.path.join(spool, "sealing", "*")),
+        *glob.glob(os.path.join(spool, "sealed", "*")),
+    ]
     for path in paths:
         try:
             with open(path, "rb") as stream:
                 for record in read_records(stream):
-                    if record.kind == KIND_EVENT:
-                        match = _NUMBER.search(record.data)
-                        if match:
-                            numbers.add(int(match.group(1)))
+                    if record.kind in (KIND_EVENT, KIND_DOCUMENTS):
+                        numbers.update(int(n) for n in _NUMBER.findall(record.data))
         except FileNotFoundError:
             continue
     return numbers

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.framing import EventFramer, Rejected, State
+from eventpipe.framing import EventFramer, ReadSplitter, Rejected, State, frame_documents
 from tests.support import SAMPLE, make_event
 
 DECL = b'<?xml version="1.0" encoding="UTF-8"?>'
@@ -272,3 +272,92 @@ class EncodingTests(SynchronousTestCase):
                 ],
                 size,
             )
+
+
+def split_then_frame(
+    data: bytes, cuts: list[int], limit: int = 1 << 20
+) -> tuple[list[bytes], list[Rejected], int]:
+    """
+    What ingest's cheap path and the render make of a stream read in pieces:
+    whole documents kept as read and framed later, the rest framed at once.
+
+    @return: events, set-aside pieces, and how many reads went the cheap way.
+    """
+    splitter = ReadSplitter("EVENT", limit)
+    events: list[bytes] = []
+    rejected: list[Rejected] = []
+    cheap = 0
+    edges = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
+    for start, end in zip(edges, edges[1:]):
+        documents, _, now, set_aside = splitter.feed(data[start:end])
+        if documents:
+            cheap += 1
+            later, later_aside = frame_documents(documents, "EVENT", limit)
+            events += later
+            rejected += later_aside
+        events += now
+        rejected += set_aside
+    now, set_aside = splitter.close()
+    return events + now, rejected + set_aside, cheap
+
+
+def exact(data: bytes, cuts: list[int], limit: int = 1 << 20) -> tuple[list[bytes], list[Rejected]]:
+    events, rejected = feed_at(data, cuts, max_event_size=limit)
+    return events, rejected
+
+
+_PIECES = st.one_of(
+    st.sampled_from([DECL + make_event(n) + b"\n" for n in range(3)]),
+    st.sampled_from([v[0] for v in VARIANTS]),
+    st.sampled_from(
+        [
+            DECL + b"<EVENT><a>" + b"x" * 400 + b"</a></EVENT>\n",  # larger than the limit
+            DECL + b"<EVENT><a>cut short",  # interrupted by the next document
+            DECL + b"<EVENT><a><?xml inside</a></EVENT>\n",
+            DECL + b"<EVENT><!-- </EVENT> --></EVENT>\n",
+            DECL + b"<!DOCTYPE EVENT><EVENT/>\n",
+            b'<?xml version="1.0" encoding="ISO-8859-1"?><EVENT>\xe9</EVENT>',
+            b"<EVENT>no declaration</EVENT>",
+            b"</EVENT>",
+            DECL,
+        ]
+    ),
+    st.binary(max_size=60),
+)
+
+
+class CheapPathEquivalenceTests(SynchronousTestCase):
+    """
+    Keeping whole documents as read and framing them at render gives the
+    same events and the same set-aside pieces as framing at once, for any
+    stream and any split into reads.
+    """
+
+    @settings(max_examples=500, deadline=None)
+    @given(
+        st.lists(_PIECES, max_size=12),
+        st.lists(st.integers(min_value=0, max_value=6000), max_size=25),
+        st.sampled_from([64, 300, 2000]),
+    )
+    def test_any_stream_any_split(self, pieces: list[bytes], cuts: list[int], limit: int) -> None:
+        wire = b"".join(pieces)
+        events, rejected, _ = split_then_frame(wire, cuts, limit=limit)
+        self.assertEqual((events, rejected), exact(wire, cuts, limit=limit))
+
+    def test_every_chunk_size(self) -> None:
+        """The sample stream and every variant, at every chunk size."""
+        with open(SAMPLE, "rb") as stream:
+            wire = stream.read()
+        wire += b"".join(v[0] for v in VARIANTS)
+        for size in [*range(1, 400), 1021, 4096, 65536, len(wire)]:
+            cuts = list(range(size, len(wire), size))
+            events, rejected, _ = split_then_frame(wire, cuts)
+            self.assertEqual((events, rejected), exact(wire, cuts), size)
+
+    def test_most_reads_go_the_cheap_way(self) -> None:
+        """An ACM stream read in large pieces is hardly framed at ingest."""
+        wire = b"".join(DECL + make_event(n) + b"\n" for n in range(400))
+        cuts = list(range(65536, len(wire), 65536))
+        events, rejected, cheap = split_then_frame(wire, cuts)
+        self.assertEqual((len(events), rejected), (400, []))
+        self.assertEqual(cheap, len(cuts) + 1)

@@ -11,7 +11,7 @@ import threading
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.records import KIND_EVENT, read_records
+from eventpipe.records import count_events
 from tests.support import (
     DECLARATION,
     Twistd,
@@ -37,7 +37,7 @@ def spooled_events(spool: str) -> int:
     if not os.path.exists(path):
         return 0
     with open(path, "rb") as stream:
-        return sum(1 for record in read_records(stream) if record.kind == KIND_EVENT)
+        return count_events(stream)
 
 
 class ProcessTestCase(SynchronousTestCase):
