@@ -8,6 +8,7 @@ Layout of the spool directory::
     sealed/<name><ext>   sealed segments; <name> and <ext> fix the object key
     rendered/            batch files being made from sealed segments
     sequence             the next sequence number (never reused)
+    format               the record format this spool is written in
 
 A segment is a sequence of records (see L{eventpipe.records}).
 
@@ -41,6 +42,14 @@ FSYNC_MODES = ("never", "seal", "always")
 
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
+
+
+# The record format written (see eventpipe.records); older ones are read.
+FORMAT = 2
+
+
+class SpoolFormatError(Exception):
+    """The spool was written by a newer release, in a format this one cannot read."""
 
 
 class SpoolWriteError(Exception):
@@ -210,6 +219,7 @@ class Spool:
         self._sequence_path = os.path.join(directory, "sequence")
         for path in (directory, self.sealed_dir, self.rendered_dir, self.sealing_dir):
             private_makedirs(path)
+        self._check_format()
         self._detached = 0
         self._fd: int | None = None
         self.current_size = 0
@@ -255,6 +265,34 @@ class Spool:
         segments = self.sealed()
         self.sealed_bytes = sum(segment.size for segment in segments)
         return segments
+
+    def _check_format(self) -> None:
+        """
+        Read what this spool was written in; a spool without the file was
+        written in format 1, which this release reads.  Record the format
+        written from now on.
+
+        @raise SpoolFormatError: a newer release wrote it.
+        """
+        path = os.path.join(self.directory, "format")
+        try:
+            with open(path, "rb") as stream:
+                found = int(stream.read().strip() or b"1")
+        except FileNotFoundError:
+            found = 1
+        except ValueError:
+            raise SpoolFormatError(f"{path}: not a format number") from None
+        if found > FORMAT:
+            raise SpoolFormatError(
+                f"written by a newer eventpipe (record format {found}); "
+                f"this release reads formats up to {FORMAT}"
+            )
+        if found < FORMAT:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+            try:
+                os.write(fd, b"%d\n" % FORMAT)
+            finally:
+                os.close(fd)
 
     def _found_detached(self, name: str) -> Detached | None:
         """A segment set aside by an earlier life that did not finish sealing it."""

@@ -42,7 +42,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from eventpipe.protocol import EventReceiverFactory
     from eventpipe.service import EventpipeService, StopOnHangup
     from eventpipe.settings import Settings
-    from eventpipe.spool import Spool
+    from eventpipe.spool import Spool, SpoolFormatError
     from eventpipe.threads import ThreadedWork
 
     settings = Settings(
@@ -73,11 +73,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             options["fsync"],
             extension=extension(options["format"], options["compress"]),
         )
-    except OSError as error:
-        sys.stderr.write(
-            f"eventpipe: --spool-dir: cannot use {options['spool-dir']!r}: "
-            f"{error.strerror or error}\n"
-        )
+    except (OSError, SpoolFormatError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        sys.stderr.write(f"eventpipe: --spool-dir: cannot use {options['spool-dir']!r}: {reason}\n")
         raise SystemExit(1) from None
     uploader: IUploader
     if options["s3-bucket"]:

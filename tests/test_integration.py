@@ -217,3 +217,35 @@ class BatchSizeTests(ProcessTestCase):
         sizes = [os.path.getsize(path) for path in batch_files(self.outbox(process))]
         self.assertGreater(len(sizes), 20)
         self.assertLessEqual(max(sizes), 64 * 1024)
+
+
+class UpgradeTests(ProcessTestCase):
+    def test_spool_of_the_previous_release(self) -> None:
+        """
+        A spool written by the previous release (record format 1: a sealed
+        segment, a leftover current one, a piece set aside) is delivered by
+        this one, every event once, the piece in quarantine; the spool then
+        says format 2, and a spool from a newer release is refused with one
+        line.
+        """
+        import shutil
+
+        old = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "spool-format-1")
+        process = self.twistd(*FAST)
+        shutil.copytree(old, process.spool)
+        process.start()
+        wait_for(lambda: len(delivered_numbers(self.outbox(process))) >= 8, 20, "old events")
+        process.stop()
+        self.assertExactlyOnce(process, list(range(8)))
+        self.assertIn(b"GARBAGE", quarantined_text(quarantined(self.outbox(process))))
+        with open(os.path.join(process.spool, "format")) as stream:
+            self.assertEqual(stream.read().strip(), "2")
+        with open(os.path.join(process.spool, "format"), "w") as stream:
+            stream.write("3\n")
+        process.process = None
+        import subprocess
+
+        result = subprocess.run(process.command, capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("newer eventpipe (record format 3)", result.stderr + result.stdout)
+        self.assertNotIn("Traceback", result.stderr + result.stdout)

@@ -218,3 +218,31 @@ class ForensicsTests(SynchronousTestCase):
         outside = by_bytes[b"\xff\x00"]
         self.assertEqual(outside["listener"], "udp 0.0.0.0:5140")
         self.assertEqual(outside["base64"], "/wA=")
+
+
+class TornDocumentsTests(SynchronousTestCase):
+    def test_whole_documents_of_a_torn_record_delivered(self) -> None:
+        """
+        A record of whole documents torn by a kill in the middle of its
+        write: the documents written whole are delivered, only the damaged
+        tail goes to quarantine, as torn.
+        """
+        from eventpipe.records import encode_documents, encode_event
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        segment = os.path.join(directory, "segment")
+        documents = b"".join(b'<?xml version="1.0"?>\n' + make_event(n) + b"\n" for n in range(3))
+        record = encode_documents(documents)
+        with open(segment, "wb") as stream:
+            stream.write(encode_event(make_event(9)))
+            stream.write(record[: len(record) - 300])
+        batch, quarantine = segment + ".xml", segment + ".q"
+        result = render_segment(segment, batch, quarantine)
+        with open(batch, "rb") as stream:
+            self.assertEqual(numbers_in_xml_batch(stream.read()), [9, 0, 1])
+        with open(quarantine, "rb") as stream:
+            [torn] = quarantine_entries(stream.read())
+        self.assertTrue(str(torn["reason"]).startswith("torn record"))
+        self.assertTrue(make_event(2).startswith(torn["bytes"]))  # type: ignore[arg-type]
+        self.assertEqual(result.events, 3)
