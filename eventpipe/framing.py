@@ -622,9 +622,65 @@ def frame_documents(
     They were cut just before a declaration: the framer sees one there too,
     so what it makes of their end is what it made of it in the stream.
     """
+    plain = _plain_documents(documents, event_tag, max_event_size)
+    if plain is not None:
+        return plain, []
     framer = EventFramer(event_tag, max_event_size)
     events, rejected = framer.feed(documents + _NEXT_DOCUMENT)
     return events, rejected + framer.close()
+
+
+_UTF8_DECLARATION = re.compile(rb"""encoding\s*=\s*["'](?:utf-?8|us-ascii|ascii)["']""", re.I)
+
+
+def _plain_documents(documents: bytes, event_tag: str, max_event_size: int) -> list[bytes] | None:
+    """
+    The events of documents that are each a declaration (UTF-8), layout and
+    one plain event -- what ACM sends -- found with a few scans instead of
+    the framer; None when any document is anything else (the framer then
+    frames them all, and finds the same events in these).
+    """
+    open_tag = b"<" + event_tag.encode("utf-8")
+    close_tag = b"</" + event_tag.encode("utf-8")
+    parts = documents.split(DECLARATION)
+    count = len(parts) - 1
+    if (
+        parts[0].strip(_LAYOUT)
+        or documents.count(open_tag) != count
+        or documents.count(close_tag) != count
+    ):
+        return None
+    events = []
+    for part in parts[1:]:
+        end = part.find(b"?>")
+        if end < 0:
+            return None
+        declaration = part[:end]
+        if (
+            b"encoding" in declaration
+            and b'encoding="UTF-8"' not in declaration
+            and not _UTF8_DECLARATION.search(declaration)
+        ):
+            return None
+        body = part[end + 2 :].strip(_LAYOUT)
+        # One start tag and one end tag a document (the counts above): this
+        # one must begin with the one and end with the other, and hold no
+        # instruction.
+        if (
+            len(body) > max_event_size
+            or b"?" in body
+            or not body.startswith(open_tag)
+            or body[len(open_tag) : len(open_tag) + 1] not in _AFTER_NAME
+            or _END_TAG.fullmatch(body, body.rfind(close_tag) + len(close_tag)) is None
+            or body.rfind(close_tag) < 0
+        ):
+            return None
+        events.append(body)
+    return events
+
+
+_AFTER_NAME = (b">", b" ", b"\t", b"\r", b"\n")
+_END_TAG = re.compile(rb"[ \t\r\n]*>")
 
 
 def split_documents(documents: bytes, first: int, size: int) -> list[bytes]:

@@ -260,6 +260,8 @@ def render_segment(
     context: dict[str, Any] = {}
     size = 0
 
+    good: list[bytes] = []
+
     def flush() -> None:
         for data, where, (reason, rendered) in zip(
             events, contexts, _render_events(events, parser, fmt, event_tag), strict=True
@@ -272,11 +274,14 @@ def render_segment(
                         reason = None
                         result.repaired += 1
             if reason is None:
-                batch.write(rendered)
+                good.append(rendered)
                 result.events += 1
             else:
                 result.note(reason)
                 quarantine.write(quarantine_entry(reason, data, where))
+        if good:
+            batch.write(b"".join(good))
+            good.clear()
         events.clear()
         contexts.clear()
 

@@ -6,10 +6,8 @@ from hypothesis import settings
 # Run only by trial (tox, python -m twisted.trial): it runs every test inside
 # its own temporary directory, so nothing a test writes lands in the tree.
 # The benchmark (python -m tests.benchmarks) writes to a directory of its own.
-_main = getattr(sys.modules.get("__main__"), "__spec__", None)
-if "twisted.scripts.trial" not in sys.modules and not (
-    _main is not None and _main.name.startswith("tests.benchmarks")
-):
+_benchmark = "tests.benchmarks" in getattr(sys, "orig_argv", [])
+if "twisted.scripts.trial" not in sys.modules and not _benchmark:
     raise ImportError(
         "run the tests with trial: `tox` or `python -m twisted.trial tests` "
         "(other runners write test output into the source tree)"

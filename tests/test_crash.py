@@ -279,11 +279,12 @@ class DiskFullTests(SynchronousTestCase):
         self.addCleanup(process.cleanup)
         process.start()
         ballast = os.path.join(spool_fs, "ballast")
-        with open(ballast, "wb") as stream:
+        # Unbuffered: the write that fills the disk fails, and closing has
+        # nothing left to flush.
+        with open(ballast, "wb", buffering=0) as stream:
             try:
                 while True:
                     stream.write(b"\0" * 65536)
-                    stream.flush()
             except OSError:
                 pass
         sender = Sender(process.port, 3000, per_send=20, pause=0)
