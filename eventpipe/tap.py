@@ -44,6 +44,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from eventpipe.settings import Settings
     from eventpipe.spool import Spool, SpoolFormatError
     from eventpipe.threads import ThreadedWork
+    from eventpipe.worker import ProcessWork
 
     settings = Settings(
         instance_id=options["instance-id"],
@@ -90,7 +91,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         uploader = LocalDirectoryUploader(
             reactor, options["outbox"], threads=options["upload-concurrency"]
         )
-    render = ThreadedWork(reactor, reactor, 1, "eventpipe-render")
+    render = ProcessWork(reactor, reactor)
     sealer = ThreadedWork(reactor, reactor, 1, "eventpipe-seal")
     service = EventpipeService(
         settings,

@@ -1,0 +1,130 @@
+"""The render worker process: real processes, the real reactor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from eventpipe.render import render_segment
+from eventpipe.spool import Spool
+from eventpipe.worker import ProcessWork, WorkerDied
+from tests.support import Twistd, make_event, make_stream, send, wait_for
+
+
+class WorkerTests(TestCase):
+    timeout = 60
+
+    def segment(self) -> str:
+        spool = Spool(self.mktemp(), "gw1", lambda: 1753805700.0, "never")
+        spool.append([make_event(n) for n in range(50)] + [b"<EVENT><broken></EVENT>"])
+        segment = spool.seal()
+        assert segment is not None
+        return segment.path
+
+    def test_renders_as_in_process(self) -> Deferred[None]:
+        """A render in the worker gives the same result and files as in process."""
+
+        async def go() -> None:
+            work = ProcessWork(reactor, reactor)
+            work.start()
+            self.addCleanup(work.stop)
+            path = self.segment()
+            result = await work.run(render_segment, path, path + ".w.xml", path + ".w.q")
+            local = render_segment(path, path + ".l.xml", path + ".l.q")
+            self.assertEqual(result, local)
+            with open(path + ".w.xml", "rb") as a, open(path + ".l.xml", "rb") as b:
+                self.assertEqual(a.read(), b.read())
+            failure = None
+            try:
+                await work.run(render_segment, path + ".missing", path + ".x", path + ".q")
+            except OSError as error:
+                failure = error
+            assert failure is not None
+            self.assertEqual(failure.errno, 2)
+            await work.stop()
+            self.assertIsNone(work.pid)
+
+        return Deferred.fromCoroutine(go())
+
+    def test_worker_killed(self) -> Deferred[None]:
+        """
+        A worker that dies fails what it was doing; the next render starts
+        a new one.
+        """
+
+        async def go() -> None:
+            work = ProcessWork(reactor, reactor)
+            work.start()
+            self.addCleanup(work.stop)
+            path = self.segment()
+            await work.run(render_segment, path, path + ".1.xml", path + ".1.q")
+            first = work.pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            while work.pid is not None:
+                await _sleep(0.05)
+            result = await work.run(render_segment, path, path + ".2.xml", path + ".2.q")
+            self.assertEqual(result.events, 50)
+            self.assertNotEqual(work.pid, first)
+
+        return Deferred.fromCoroutine(go())
+
+    def test_pending_render_fails_when_the_worker_dies(self) -> Deferred[None]:
+        async def go() -> None:
+            # A worker that reads the request and never answers.
+            stuck = [sys.executable, "-c", "import sys, time; sys.stdin.readline(); time.sleep(60)"]
+            work = ProcessWork(reactor, reactor, argv=stuck)
+            work.start()
+            path = self.segment()
+            pending = work.run(render_segment, path, path + ".xml", path + ".q")
+            await _sleep(0.2)
+            assert work.pid is not None
+            os.kill(work.pid, signal.SIGKILL)
+            with self.assertRaises(WorkerDied):
+                await pending
+            await work.stop()
+
+        return Deferred.fromCoroutine(go())
+
+
+def _sleep(seconds: float) -> Deferred[None]:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class NoOrphanTests(SynchronousTestCase):
+    def test_worker_ends_with_the_service(self) -> None:
+        """kill -9 of the service leaves no worker behind."""
+        process = Twistd(self.mktemp(), ["--rotation-interval=0.5", "--check-interval=0.1"])
+        self.addCleanup(process.cleanup)
+        process.start()
+        send(process.port, make_stream(range(5)))
+        outbox = os.path.join(process.spool, "outbox")
+        wait_for(lambda: os.path.isdir(outbox) and os.listdir(outbox), 20, "a delivery")
+        assert process.process is not None
+        pid = process.process.pid
+        with open(f"/proc/{pid}/task/{pid}/children") as stream:
+            children = [int(c) for c in stream.read().split()]
+        self.assertEqual(len(children), 1, "one render worker")
+        [worker] = children
+        with open(f"/proc/{worker}/cmdline", "rb") as stream:
+            self.assertIn(b"eventpipe.worker", stream.read())
+        process.kill()
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{worker}") and time.monotonic() < deadline:
+            with open(f"/proc/{worker}/stat") as stream:
+                if stream.read().split(")")[-1].split()[0] == "Z":
+                    break  # ended; only its exit status is left for init
+            time.sleep(0.05)
+        gone = not os.path.exists(f"/proc/{worker}")
+        if not gone:
+            with open(f"/proc/{worker}/stat") as stream:
+                gone = stream.read().split(")")[-1].split()[0] == "Z"
+        self.assertTrue(gone, "the worker outlived the service")
