@@ -535,13 +535,15 @@ class ReadSplitter:
 
     A read goes on as it is when the framer holds nothing, the bytes carry
     no C{!} (a comment, CDATA or DOCTYPE could hide an end tag), start with
-    a declaration, hold as many end tags as declarations before the last
-    declaration, close every instruction they open, and leave at most
-    C{max_event_size} bytes after it; the bytes from the last declaration
-    on wait for the next read, unless they are a whole document too.  Framing the
-    documents later gives the same events and the same set-aside pieces as
-    framing them here, wherever the reads split (the framer treats a
-    declaration inside an event as the end of a truncated event).
+    a declaration, close every instruction they open before the last
+    declaration, and leave at most C{max_event_size} bytes after it; the
+    bytes from the last declaration on wait for the next read, unless they
+    are a whole document too.  Framing the documents later gives the same
+    events and the same set-aside pieces as framing them here, wherever the
+    reads split (the framer treats a declaration inside an event as the end
+    of a truncated event, and ends a run of unrecognised bytes where markup
+    begins).  Unrecognised bytes passed on this way are set aside (and
+    counted) when the segment is rendered, not when they arrive.
     """
 
     def __init__(self, event_tag: str = "EVENT", max_event_size: int = 1 << 20) -> None:
@@ -564,21 +566,21 @@ class ReadSplitter:
         framer = self.framer
         if framer.state is State.BETWEEN and not framer.buffered:
             buf = self._pending + data if self._pending else data
-            if b"!" not in buf and buf.lstrip(_LAYOUT).startswith(DECLARATION):
+            if b"!" not in buf and buf[:64].lstrip(_LAYOUT).startswith(DECLARATION):
                 cut = buf.rfind(DECLARATION)
                 if self._ends_complete(buf, cut):
                     # The last document is whole too: nothing waits.
                     cut = len(buf)
-                documents = buf[:cut]
-                count = documents.count(DECLARATION)
                 if (
                     len(buf) - cut <= self.max_event_size
-                    and documents.count(self._close) == count
                     # No declaration or instruction left open at the cut.
-                    and documents.rfind(b"<?") < documents.rfind(b"?>")
+                    and buf.rfind(b"<?", 0, cut) < buf.rfind(b"?>", 0, cut)
                 ):
+                    # One scan: the end tags, as many as the events (and a
+                    # document without one is garbage the render sets aside).
+                    count = buf.count(self._close, 0, cut)
                     self._pending = buf[cut:]
-                    return documents, count, [], []
+                    return buf[:cut], count, [], []
             self._pending = b""
             events, rejected = framer.feed(buf)
             return b"", 0, events, rejected

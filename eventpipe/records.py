@@ -26,6 +26,7 @@ Pure: bytes and file objects only.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,12 +71,24 @@ def encode_rejected(rejected: Rejected) -> bytes:
     return b"Q%08x%08x\n%b\n" % (len(payload), zlib.crc32(payload), payload)
 
 
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9.:% ?\[\]-]*")
+
+
 def encode_context(received: float, sender: str, listener: str) -> bytes:
     """Where and when the records that follow (until the next context) came from."""
-    payload = json.dumps(
-        {"received": round(received, 3), "sender": sender, "listener": listener},
-        separators=(",", ":"),
-    ).encode("utf-8")
+    if _PLAIN_TEXT.fullmatch(sender + listener):
+        # What addresses look like: no quoting to do (and no json.dumps on
+        # every read).
+        payload = b'{"received":%.3f,"sender":"%s","listener":"%s"}' % (
+            received,
+            sender.encode("ascii"),
+            listener.encode("ascii"),
+        )
+    else:
+        payload = json.dumps(
+            {"received": round(received, 3), "sender": sender, "listener": listener},
+            separators=(",", ":"),
+        ).encode("utf-8")
     return b"C%08x%08x\n%b\n" % (len(payload), zlib.crc32(payload), payload)
 
 

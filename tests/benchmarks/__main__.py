@@ -248,6 +248,15 @@ class Service:
     def rss(self) -> float:
         return peak_rss_mib(self.pid)
 
+    def worker_rss(self) -> float:
+        """Peak RSS of the render worker (0 before the first render)."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as stream:
+                children = [int(c) for c in stream.read().split()]
+        except OSError:
+            return 0.0
+        return max((peak_rss_mib(child) for child in children), default=0.0)
+
 
 def run_until(
     service: Service, streams: list[bytes], metric: str, events: int
@@ -318,6 +327,7 @@ def end_to_end(
     ) as service:
         seconds, samples = run_until(service, streams, "eventpipe_events_delivered_total", events)
         rss = service.rss()
+        worker = service.worker_rss()
         outbox = os.path.join(service.process.spool, "outbox")
     if server is not None:
         numbers = numbers_in_objects(s3_objects(server.client(), BUCKET, prefix))
@@ -328,6 +338,7 @@ def end_to_end(
         "seconds": seconds,
         "steady_events_per_s": steady(samples, events),
         "peak_rss_mib": rss,
+        "worker_peak_rss_mib": worker,
         "lost": events - len(counts),
         "duplicated": sum(c - 1 for c in counts.values()),
     }
@@ -576,7 +587,7 @@ def report(results: dict[str, Any]) -> None:
     )
     print()
     print(
-        f"  {'run':<30} {'events/s':>10} {'MB/s':>8} {'÷ raw':>6} {'steady/s':>10} {'peak RSS':>9}  check"
+        f"  {'run':<30} {'events/s':>10} {'MB/s':>8} {'÷ raw':>6} {'steady/s':>10} {'peak RSS':>9} {'worker':>7}  check"
     )
     for name in [
         "raw",
@@ -594,9 +605,10 @@ def report(results: dict[str, Any]) -> None:
         rss = f"{r['peak_rss_mib']:.0f} MiB" if "peak_rss_mib" in r else "-"
         steady_rate = f"{r['steady_events_per_s']:,.0f}" if "steady_events_per_s" in r else "-"
         check = f"lost {r['lost']}, dup {r['duplicated']}" if "lost" in r else ""
+        worker = f"{r['worker_peak_rss_mib']:.0f} MiB" if r.get("worker_peak_rss_mib") else "-"
         print(
             f"  {name:<30} {r['events_per_s']:>10,.0f} {r['mb_per_s']:>8.1f} {ratio(name):>6} "
-            f"{steady_rate:>10} {rss:>9}  {check}"
+            f"{steady_rate:>10} {rss:>9} {worker:>7}  {check}"
         )
     if "moto_put" in results:
         m = results["moto_put"]
