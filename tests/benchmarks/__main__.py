@@ -518,7 +518,13 @@ def main(argv: list[str] | None = None) -> int:
         return result
 
     def measured(name: str, run: Callable[[str], dict[str, Any]]) -> None:
-        runs = [run(os.path.join(workdir, f"{name}-{n}")) for n in range(options.runs)]
+        runs = []
+        for n in range(options.runs):
+            directory = os.path.join(workdir, f"{name}-{n}")
+            runs.append(run(directory))
+            # As the raw receiver does with its file: what a run wrote must
+            # not be written back to disk while the next one runs.
+            shutil.rmtree(directory, ignore_errors=True)
         results[name] = rate(median(runs))
 
     try:
