@@ -15,7 +15,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
 from eventpipe import __version__
-from eventpipe.options import PARAMETERS, SettingsOptions, help_text
+from eventpipe.options import PARAMETERS, SettingsOptions, option_lines
 from eventpipe.options import Options as ServiceOptions
 from eventpipe.snowflake import SnowflakeNames, snowflake_sql
 
@@ -34,10 +34,7 @@ class SnowflakeOptions(SettingsOptions):
     )
     parameters = _SNOWFLAKE_PARAMETERS
     optParameters = [
-        *[
-            [name, None, None, help_text(name, env, default, text)]
-            for name, env, default, _, text in _SNOWFLAKE_PARAMETERS
-        ],
+        *option_lines(_SNOWFLAKE_PARAMETERS),
         ["table", None, "acm_events", "Target table."],
         ["stage", None, "acm_events_stage", "External stage on the bucket and prefix."],
         ["pipe", None, "acm_events_pipe", "Snowpipe name."],

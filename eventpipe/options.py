@@ -356,6 +356,14 @@ def read_env_file(path: str) -> dict[str, str]:
     return values
 
 
+def option_lines(parameters: Sequence[_Parameter]) -> list[list[Any]]:
+    """C{optParameters} for parameters: no default there (see postOptions), help with env."""
+    return [
+        [name, None, None, help_text(name, env, default, text)]
+        for name, env, default, _, text in parameters
+    ]
+
+
 class SettingsOptions(usage.Options):
     """
     Options that fall back on the environment, then on an env file, then
@@ -488,10 +496,7 @@ class Options(SettingsOptions):
         "files (one <EVENTS> root, or JSON Lines) to S3 or a local outbox."
     )
     parameters = PARAMETERS
-    optParameters = [
-        [name, None, None, help_text(name, env, default, text)]
-        for name, env, default, _, text in PARAMETERS
-    ]
+    optParameters = option_lines(PARAMETERS)
     optFlags = [
         [
             "repair-acm-tag-names",
