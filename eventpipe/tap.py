@@ -43,8 +43,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from eventpipe.service import EventpipeService, StopOnHangup
     from eventpipe.settings import Settings
     from eventpipe.spool import Spool, SpoolFormatError
-    from eventpipe.threads import ThreadedWork
-    from eventpipe.worker import ProcessWork
+    from eventpipe.threads import ProcessWork, ThreadedWork
 
     settings = Settings(
         instance_id=options["instance-id"],

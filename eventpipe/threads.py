@@ -1,6 +1,7 @@
 """
-Blocking work (boto3 calls, file copies, the render) in thread pools of
-their own, started and stopped with the service.
+Where blocking work runs: thread pools of their own (boto3 calls, file
+copies, seals), started and stopped with the service, and the render
+worker process (L{ProcessWork}, see L{eventpipe.worker}).
 
 Stopping a pool joins its threads; a call stuck in a dead network must not
 hold the reactor, nor the process, past the shutdown timeout.  So the join
@@ -11,16 +12,23 @@ that was not delivered stays in the spool and is shipped again.
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import IReactorFromThreads, IReactorProcess, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from eventpipe.logs import Logger
+from eventpipe.worker import ALLOWED, RESULTS, resolve
 
 T = TypeVar("T")
 
@@ -109,4 +117,146 @@ class ThreadedWork:
             )
 
         done.addTimeout(timeout, self._clock, onTimeoutCancel=gave_up)
+        return done
+
+
+# The render worker process.
+
+
+class WorkerDied(Exception):
+    """The worker ended before it answered."""
+
+
+class _Conversation(ProcessProtocol):
+    def __init__(self, work: ProcessWork) -> None:
+        self.work = work
+        self.buffer = b""
+        self.errors = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if line:
+                self.work._answered(json.loads(line))
+
+    def errReceived(self, data: bytes) -> None:
+        self.errors += data
+        *lines, self.errors = self.errors.split(b"\n")
+        for line in lines:
+            log.warn("render worker: {line}", line=line.decode("utf-8", "replace"))
+
+    def processEnded(self, reason: Failure) -> None:
+        self.work._ended(self, reason)
+
+
+class ProcessWork:
+    """
+    A L{eventpipe.threads.BlockingWork} whose work runs in a worker process.
+
+    @param argv: the worker's command (this interpreter, C{-m eventpipe.worker}).
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorProcess,
+        clock: IReactorTime,
+        name: str = "eventpipe-render",
+        argv: list[str] | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._clock = clock
+        self.name = name
+        self.argv = argv or [sys.executable, "-m", "eventpipe.worker"]
+        self._conversation: _Conversation | None = None
+        self._transport: Any = None
+        self._waiting: dict[int, Deferred[Any]] = {}
+        self._next = 0
+        self._running = False
+        self._ended_waiters: list[Deferred[None]] = []
+
+    @property
+    def pid(self) -> int | None:
+        return getattr(self._transport, "pid", None)
+
+    def start(self) -> None:
+        self._running = True
+
+    def _spawn(self) -> None:
+        self._conversation = _Conversation(self)
+        self._transport = self._reactor.spawnProcess(
+            self._conversation,
+            self.argv[0],
+            self.argv,
+            env=dict(os.environ),
+            childFDs={0: "w", 1: "r", 2: "r"},
+        )
+        log.debug("render worker started, pid {pid}", pid=self.pid)
+
+    def run(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """Call C{function(*args)} in the worker; fires with its result."""
+        if not self._running:
+            return fail(RuntimeError(f"{self.name}: stopped"))
+        name = f"{function.__module__}:{function.__qualname__}"
+        if name not in ALLOWED:
+            return fail(ValueError(f"{name} may not run in the worker"))
+        if self._transport is None:
+            self._spawn()
+        self._next += 1
+        d: Deferred[Any] = Deferred()
+        self._waiting[self._next] = d
+        request = {"id": self._next, "call": name, "args": list(args)}
+        self._transport.write(json.dumps(request).encode("utf-8") + b"\n")
+        return d
+
+    def _answered(self, answer: dict[str, Any]) -> None:
+        d = self._waiting.pop(answer["id"], None)
+        if d is None:
+            return
+        if answer["ok"]:
+            value = answer["value"]
+            if isinstance(value, dict) and value.get("type") in RESULTS:
+                value = resolve(RESULTS[value["type"]])(**value["fields"])
+            d.callback(value)
+        elif answer.get("errno") is not None:
+            d.errback(OSError(answer["errno"], answer["error"]))
+        else:
+            d.errback(RuntimeError(answer["error"]))
+
+    def _ended(self, conversation: _Conversation, reason: Failure) -> None:
+        if conversation is self._conversation:
+            self._conversation = None
+            self._transport = None
+        waiting, self._waiting = self._waiting, {}
+        for d in waiting.values():
+            d.errback(WorkerDied(f"the render worker ended: {reason.getErrorMessage()}"))
+        if not reason.check(ProcessDone) and self._running:
+            log.warn(
+                "the render worker ended: {reason}; the next render starts a new one",
+                reason=reason.getErrorMessage(),
+            )
+        ended, self._ended_waiters = self._ended_waiters, []
+        for d in ended:
+            d.callback(None)
+
+    def stop(self, timeout: float = 5.0) -> Deferred[None]:
+        """
+        Close the worker's input: it ends once its render (if any) is done.
+        Killed if it has not after C{timeout} seconds.
+        """
+        self._running = False
+        if self._transport is None:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        self._ended_waiters.append(done)
+        transport = self._transport
+        transport.closeStdin()
+
+        def kill(result: object, timeout: float) -> None:
+            try:
+                transport.signalProcess("KILL")
+            except Exception:
+                pass
+
+        done.addTimeout(timeout, self._clock, onTimeoutCancel=kill)
         return done

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from eventpipe.render import render_segment
 from eventpipe.spool import Spool
-from eventpipe.worker import ProcessWork, WorkerDied
+from eventpipe.threads import ProcessWork, WorkerDied
 from tests.support import Twistd, make_event, make_stream, send, wait_for
 
 
