@@ -90,7 +90,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         uploader = LocalDirectoryUploader(
             reactor, options["outbox"], threads=options["upload-concurrency"]
         )
-    render = ProcessWork(reactor, reactor)
+    # As many render workers as segments render at once, and cores allow.
+    render = ProcessWork(
+        reactor, reactor, workers=min(options["upload-concurrency"], os.cpu_count() or 1)
+    )
     sealer = ThreadedWork(reactor, reactor, 1, "eventpipe-seal")
     service = EventpipeService(
         settings,

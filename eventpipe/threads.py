@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IReactorFromThreads, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
@@ -127,18 +127,27 @@ class WorkerDied(Exception):
     """The worker ended before it answered."""
 
 
-class _Conversation(ProcessProtocol):
+class _Worker(ProcessProtocol):
+    """One worker process, and the requests it has not answered yet."""
+
     def __init__(self, work: ProcessWork) -> None:
         self.work = work
         self.buffer = b""
         self.errors = b""
+        self.waiting: dict[int, Deferred[Any]] = {}
+        self.ended: list[Deferred[None]] = []
+        self.alive = True
+
+    @property
+    def pid(self) -> int | None:
+        return getattr(self.transport, "pid", None)
 
     def outReceived(self, data: bytes) -> None:
         self.buffer += data
         *lines, self.buffer = self.buffer.split(b"\n")
         for line in lines:
             if line:
-                self.work._answered(json.loads(line))
+                self._answered(json.loads(line))
 
     def errReceived(self, data: bytes) -> None:
         self.errors += data
@@ -146,71 +155,8 @@ class _Conversation(ProcessProtocol):
         for line in lines:
             log.warn("render worker: {line}", line=line.decode("utf-8", "replace"))
 
-    def processEnded(self, reason: Failure) -> None:
-        self.work._ended(self, reason)
-
-
-class ProcessWork:
-    """
-    A L{eventpipe.threads.BlockingWork} whose work runs in a worker process.
-
-    @param argv: the worker's command (this interpreter, C{-m eventpipe.worker}).
-    """
-
-    def __init__(
-        self,
-        reactor: IReactorProcess,
-        clock: IReactorTime,
-        name: str = "eventpipe-render",
-        argv: list[str] | None = None,
-    ) -> None:
-        self._reactor = reactor
-        self._clock = clock
-        self.name = name
-        self.argv = argv or [sys.executable, "-m", "eventpipe.worker"]
-        self._conversation: _Conversation | None = None
-        self._transport: Any = None
-        self._waiting: dict[int, Deferred[Any]] = {}
-        self._next = 0
-        self._running = False
-        self._ended_waiters: list[Deferred[None]] = []
-
-    @property
-    def pid(self) -> int | None:
-        return getattr(self._transport, "pid", None)
-
-    def start(self) -> None:
-        self._running = True
-
-    def _spawn(self) -> None:
-        self._conversation = _Conversation(self)
-        self._transport = self._reactor.spawnProcess(
-            self._conversation,
-            self.argv[0],
-            self.argv,
-            env=dict(os.environ),
-            childFDs={0: "w", 1: "r", 2: "r"},
-        )
-        log.debug("render worker started, pid {pid}", pid=self.pid)
-
-    def run(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        """Call C{function(*args)} in the worker; fires with its result."""
-        if not self._running:
-            return fail(RuntimeError(f"{self.name}: stopped"))
-        name = f"{function.__module__}:{function.__qualname__}"
-        if name not in ALLOWED:
-            return fail(ValueError(f"{name} may not run in the worker"))
-        if self._transport is None:
-            self._spawn()
-        self._next += 1
-        d: Deferred[Any] = Deferred()
-        self._waiting[self._next] = d
-        request = {"id": self._next, "call": name, "args": list(args)}
-        self._transport.write(json.dumps(request).encode("utf-8") + b"\n")
-        return d
-
     def _answered(self, answer: dict[str, Any]) -> None:
-        d = self._waiting.pop(answer["id"], None)
+        d = self.waiting.pop(answer["id"], None)
         if d is None:
             return
         if answer["ok"]:
@@ -223,40 +169,127 @@ class ProcessWork:
         else:
             d.errback(RuntimeError(answer["error"]))
 
-    def _ended(self, conversation: _Conversation, reason: Failure) -> None:
-        if conversation is self._conversation:
-            self._conversation = None
-            self._transport = None
-        waiting, self._waiting = self._waiting, {}
+    def processEnded(self, reason: Failure) -> None:
+        self.alive = False
+        self.work._ended(self)
+        waiting, self.waiting = self.waiting, {}
         for d in waiting.values():
             d.errback(WorkerDied(f"the render worker ended: {reason.getErrorMessage()}"))
-        if not reason.check(ProcessDone) and self._running:
+        if not reason.check(ProcessDone) and self.work.running:
             log.warn(
-                "the render worker ended: {reason}; the next render starts a new one",
+                "a render worker ended: {reason}; the next render starts a new one",
                 reason=reason.getErrorMessage(),
             )
-        ended, self._ended_waiters = self._ended_waiters, []
+        ended, self.ended = self.ended, []
         for d in ended:
             d.callback(None)
 
+
+class ProcessWork:
+    """
+    A L{BlockingWork} whose work runs in worker processes (at most
+    C{workers}, started when work comes; each render goes to the least busy).
+
+    @param argv: a worker's command (this interpreter, C{-m eventpipe.worker}).
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorProcess,
+        clock: IReactorTime,
+        name: str = "eventpipe-render",
+        argv: list[str] | None = None,
+        workers: int = 1,
+    ) -> None:
+        self._reactor = reactor
+        self._clock = clock
+        self.name = name
+        self.argv = argv or [sys.executable, "-m", "eventpipe.worker"]
+        self.workers = max(1, workers)
+        self._workers: list[_Worker] = []
+        self._next = 0
+        self.running = False
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers if w.pid is not None]
+
+    @property
+    def pid(self) -> int | None:
+        """The first worker's process id (None when none runs)."""
+        pids = self.pids
+        return pids[0] if pids else None
+
+    def start(self) -> None:
+        self.running = True
+
+    def _spawn(self) -> _Worker:
+        worker = _Worker(self)
+        self._reactor.spawnProcess(
+            worker,
+            self.argv[0],
+            self.argv,
+            env=dict(os.environ),
+            childFDs={0: "w", 1: "r", 2: "r"},
+        )
+        self._workers.append(worker)
+        log.debug("render worker started, pid {pid}", pid=worker.pid)
+        return worker
+
+    def _choose(self) -> _Worker:
+        idle = [w for w in self._workers if not w.waiting]
+        if idle:
+            return idle[0]
+        if len(self._workers) < self.workers:
+            return self._spawn()
+        return min(self._workers, key=lambda w: len(w.waiting))
+
+    def run(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """Call C{function(*args)} in a worker; fires with its result."""
+        if not self.running:
+            return fail(RuntimeError(f"{self.name}: stopped"))
+        name = f"{function.__module__}:{function.__qualname__}"
+        if name not in ALLOWED:
+            return fail(ValueError(f"{name} may not run in the worker"))
+        worker = self._choose()
+        self._next += 1
+        d: Deferred[Any] = Deferred()
+        worker.waiting[self._next] = d
+        request = {"id": self._next, "call": name, "args": list(args)}
+        assert worker.transport is not None
+        worker.transport.write(json.dumps(request).encode("utf-8") + b"\n")
+        return d
+
+    def _ended(self, worker: _Worker) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
+
     def stop(self, timeout: float = 5.0) -> Deferred[None]:
         """
-        Close the worker's input: it ends once its render (if any) is done.
-        Killed if it has not after C{timeout} seconds.
+        Close the workers' input: each ends once its render (if any) is
+        done.  Those still running after C{timeout} seconds are killed.
         """
-        self._running = False
-        if self._transport is None:
+        self.running = False
+        workers = [w for w in self._workers if w.alive]
+        if not workers:
             return succeed(None)
-        done: Deferred[None] = Deferred()
-        self._ended_waiters.append(done)
-        transport = self._transport
-        transport.closeStdin()
+        ending = []
+        for worker in workers:
+            d: Deferred[None] = Deferred()
+            worker.ended.append(d)
+            ending.append(d)
+            assert worker.transport is not None
+            worker.transport.closeStdin()
+        done: Deferred[Any] = DeferredList(ending)
 
         def kill(result: object, timeout: float) -> None:
-            try:
-                transport.signalProcess("KILL")
-            except Exception:
-                pass
+            for worker in workers:
+                if worker.alive and worker.transport is not None:
+                    try:
+                        worker.transport.signalProcess("KILL")
+                    except Exception:
+                        pass
 
         done.addTimeout(timeout, self._clock, onTimeoutCancel=kill)
+        done.addCallback(lambda _: None)
         return done

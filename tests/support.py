@@ -81,10 +81,21 @@ def make_stream(numbers: Iterable[int], separator: bytes = b"\n") -> bytes:
     return b"".join(DECLARATION + make_event(n) + separator for n in numbers)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """
+    A port nothing listens on now, and not one handed out before in this
+    run (two services made before either starts must not get the same).
+    """
+    while True:
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for(

@@ -75,6 +75,22 @@ class WorkerTests(TestCase):
 
         return Deferred.fromCoroutine(go())
 
+    def test_two_workers(self) -> Deferred[None]:
+        """Two renders at once go to two workers; both end at stop."""
+
+        async def go() -> None:
+            work = ProcessWork(reactor, reactor, workers=2)
+            work.start()
+            path = self.segment()
+            first = work.run(render_segment, path, path + ".a.xml", path + ".a.q")
+            second = work.run(render_segment, path, path + ".b.xml", path + ".b.q")
+            self.assertEqual(len(set(work.pids)), 2)
+            self.assertEqual((await first).events, (await second).events)
+            await work.stop()
+            self.assertEqual(work.pids, [])
+
+        return Deferred.fromCoroutine(go())
+
     def test_pending_render_fails_when_the_worker_dies(self) -> Deferred[None]:
         async def go() -> None:
             # A worker that reads the request and never answers.
@@ -111,20 +127,22 @@ class NoOrphanTests(SynchronousTestCase):
         assert process.process is not None
         pid = process.process.pid
         with open(f"/proc/{pid}/task/{pid}/children") as stream:
-            children = [int(c) for c in stream.read().split()]
-        self.assertEqual(len(children), 1, "one render worker")
-        [worker] = children
-        with open(f"/proc/{worker}/cmdline", "rb") as stream:
-            self.assertIn(b"eventpipe.worker", stream.read())
+            workers = [int(c) for c in stream.read().split()]
+        self.assertTrue(workers, "a render worker")
+        for worker in workers:
+            with open(f"/proc/{worker}/cmdline", "rb") as stream:
+                self.assertIn(b"eventpipe.worker", stream.read())
         process.kill()
         deadline = time.monotonic() + 10
-        while os.path.exists(f"/proc/{worker}") and time.monotonic() < deadline:
-            with open(f"/proc/{worker}/stat") as stream:
-                if stream.read().split(")")[-1].split()[0] == "Z":
-                    break  # ended; only its exit status is left for init
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
-        gone = not os.path.exists(f"/proc/{worker}")
-        if not gone:
-            with open(f"/proc/{worker}/stat") as stream:
-                gone = stream.read().split(")")[-1].split()[0] == "Z"
-        self.assertTrue(gone, "the worker outlived the service")
+        self.assertFalse([w for w in workers if _alive(w)], "a worker outlived the service")
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, and not a zombie waiting for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

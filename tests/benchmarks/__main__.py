@@ -248,6 +248,25 @@ class Service:
     def rss(self) -> float:
         return peak_rss_mib(self.pid)
 
+    def free_workers(self) -> None:
+        """
+        The render worker inherits the receiver's CPU when it starts: let it
+        run on any (in a deployment nothing is pinned; the design puts the
+        render on the other core).
+        """
+        for child in self.children():
+            try:
+                os.sched_setaffinity(child, set(range(os.cpu_count() or 1)))
+            except OSError:
+                pass
+
+    def children(self) -> list[int]:
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as stream:
+                return [int(c) for c in stream.read().split()]
+        except OSError:
+            return []
+
     def worker_rss(self) -> float:
         """Peak RSS of the render worker (0 before the first render)."""
         try:
@@ -272,6 +291,7 @@ def run_until(
     samples: list[tuple[float, float]] = []
     deadline = began + 600
     while True:
+        service.free_workers()
         value = service.value(metric)
         now = time.perf_counter() - began
         samples.append((now, value))
