@@ -229,10 +229,14 @@ class EventpipeService(Service):
 
     def _report_left(self, unwritten: int) -> None:
         """Say what was not delivered, and where it waits."""
-        segments = self.spool.sealed()
+        # Sealed segments, and any set aside whose seal did not finish.
+        segments = [segment.path for segment in self.spool.sealed()] + [
+            os.path.join(self.spool.sealing_dir, name)
+            for name in os.listdir(self.spool.sealing_dir)
+        ]
         events = 0
-        for segment in segments:
-            with open(segment.path, "rb") as stream:
+        for path in segments:
+            with open(path, "rb") as stream:
                 events += count_events(stream)
         current = self.spool.current_size
         if current:
