@@ -665,16 +665,17 @@ def _plain_documents(documents: bytes, event_tag: str, max_event_size: int) -> l
         ):
             return None
         body = part[end + 2 :].strip(_LAYOUT)
+        close = body.rfind(close_tag)
         # One start tag and one end tag a document (the counts above): this
         # one must begin with the one and end with the other, and hold no
         # instruction.
         if (
-            len(body) > max_event_size
+            close < 0
+            or len(body) > max_event_size
             or b"?" in body
             or not body.startswith(open_tag)
             or body[len(open_tag) : len(open_tag) + 1] not in _AFTER_NAME
-            or _END_TAG.fullmatch(body, body.rfind(close_tag) + len(close_tag)) is None
-            or body.rfind(close_tag) < 0
+            or _END_TAG.fullmatch(body, close + len(close_tag)) is None
         ):
             return None
         events.append(body)

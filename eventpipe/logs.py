@@ -53,10 +53,13 @@ _INTERNAL = frozenset({"log_logger", "log_source", "log_io", "message", "format"
 
 def flatten(event: dict[str, Any]) -> dict[str, Any]:
     """One log event as a flat, JSON-ready record."""
-    stamp = event.get("log_time", time.time())
+    # Twisted stamps every event it emits; an event without a time says so.
+    stamp = event.get("log_time")
     level = event.get("log_level", LogLevel.info)
     record: dict[str, Any] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp))
+        "time": None
+        if stamp is None
+        else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp))
         + f".{int(stamp % 1 * 1000):03d}Z",
         "level": getattr(level, "name", str(level)),
         "logger": event.get("log_namespace", "-"),

@@ -124,8 +124,7 @@ def _text(text: str) -> str:
 
 def _endpoint(text: str) -> str:
     try:
-        if parse_tcp(text) is None:
-            parse_endpoint(text)
+        validate_endpoint(text)
     except Exception:
         raise ValueError(text) from None
     return text
@@ -693,6 +692,17 @@ def parse_endpoint(description: str) -> Any:
     return serverFromString(None, description)  # type: ignore[arg-type]
 
 
+def validate_endpoint(description: str) -> None:
+    """
+    Check a server endpoint string: plain TCP without the endpoints module,
+    anything else with it.
+
+    @raise Exception: it does not parse.
+    """
+    if parse_tcp(description) is None:
+        parse_endpoint(description)
+
+
 def check_endpoint(description: str, source: str = "--listen") -> None:
     """
     Parse a server endpoint string without listening.
@@ -700,8 +710,7 @@ def check_endpoint(description: str, source: str = "--listen") -> None:
     @raise usage.UsageError: it does not parse.
     """
     try:
-        if parse_tcp(description) is None:
-            parse_endpoint(description)
+        validate_endpoint(description)
     except Exception as error:
         raise usage.UsageError(
             f"{source}: invalid endpoint {description!r} ({error or type(error).__name__})"
