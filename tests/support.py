@@ -106,8 +106,22 @@ def wait_for(
         if predicate():
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what}" + _running_logs()
+            )
         time.sleep(step)
+
+
+# The twistd processes of the running test, whose logs a timed-out wait shows.
+_RUNNING: list[Twistd] = []
+
+
+def _running_logs(lines: int = 40) -> str:
+    text = ""
+    for process in _RUNNING:
+        tail = process.log().splitlines()[-lines:]
+        text += f"\n--- last lines of {process.workdir}'s log ---\n" + "\n".join(tail)
+    return text
 
 
 def wait_for_port(
@@ -180,6 +194,8 @@ class Twistd:
             stdout=subprocess.DEVNULL,
             stderr=open(self.log_path + ".stderr", "wb"),
         )
+        if self not in _RUNNING:
+            _RUNNING.append(self)
         if wait:
             wait_for_port(self.port, process=self.process)
         return self
@@ -204,6 +220,8 @@ class Twistd:
         return self.stop(signal.SIGKILL)
 
     def cleanup(self) -> None:
+        if self in _RUNNING:
+            _RUNNING.remove(self)
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
@@ -513,14 +531,16 @@ class Cable:
                 data = source.recv(65536)
                 if not data:
                     break
-                if response and data.startswith(b"HTTP/1.1 100 "):
-                    # An interim "100 Continue" goes through: the request
-                    # must reach the server whole.
-                    end = data.find(b"\r\n\r\n") + 4
-                    sink.sendall(data[:end])
-                    data = data[end:]
-                    if not data:
-                        continue
+                # Interim "100 Continue" answers go through (the server may
+                # send two at once): the request must reach the server whole.
+                while response and data.startswith(b"HTTP/1.1 100 "):
+                    end = data.find(b"\r\n\r\n")
+                    if end < 0:
+                        break
+                    sink.sendall(data[: end + 4])
+                    data = data[end + 4 :]
+                if not data:
+                    continue
                 if response and self.swallow > 0:
                     with self._lock:
                         self.swallow -= 1
