@@ -2,8 +2,8 @@
 Turn a sealed segment into the batch file that is delivered, and a
 quarantine file for whatever is not a well-formed event.
 
-No reactor: plain files in, plain files out, streaming (one event in memory
-at a time).  Runs in a thread.
+No reactor: plain files in, plain files out, streaming (one record or chunk
+of events in memory at a time).  Runs in the render worker process.
 
 XML batch::
 
@@ -22,7 +22,11 @@ it arrived, its sender and listener, the reason, and its bytes unchanged
 Every event is parsed with lxml (the ElementTree API) with entity
 resolution, DTD loading and network access off.  An event that does not
 parse, or whose root is not the event tag, goes to quarantine with the
-parser's message; its neighbours are delivered.
+parser's message; its neighbours are delivered.  What is checked at once:
+a record whose documents are all alike (see L{uniform_events}: what ACM
+sends) is checked whole, by one parse that builds no tree; other events in
+chunks, by one parse of the chunk; only when that fails is each event of
+the record or chunk parsed alone.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 
-from eventpipe.framing import EventFramer, Rejected, frame_documents
+from eventpipe.framing import EventFramer, Rejected, frame_documents, uniform_events
 from eventpipe.naming import FORMATS
 from eventpipe.records import (
     KIND_CONTEXT,
@@ -251,6 +255,7 @@ def render_segment(
         raise ValueError(f"unknown format {fmt!r}")
     result = RenderResult()
     parser = make_parser()
+    well_formed = _WellFormed()
     header, footer = (XML_HEADER, XML_FOOTER) if fmt == "xml" else (b"", b"")
     batch = _Output(batch_path, compress, header)
     quarantine = _Output(quarantine_path, "none")
@@ -263,8 +268,13 @@ def render_segment(
     good: list[bytes] = []
 
     def flush() -> None:
+        if not events:
+            return
         for data, where, (reason, rendered) in zip(
-            events, contexts, _render_events(events, parser, fmt, event_tag), strict=True
+            events,
+            contexts,
+            _render_events(events, parser, well_formed, fmt, event_tag),
+            strict=True,
         ):
             if reason is not None and repair:
                 repaired, changes = repair_tag_names(data)
@@ -292,6 +302,19 @@ def render_segment(
                     framed: list[bytes] = [record.data]
                     aside: list[Rejected] = []
                 elif record.kind == KIND_DOCUMENTS:
+                    uniform = (
+                        uniform_events(record.data, event_tag, max_event_size)
+                        if fmt == "xml"
+                        else None
+                    )
+                    if uniform is not None and well_formed(uniform[0]):
+                        # The whole record at once (see uniform_events);
+                        # what waits goes first, to keep the order.
+                        flush()
+                        size = 0
+                        batch.write(uniform[0])
+                        result.events += uniform[1]
+                        continue
                     framed, aside = frame_documents(record.data, event_tag, max_event_size)
                 elif record.kind == KIND_CONTEXT:
                     context = decode_context(record)
@@ -344,36 +367,62 @@ class _Nothing:
 _NOT_PLAIN = (b"?", b"!", b":", b"\r", b"\xef\xbb\xbf")
 
 
-def _plainly_valid(events: list[bytes], event_tag: str) -> bool:
+class _WellFormed:
+    """
+    Whether a run of events, each a root element, is well-formed: one parse
+    of the run inside a root, fed to a parser that builds nothing and calls
+    back nothing (fed, and the parser kept, it runs faster than a fresh
+    parse of a copy).
+    """
+
+    def __init__(self) -> None:
+        self._parser: etree.XMLParser | None = None
+
+    def __call__(self, events: bytes) -> bool:
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = etree.XMLParser(
+                target=_Nothing(),  # type: ignore[arg-type]
+                resolve_entities=False,
+                load_dtd=False,
+                no_network=True,
+                huge_tree=False,
+            )
+        try:
+            parser.feed(b"<EVENTS>")
+            parser.feed(events)
+            parser.feed(b"</EVENTS>")
+            parser.close()
+        except etree.XMLSyntaxError:
+            # A parser that failed starts afresh.
+            self._parser = None
+            return False
+        return True
+
+
+def _plainly_valid(events: list[bytes], well_formed: _WellFormed) -> bool:
     """
     Whether a chunk of plain events is well-formed, one event a root with
     the right tag (the framer made each start with it): one parse that
     builds nothing and calls back nothing.
     """
-    chunk = b"<EVENTS>" + b"".join(events) + b"</EVENTS>"
+    chunk = b"".join(events)
     if any(mark in chunk for mark in _NOT_PLAIN):
-        return False
-    parser = etree.XMLParser(
-        target=_Nothing(),  # type: ignore[arg-type]
-        resolve_entities=False,
-        load_dtd=False,
-        no_network=True,
-        huge_tree=False,
-    )
-    try:
-        etree.fromstring(chunk, parser)
-    except etree.XMLSyntaxError:
         return False
     # Each event, as framed, starts with the root's start tag and ends with
     # the end tag that closes it: in a well-formed chunk, each is one root.
-    return True
+    return well_formed(chunk)
 
 
 def _render_events(
-    events: list[bytes], parser: etree.XMLParser, fmt: str, event_tag: str
+    events: list[bytes],
+    parser: etree.XMLParser,
+    well_formed: _WellFormed,
+    fmt: str,
+    event_tag: str,
 ) -> list[tuple[str | None, bytes]]:
     """Validate (and convert) a chunk of events, in order."""
-    if fmt == "xml" and _plainly_valid(events, event_tag):
+    if fmt == "xml" and _plainly_valid(events, well_formed):
         return [(None, data + b"\n") for data in events]
     try:
         root = etree.fromstring(b"<EVENTS>" + b"".join(events) + b"</EVENTS>", parser)

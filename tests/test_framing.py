@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.framing import EventFramer, ReadSplitter, Rejected, State, frame_documents
+from eventpipe.framing import (
+    EventFramer,
+    ReadSplitter,
+    Rejected,
+    State,
+    frame_documents,
+    uniform_events,
+)
 from tests.support import SAMPLE, make_event
 
 DECL = b'<?xml version="1.0" encoding="UTF-8"?>'
@@ -274,31 +281,59 @@ class EncodingTests(SynchronousTestCase):
             )
 
 
+class Ways:
+    """How many reads went the cheap way, and how many of those the uniform way."""
+
+    cheap = 0
+    uniform = 0
+
+
+def render_frames(
+    testcase: SynchronousTestCase, documents: bytes, limit: int, ways: Ways
+) -> tuple[list[bytes], list[Rejected]]:
+    """
+    What the render makes of whole documents kept as read: the framer's
+    events, which must be what the uniform way found when it found them.
+    """
+    events, rejected = frame_documents(documents, "EVENT", limit)
+    uniform = uniform_events(documents, "EVENT", limit)
+    if uniform is not None:
+        ways.uniform += 1
+        testcase.assertEqual(
+            (b"".join(event + b"\n" for event in events), len(events), rejected),
+            (uniform[0], uniform[1], []),
+            documents,
+        )
+    return events, rejected
+
+
 def split_then_frame(
-    data: bytes, cuts: list[int], limit: int = 1 << 20
-) -> tuple[list[bytes], list[Rejected], int]:
+    testcase: SynchronousTestCase,
+    data: bytes,
+    cuts: list[int],
+    limit: int = 1 << 20,
+    ways: Ways | None = None,
+) -> tuple[list[bytes], list[Rejected]]:
     """
     What ingest's cheap path and the render make of a stream read in pieces:
     whole documents kept as read and framed later, the rest framed at once.
-
-    @return: events, set-aside pieces, and how many reads went the cheap way.
     """
+    ways = ways or Ways()
     splitter = ReadSplitter("EVENT", limit)
     events: list[bytes] = []
     rejected: list[Rejected] = []
-    cheap = 0
     edges = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
     for start, end in zip(edges, edges[1:]):
         documents, _, now, set_aside = splitter.feed(data[start:end])
         if documents:
-            cheap += 1
-            later, later_aside = frame_documents(documents, "EVENT", limit)
+            ways.cheap += 1
+            later, later_aside = render_frames(testcase, documents, limit, ways)
             events += later
             rejected += later_aside
         events += now
         rejected += set_aside
     now, set_aside = splitter.close()
-    return events + now, rejected + set_aside, cheap
+    return events + now, rejected + set_aside
 
 
 def exact(data: bytes, cuts: list[int], limit: int = 1 << 20) -> tuple[list[bytes], list[Rejected]]:
@@ -320,6 +355,20 @@ _PIECES = st.one_of(
             b"<EVENT>no declaration</EVENT>",
             b"</EVENT>",
             DECL,
+            # Near misses of the uniform way.
+            DECL + b"\n<EVENT>x</EVENT>\n",
+            DECL + b"\n<EVENT>x</EVENT>\n<EVENT>y</EVENT>\n",
+            DECL + b"\n<EVENT><EVENTS/></EVENT>\n",
+            DECL + b"\n<EVENT>a<EVENT>b</EVENT>\n",
+            DECL + b"\n<EVENT>x</EVENT>\ny\n",
+            DECL + b"\n<EVENT>x</EVENT>\n\n",
+            DECL + b"\n<EVENT>x</EVENT>",
+            DECL + b"\n\n<EVENT>a\n" + DECL + b"\n\n</EVENT>\n",
+            b'<?xml version="1.0"?>\n<EVENT>z</EVENT>\n',
+            b'<?xml version="1.0" encoding="utf-16"?>\n<EVENT>z</EVENT>\n',
+            DECL + b"\n<EVENT a='1'>x</EVENT>\n",
+            DECL + b"\n<EVENT>&bad;</EVENT>\n",
+            DECL + b"\n<EVENT>a:b</EVENT>\n",
         ]
     ),
     st.binary(max_size=60),
@@ -341,7 +390,7 @@ class CheapPathEquivalenceTests(SynchronousTestCase):
     )
     def test_any_stream_any_split(self, pieces: list[bytes], cuts: list[int], limit: int) -> None:
         wire = b"".join(pieces)
-        events, rejected, _ = split_then_frame(wire, cuts, limit=limit)
+        events, rejected = split_then_frame(self, wire, cuts, limit=limit)
         self.assertEqual((events, rejected), exact(wire, cuts, limit=limit))
 
     def test_every_chunk_size(self) -> None:
@@ -351,13 +400,67 @@ class CheapPathEquivalenceTests(SynchronousTestCase):
         wire += b"".join(v[0] for v in VARIANTS)
         for size in [*range(1, 400), 1021, 4096, 65536, len(wire)]:
             cuts = list(range(size, len(wire), size))
-            events, rejected, _ = split_then_frame(wire, cuts)
+            events, rejected = split_then_frame(self, wire, cuts)
             self.assertEqual((events, rejected), exact(wire, cuts), size)
 
     def test_most_reads_go_the_cheap_way(self) -> None:
-        """An ACM stream read in large pieces is hardly framed at ingest."""
-        wire = b"".join(DECL + make_event(n) + b"\n" for n in range(400))
-        cuts = list(range(65536, len(wire), 65536))
-        events, rejected, cheap = split_then_frame(wire, cuts)
-        self.assertEqual((len(events), rejected), (400, []))
-        self.assertEqual(cheap, len(cuts) + 1)
+        """
+        An ACM stream read in large pieces is hardly framed at ingest, and
+        not at all at render: each read is found uniform.
+        """
+        with open(SAMPLE, "rb") as stream:
+            sample = stream.read()
+        for wire in (b"".join(DECL + make_event(n) + b"\n" for n in range(400)), sample * 20):
+            cuts = list(range(65536, len(wire), 65536))
+            ways = Ways()
+            events, rejected = split_then_frame(self, wire, cuts, ways=ways)
+            self.assertEqual((len(events), rejected), (wire.count(b"<?xml "), []))
+            self.assertEqual((ways.cheap, ways.uniform), (len(cuts) + 1, len(cuts) + 1))
+
+
+class UniformTests(SynchronousTestCase):
+    def test_near_misses(self) -> None:
+        """
+        Documents that are not all alike are left to the framer; whatever
+        the uniform way takes, it takes as the framer does.
+        """
+        good = DECL + b"\n<EVENT>x</EVENT>\n"
+        misses = [
+            DECL + b"\n<EVENT>x</EVENT>\n<EVENT>y</EVENT>\n",
+            DECL + b"\n<EVENT>a<EVENT>b</EVENT>\n",
+            DECL + b"\n<EVENT><EVENTS/></EVENT>\n",
+            DECL + b"\n<EVENT>x</EVENT>\ny\n",
+            DECL + b"\n<EVENT>x</EVENT>\n\n",
+            DECL + b"\n<EVENT>x</EVENT>",
+            DECL + b"\n<EVENT>x</EVENT>\r\n",
+            DECL + b"\n<EVENT>a\n" + DECL + b"\n</EVENT>\n",
+            b'<?xml version="1.0"?>\n<EVENT>z</EVENT>\n',
+            b'<?xml version="1.0" encoding="utf-16"?>\n<EVENT>z</EVENT>\n',
+            DECL + b"\n<EVENT a='1'>x</EVENT>\n",
+            DECL + b"\n<EVENT><?pi?></EVENT>\n",
+            DECL + b"\n<EVENT><!-- c --></EVENT>\n",
+            b"\n" + DECL + b"\n<EVENT>x</EVENT>\n",
+        ]
+        alike_alone = misses[8]  # another declaration, but the same throughout
+        for miss in misses:
+            for documents in (miss, good + miss, miss + good, good + miss + good):
+                render_frames(self, documents, 1 << 20, Ways())
+                if documents != alike_alone:
+                    self.assertIsNone(uniform_events(documents), documents)
+        self.assertEqual(uniform_events(alike_alone), (b"<EVENT>z</EVENT>\n", 1))
+
+    def test_colons(self) -> None:
+        """A colon in text keeps the uniform way; one in a tag leaves it."""
+        for event, uniform in [
+            (b"<EVENT><m>26 bit raw: 0x25c7fff</m></EVENT>", True),
+            (b"<EVENT><m>a:b</m><n>c:d</n>e:</EVENT>", True),
+            (b"<EVENT><a:b>x</a:b></EVENT>", False),
+            (b"<EVENT><a b:c='1'>x</a></EVENT>", False),
+            (b'<EVENT><a x=">" b:c="1">x</a></EVENT>', False),
+            (b'<EVENT><a x="1">y:z</a></EVENT>', False),
+        ]:
+            documents = (DECL + b"\n" + event + b"\n") * 2
+            found = uniform_events(documents)
+            self.assertEqual(found is not None, uniform, event)
+            if found is not None:
+                self.assertEqual(found, ((event + b"\n") * 2, 2))

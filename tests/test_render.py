@@ -246,3 +246,73 @@ class TornDocumentsTests(SynchronousTestCase):
         self.assertTrue(str(torn["reason"]).startswith("torn record"))
         self.assertTrue(make_event(2).startswith(torn["bytes"]))  # type: ignore[arg-type]
         self.assertEqual(result.events, 3)
+
+
+class UniformRecordTests(SynchronousTestCase):
+    """
+    Records of documents all alike (what ACM sends) are checked whole, as
+    one run; the batch and the quarantine are what the framer and the
+    per-chunk check make of them.
+    """
+
+    def render(self, documents: list[bytes]) -> tuple[object, bytes, bytes, int]:
+        """Render one record per item; also say how often the framer ran."""
+        from eventpipe import render
+        from eventpipe.records import encode_documents
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        segment = os.path.join(directory, "segment")
+        with open(segment, "wb") as stream:
+            for data in documents:
+                stream.write(encode_documents(data))
+        framed = []
+        frame = render.frame_documents
+        self.patch(render, "frame_documents", lambda *a: framed.append(1) or frame(*a))
+        result = render_segment(segment, segment + ".xml", segment + ".q")
+        read = lambda p: open(p, "rb").read() if os.path.exists(p) else b""  # noqa: E731
+        return result, read(segment + ".xml"), read(segment + ".q"), len(framed)
+
+    def assertAsFramed(self, documents: list[bytes], framed: int) -> tuple[bytes, bytes]:
+        from eventpipe import render
+
+        result, batch, quarantine, calls = self.render(documents)
+        self.assertEqual(calls, framed, "records framed one by one")
+        self.patch(render, "uniform_events", lambda *a: None)
+        slow, slow_batch, slow_quarantine, _ = self.render(documents)
+        self.assertEqual(
+            (batch, quarantine, vars(result)), (slow_batch, slow_quarantine, vars(slow))
+        )
+        return batch, quarantine
+
+    def test_acm_records_are_not_framed(self) -> None:
+        """The sample stream (colons in text) goes the uniform way."""
+        from tests.support import SAMPLE
+
+        with open(SAMPLE, "rb") as stream:
+            sample = stream.read()
+        cut = sample.find(b"<?xml ", len(sample) // 2)
+        batch, quarantine = self.assertAsFramed([sample[:cut], sample[cut:], sample], 0)
+        self.assertEqual((batch.count(b"<EVENT>"), quarantine), (2 * sample.count(b"<EVENT>"), b""))
+
+    def test_bad_events_in_uniform_records(self) -> None:
+        """
+        An undefined entity, an undeclared prefix (which a check that builds
+        nothing does not see), one hidden behind a quoted ">", a stray end
+        tag: each event alone goes to quarantine, its neighbours to the batch.
+        """
+        declaration = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+        bad = [
+            b"<EVENT><a>&undefined;</a></EVENT>",
+            b"<EVENT><a:b>x</a:b></EVENT>",
+            b'<EVENT><a x=">" b:c="1">y</a></EVENT>',
+            b"<EVENT></a></EVENT>",
+        ]
+        records = [
+            b"".join(declaration + event + b"\n" for event in (make_event(n), piece, make_event(9)))
+            for n, piece in enumerate(bad)
+        ]
+        # Each record is framed: two failed the whole check, two never took it.
+        batch, quarantine = self.assertAsFramed(records, 4)
+        self.assertEqual(numbers_in_xml_batch(batch), [0, 9, 1, 9, 2, 9, 3, 9])
+        self.assertEqual([e["bytes"] for e in quarantine_entries(quarantine)], bad)
