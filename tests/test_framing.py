@@ -464,3 +464,28 @@ class UniformTests(SynchronousTestCase):
             self.assertEqual(found is not None, uniform, event)
             if found is not None:
                 self.assertEqual(found, ((event + b"\n") * 2, 2))
+
+
+class IngestCountTests(SynchronousTestCase):
+    def test_count_at_ingest(self) -> None:
+        """
+        The events counted as reads arrive: exact for a sender that declares
+        each document alike; never more than the events, otherwise.
+        """
+        with open(SAMPLE, "rb") as stream:
+            sample = stream.read() * 10
+        for wire in (sample, b"".join(v[0] for v in VARIANTS) * 3):
+            splitter = ReadSplitter()
+            counted = framed = 0
+            for start in range(0, len(wire), 4096):
+                documents, count, now, _ = splitter.feed(wire[start : start + 4096])
+                counted += count + len(now)
+                framed += len(frame_documents(documents)[0]) + len(now)
+            now, _ = splitter.close()
+            counted += len(now)
+            framed += len(now)
+            if wire is sample:
+                self.assertEqual(counted, framed)
+                self.assertEqual(counted, sample.count(b"<EVENT>"))
+            else:
+                self.assertLessEqual(counted, framed)
