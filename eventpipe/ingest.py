@@ -24,7 +24,7 @@ from eventpipe.framing import DECLARATION, Rejected, split_documents
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics, quarantine_reason
 from eventpipe.protocol import EventReceiver, Source
-from eventpipe.records import encode_context, encode_documents, encode_event, encode_rejected
+from eventpipe.records import documents_record, encode_context, encode_event, encode_rejected
 from eventpipe.settings import Settings
 from eventpipe.spool import Spool, SpoolWriteError, disk_reserve, runs_within
 
@@ -40,6 +40,9 @@ LOW_WATER = 0.9
 # What a record ingest writes holds: a context, nothing to deliver (set
 # aside), or a number of events (one, or the documents of a read).
 _CONTEXT, _OTHER, _EVENT = -1, 0, 1
+# A record as the parts it is written in (joined, they are the record), and
+# what it holds.
+Record = tuple[tuple[bytes, ...], int]
 # About the size of a context record, when none is at hand to measure.
 _CONTEXT_SIZE = 128
 # A record's header and final newline.
@@ -98,10 +101,13 @@ class Ingest:
         self.datagram_ports: list[Any] = []
         self.paused_for: set[str] = set()
         # Encoded records the disk refused, each with its kind.
-        self._unwritten: list[tuple[bytes, int]] = []
+        self._unwritten: list[Record] = []
         # The context (sender, listener, second) last written to the current
         # segment: a new one is written when it changes.
         self._context: tuple[str, str, int] | None = None
+        # The context records of this second, by source.
+        self._encoded: dict[tuple[str, str, int], bytes] = {}
+        self._encoded_second = -1
         self._disk_retry: IDelayedCall | None = None
         self._unchecked_bytes = 0
         self._all_gone: list[Deferred[None]] = []
@@ -225,8 +231,8 @@ class Ingest:
                     else "",
                 )
         records = self._context_for(source)
-        records.extend((encode_event(event), _EVENT) for event in events)
-        records.extend((encode_rejected(piece), _OTHER) for piece in rejected)
+        records.extend(((encode_event(event),), _EVENT) for event in events)
+        records.extend(((encode_rejected(piece),), _OTHER) for piece in rejected)
         self._add(records)
 
     def store_documents(self, source: Source, documents: bytes, count: int) -> None:
@@ -240,43 +246,55 @@ class Ingest:
             # Cut between documents, so that segments keep to max-file-size.
             room = self.max_file_size - self.spool.current_size - overhead
             runs = split_documents(documents, room, self.max_file_size - overhead)
-            records.extend((encode_documents(run), run.count(DECLARATION)) for run in runs)
+            records.extend((documents_record(run), run.count(DECLARATION)) for run in runs)
         else:
-            records.append((encode_documents(documents), count))
+            records.append((documents_record(documents), count))
         self._add(records)
 
-    def _context_for(self, source: Source) -> list[tuple[bytes, int]]:
-        """A context record, when the sender, listener or second changed."""
+    def _context_for(self, source: Source) -> list[Record]:
+        """
+        A context record, when the sender, listener or second changed.  It
+        says when the source's first read of that second arrived, whether
+        other sources' reads came between or not (and is encoded once).
+        """
         now = self.clock.seconds()
-        context = (source.peer, source.listener, int(now))
+        second = int(now)
+        context = (source.peer, source.listener, second)
         if context == self._context and self.spool.current_size:
             return []
         self._context = context
-        return [(encode_context(now, source.peer, source.listener), _CONTEXT)]
+        if second != self._encoded_second:
+            self._encoded_second = second
+            self._encoded.clear()
+        encoded = self._encoded.get(context)
+        if encoded is None:
+            encoded = self._encoded[context] = encode_context(now, source.peer, source.listener)
+        return [((encoded,), _CONTEXT)]
 
-    def _add(self, records: list[tuple[bytes, int]]) -> None:
+    def _add(self, records: list[Record]) -> None:
         if self._unwritten:
             self._unwritten.extend(records)
         else:
             self._write(records)
 
-    def _write(self, records: list[tuple[bytes, int]]) -> bool:
+    def _write(self, records: list[Record]) -> bool:
         """
         Append records, sealing before the one that would take the segment
         past max-file-size (so a segment passes it by one record at most,
         and only when that record alone is larger).  A segment begun by a
         seal here starts with the context of what follows.
         """
-        latest = [len(record) for record, kind in records if kind == _CONTEXT]
+        sizes = [sum(map(len, parts)) for parts, _ in records]
+        latest = [size for size, (_, kind) in zip(sizes, records) if kind == _CONTEXT]
         runs = runs_within(
-            [len(record) for record, _ in records],
+            sizes,
             self.spool.current_size,
             self.max_file_size,
             headers=[kind == _CONTEXT for _, kind in records],
             restart=latest[-1] if latest else _CONTEXT_SIZE,
         )
         start = 0
-        context: tuple[bytes, int] | None = None
+        context: Record | None = None
         for number, length in enumerate(runs):
             run = records[start : start + length]
             for record in run:
@@ -290,7 +308,9 @@ class Ingest:
                 continue
             events = sum(max(kind, 0) for _, kind in run)
             try:
-                written = self.spool.append_records([record for record, _ in run], events)
+                written = self.spool.append_records(
+                    [part for parts, _ in run for part in parts], events
+                )
             except SpoolWriteError as error:
                 self._refused(error, records[start:])
                 return False
@@ -307,7 +327,7 @@ class Ingest:
         self.update_backpressure(check_disk=self._unchecked_bytes >= DISK_CHECK_BYTES)
         return True
 
-    def _refused(self, error: SpoolWriteError, records: list[tuple[bytes, int]]) -> None:
+    def _refused(self, error: SpoolWriteError, records: list[Record]) -> None:
         """Keep them, first in line; stop reading until the disk accepts writes."""
         self._unwritten[:0] = records
         if DISK_REFUSED not in self.paused_for:

@@ -48,6 +48,10 @@ _DIR_MODE = 0o700
 FORMAT = 2
 
 
+# At most this many buffers go to one writev (the system allows 1024).
+_GATHERED = 512
+
+
 class SpoolFormatError(Exception):
     """The spool was written by a newer release, in a format this one cannot read."""
 
@@ -345,23 +349,26 @@ class Spool:
 
     def append_records(self, records: list[bytes], events: int) -> int:
         """
-        Append encoded records (L{eventpipe.records}), C{events} of them
-        events, as one write.  On failure nothing of this call is kept.
+        Append encoded records (L{eventpipe.records}), or the parts they
+        join, C{events} of them events, as one gathered write.  On failure
+        nothing of this call is kept.
 
         @return: the number of bytes written.
         @raise SpoolWriteError: the disk refused; the caller may retry later.
         """
         if not records:
             return 0
-        data = b"".join(records)
-        count = events
+        if len(records) > _GATHERED:
+            records = [b"".join(records)]
+        size = sum(map(len, records))
         fd = self._open_current()
         before = self.current_size
         try:
-            written = 0
-            view = memoryview(data)
-            while written < len(data):
-                written += os.write(fd, view[written:])
+            written = os.writev(fd, records)
+            if written < size:
+                rest = memoryview(b"".join(records))[written:]
+                while rest:
+                    rest = rest[os.write(fd, rest) :]
             if self.fsync == "always":
                 _fsync_file(fd)
         except OSError as error:
@@ -370,9 +377,9 @@ class Spool:
         if self.current_started is None:
             self.current_started = self._now()
             self._current_born = self._monotonic()
-        self.current_size = before + len(data)
-        self.current_events += count
-        return len(data)
+        self.current_size = before + size
+        self.current_events += events
+        return size
 
     def _open_current(self) -> int:
         if self._fd is None:

@@ -135,6 +135,31 @@ class SpoolTests(SynchronousTestCase):
             stream.write(b"X")
         self.assertEqual([r[0] for r in records(segment.path)], [KIND_TORN])
 
+    def test_gathered_write(self) -> None:
+        """
+        Records go to disk in one gathered write; what it leaves unwritten
+        is written after it, and more records than one writev takes are
+        written too.
+        """
+        spool = self.spool()
+        real_writev = os.writev
+        self.patch(
+            spool_module.os,
+            "writev",
+            lambda fd, buffers: real_writev(fd, [b"".join(buffers)[:7]]),
+        )
+        spool.append([b"<EVENT>1</EVENT>", b"<EVENT>2</EVENT>"])
+        self.patch(spool_module.os, "writev", real_writev)
+        many = [b"<EVENT>%d</EVENT>" % n for n in range(3000)]
+        spool.append(many)
+        segment = spool.seal()
+        assert segment is not None
+        self.assertEqual(
+            [r[1] for r in records(segment.path)],
+            [b"<EVENT>1</EVENT>", b"<EVENT>2</EVENT>", *many],
+        )
+        self.assertEqual(segment.events, 3002)
+
     def test_disk_full(self) -> None:
         """
         When the disk refuses part of a write, nothing of that append is
@@ -142,20 +167,21 @@ class SpoolTests(SynchronousTestCase):
         """
         spool = self.spool()
         spool.append([b"<EVENT>before</EVENT>"])
-        real_write = os.write
-        calls = []
+        real_write, real_writev = os.write, os.writev
+
+        def partly(fd: int, buffers: list[bytes]) -> int:
+            return real_write(fd, b"".join(buffers)[:10])
 
         def full(fd: int, data: bytes) -> int:
-            calls.append(len(data))
-            if len(calls) == 1:
-                return real_write(fd, bytes(data[:10]))
             raise OSError(errno.ENOSPC, "No space left on device")
 
+        self.patch(spool_module.os, "writev", partly)
         self.patch(spool_module.os, "write", full)
         error = self.assertRaises(SpoolWriteError, spool.append, [b"<EVENT>lost?</EVENT>"])
         self.assertEqual(error.error.errno, errno.ENOSPC)
         self.assertIn("No space left", str(error))
         self.patch(spool_module.os, "write", real_write)
+        self.patch(spool_module.os, "writev", real_writev)
         spool.append([b"<EVENT>after</EVENT>"])
         segment = spool.seal()
         assert segment is not None
