@@ -574,5 +574,30 @@ def event_to_json(root: Any, namespaced: bool | None = None) -> dict[str, Any]:
             element.prefix or "{" in element.tag for element in root.iter(tag=etree.Element)
         )
     if not namespaced:
-        return {root.tag: _value(root, False)}
+        flat = _flat_value(root)
+        return {root.tag: _value(root, False) if flat is None else flat}
     return {_name(root): _value(root, True)}
+
+
+def _flat_value(element: Any) -> dict[str, str] | None:
+    """
+    L{_value} of an element without namespaces whose children are all
+    leaves (no attributes, children, comments or instructions), none
+    repeated, with layout only between them -- what ACM sends -- in one
+    loop; None for any other element.
+    """
+    if element.attrib or (element.text and not element.text.isspace()):
+        return None
+    value: dict[str, str] = {}
+    for child in element:
+        tag = child.tag
+        if (
+            tag.__class__ is not str
+            or tag in value
+            or len(child)
+            or child.attrib
+            or (child.tail and not child.tail.isspace())
+        ):
+            return None
+        value[tag] = child.text or ""
+    return value or None

@@ -148,6 +148,44 @@ class RenderTests(SynchronousTestCase):
             },
         )
 
+    def test_flat_events_take_one_loop(self) -> None:
+        """
+        An event of plain leaves (ACM's) is converted in one loop, to what
+        the general conversion makes of it; any other shape is left to the
+        general conversion.
+        """
+        from eventpipe.render import _flat_value, _value
+        from tests.support import SAMPLE
+
+        with open(SAMPLE, "rb") as stream:
+            sample = stream.read()
+        flat = [b"<EVENT>" + part.split(b"<EVENT>", 1)[1] for part in sample.split(b"<?xml ")[1:]]
+        flat = [part[: part.rindex(b"</EVENT>") + 8] for part in flat]
+        flat += [
+            make_event(3),
+            b"<EVENT><a></a><b>&amp;&#233;</b>\n <c> x </c></EVENT>",
+        ]
+        other = [
+            b'<EVENT kind="x"><a>1</a></EVENT>',
+            b"<EVENT><a>1</a><a>2</a></EVENT>",
+            b'<EVENT><a k="v">1</a></EVENT>',
+            b"<EVENT>text<a>1</a></EVENT>",
+            b"<EVENT><a>1</a>tail</EVENT>",
+            b"<EVENT><a><b>1</b></a></EVENT>",
+            b"<EVENT><a>1<!-- c --></a></EVENT>",
+            b"<EVENT><!-- c --><a>1</a></EVENT>",
+            b"<EVENT><?pi x?><a>1</a></EVENT>",
+            b"<EVENT>  </EVENT>",
+            b"<EVENT/>",
+        ]
+        for data, shape in [(d, True) for d in flat] + [(d, False) for d in other]:
+            root = etree.fromstring(data, make_parser())
+            value = _flat_value(root)
+            self.assertEqual(value is not None, shape, data)
+            if value is not None:
+                self.assertEqual(value, _value(root, False), data)
+            self.assertEqual(event_to_json(root), {"EVENT": _value(root, False)}, data)
+
 
 class EncodingTests(SynchronousTestCase):
     def test_transcoded_to_utf8(self) -> None:
