@@ -159,8 +159,10 @@ class _Output:
             self._writer.close()
         else:
             self._writer.flush()
+        # Not forced to disk: a rendered file lives no longer than the
+        # process (start-up removes what it finds; the sealed segment is the
+        # durable copy), and the outbox makes its own copy durable.
         self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
         return self._hasher.size, self._hasher.sha256.hexdigest()
 
