@@ -124,6 +124,27 @@ def _running_logs(lines: int = 40) -> str:
     return text
 
 
+def udp_bound(port: int) -> bool:
+    """Whether a UDP socket is bound to C{port} on this machine (Linux)."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as stream:
+                lines = stream.read().splitlines()[1:]
+        except OSError:
+            continue
+        if any(int(line.split()[1].rsplit(":", 1)[1], 16) == port for line in lines):
+            return True
+    return False
+
+
+def wait_for_udp_port(port: int, timeout: float = 30.0) -> None:
+    """
+    Wait until the service's UDP port is bound: the TCP listener answering
+    says nothing of it, and a datagram sent before is dropped.
+    """
+    wait_for(lambda: udp_bound(port), timeout, f"UDP port {port} to be bound")
+
+
 def wait_for_port(
     port: int, timeout: float = 30.0, process: subprocess.Popen | None = None
 ) -> None:

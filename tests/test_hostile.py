@@ -30,6 +30,7 @@ from tests.support import (
     read_object,
     send,
     wait_for,
+    wait_for_udp_port,
 )
 
 HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile")
@@ -300,6 +301,7 @@ class AccessTests(HostileTestCase):
         """
         udp_port = free_port(socket.SOCK_DGRAM)
         process = self.service(f"--listen-udp=127.0.0.1:{udp_port}")
+        wait_for_udp_port(udp_port)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             for n in range(20):
                 udp.sendto(DECLARATION + make_event(n), ("127.0.0.1", udp_port))

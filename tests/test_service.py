@@ -43,6 +43,7 @@ from tests.support import (
     s3_rig,
     s3_service,
     wait_for,
+    wait_for_udp_port,
 )
 
 
@@ -243,6 +244,7 @@ class ProcessStopTests(SynchronousTestCase):
             f"--listen-udp=127.0.0.1:{udp_port}",
         )
         process.start()
+        wait_for_udp_port(udp_port)
         connections = [
             open_connection(process.port, make_stream(range(n * 25, n * 25 + 25))) for n in range(2)
         ]
