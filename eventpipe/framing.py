@@ -290,11 +290,7 @@ class EventFramer:
         than UTF-8 (or ASCII, a part of it): it goes with the event, so that
         the render can read the event and write it as UTF-8.
         """
-        found = _DECLARED_ENCODING.findall(prolog)
-        if found and found[-1][1].decode("ascii").lower() not in _UTF8_NAMES:
-            self._declared = found[-1][0]
-        else:
-            self._declared = b""
+        self._declared = _other_encoding(prolog)
 
     def _could_start(self, tail: bytes) -> bool:
         return any(
@@ -643,7 +639,15 @@ def frame_documents(
     return events, rejected + framer.close()
 
 
-_UTF8_DECLARATION = re.compile(rb"""encoding\s*=\s*["'](?:utf-?8|us-ascii|ascii)["']""", re.I)
+def _other_encoding(prolog: bytes) -> bytes:
+    """
+    The last declaration in C{prolog} if it names an encoding other than
+    UTF-8 (or ASCII, a part of it); empty otherwise.
+    """
+    found = _DECLARED_ENCODING.findall(prolog)
+    if found and found[-1][1].decode("ascii").lower() not in _UTF8_NAMES:
+        return found[-1][0]
+    return b""
 
 
 def _plain_documents(documents: bytes, event_tag: str, max_event_size: int) -> list[bytes] | None:
@@ -669,11 +673,7 @@ def _plain_documents(documents: bytes, event_tag: str, max_event_size: int) -> l
         if end < 0:
             return None
         declaration = part[:end]
-        if (
-            b"encoding" in declaration
-            and b'encoding="UTF-8"' not in declaration
-            and not _UTF8_DECLARATION.search(declaration)
-        ):
+        if b"encoding" in declaration and _other_encoding(DECLARATION + declaration + b"?>"):
             return None
         body = part[end + 2 :].strip(_LAYOUT)
         close = body.rfind(close_tag)
@@ -706,9 +706,9 @@ def uniform_events(
 
     The declarations are removed where they stand; a declaration anywhere
     but between two events, an instruction, comment, CDATA or DOCTYPE (the
-    run holds no C{?} or C{!} once they are gone), a name containing the
-    event tag's, a carriage return or a colon in a tag sends the run back to
-    the framer.  Well-formedness is not checked here.
+    run holds no C{?} or C{!} once they are gone) or a name containing the
+    event tag's sends the run back to the framer.  Well-formedness is not
+    checked here.
     """
     tag = event_tag.encode("utf-8")
     open_tag = b"<" + tag + b">"
@@ -722,7 +722,7 @@ def uniform_events(
         not declaration.startswith(DECLARATION)
         or close < 0
         or declaration[close + 2 :].strip(_LAYOUT)
-        or (b"encoding" in declaration and not _UTF8_DECLARATION.search(declaration))
+        or (b"encoding" in declaration and _other_encoding(declaration))
     ):
         return None
     events = documents.replace(declaration, b"")
@@ -735,28 +735,9 @@ def uniform_events(
         or events.count(tag) != 2 * count
         or b"?" in events
         or b"!" in events
-        or b"\r" in events
-        or not _colons_in_text_only(events)
     ):
         return None
     return events, count
-
-
-def _colons_in_text_only(events: bytes) -> bool:
-    """
-    Whether every colon stands in text (ACM writes "26 bit raw: 0x..."),
-    none in a tag: a check that parses no names sees no namespace prefix.
-    With no comment, CDATA or instruction about, each C{<} opens a tag, and
-    the first C{>} after it closes the tag when no quote comes between.
-    """
-    colon = events.find(b":")
-    while colon >= 0:
-        opened = events.rfind(b"<", 0, colon)
-        closed = events.find(b">", opened, colon)
-        if closed < 0 or b'"' in events[opened:closed] or b"'" in events[opened:closed]:
-            return False
-        colon = events.find(b":", colon + 1)
-    return True
 
 
 _AFTER_NAME = (b">", b" ", b"\t", b"\r", b"\n")

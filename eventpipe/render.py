@@ -309,7 +309,7 @@ def render_segment(
                         if fmt == "xml"
                         else None
                     )
-                    if uniform is not None and well_formed(uniform[0]):
+                    if uniform is not None and _plain(uniform[0]) and well_formed(uniform[0]):
                         # The whole record at once (see uniform_events);
                         # what waits goes first, to keep the order.
                         flush()
@@ -363,10 +363,31 @@ class _Nothing:
         return None
 
 
-# What keeps a chunk off the fast check: instructions and declarations (?),
-# comments, CDATA and DOCTYPEs (!), carriage returns, byte order marks, and
-# namespaces (:).
-_NOT_PLAIN = (b"?", b"!", b":", b"\r", b"\xef\xbb\xbf")
+# What keeps events off the parse that builds nothing: instructions and
+# declarations (?), comments, CDATA and DOCTYPEs (!) and carriage returns --
+# and a colon in a tag (see _plain).  (A byte order mark can stand only
+# inside an event here, where it is a character like any other.)
+_NOT_PLAIN = (b"?", b"!", b"\r")
+
+
+def _plain(events: bytes) -> bool:
+    """
+    Whether events may be checked by a parse that builds nothing: none of
+    L{_NOT_PLAIN}, and every colon in text (ACM writes "26 bit raw: 0x..."),
+    none in a tag, since such a parse does not check namespace prefixes.
+    With no comment, CDATA or instruction about, each C{<} opens a tag, and
+    the first C{>} after it closes the tag when no quote comes between.
+    """
+    if any(mark in events for mark in _NOT_PLAIN):
+        return False
+    colon = events.find(b":")
+    while colon >= 0:
+        opened = events.rfind(b"<", 0, colon)
+        closed = events.find(b">", opened, colon)
+        if closed < 0 or b'"' in events[opened:closed] or b"'" in events[opened:closed]:
+            return False
+        colon = events.find(b":", colon + 1)
+    return True
 
 
 class _WellFormed:
@@ -409,11 +430,9 @@ def _plainly_valid(events: list[bytes], well_formed: _WellFormed) -> bool:
     builds nothing and calls back nothing.
     """
     chunk = b"".join(events)
-    if any(mark in chunk for mark in _NOT_PLAIN):
-        return False
     # Each event, as framed, starts with the root's start tag and ends with
     # the end tag that closes it: in a well-formed chunk, each is one root.
-    return well_formed(chunk)
+    return _plain(chunk) and well_formed(chunk)
 
 
 def _render_events(

@@ -250,6 +250,25 @@ class StateTests(SynchronousTestCase):
 
 
 class EncodingTests(SynchronousTestCase):
+    def test_declaration_kept_when_framed_at_render(self) -> None:
+        """
+        Whole documents kept as read and framed at render keep a declaration
+        naming another encoding too, as the framer does, whether the other
+        documents are declared alike or not; UTF-8 ones are dropped.
+        """
+        for name in ("ISO-8859-1", "windows-1252", "utf-8", "US-ASCII"):
+            declaration = f'<?xml version="1.0" encoding="{name}"?>'.encode("ascii")
+            for documents in (
+                declaration + b"<EVENT><n>J\xfcrgen</n></EVENT>\n",
+                DECL + b"<EVENT>1</EVENT>\n" + declaration + b"\n<EVENT>2</EVENT>\n",
+            ):
+                framer = EventFramer()
+                expected, rejected = framer.feed(documents + b"<?xml ")
+                self.assertEqual(frame_documents(documents), (expected, rejected), documents)
+                self.assertEqual(
+                    expected[-1].startswith(declaration), name.lower() not in ("utf-8", "us-ascii")
+                )
+
     def test_declaration_kept_for_other_encodings(self) -> None:
         """
         An event whose declaration names an encoding other than UTF-8 keeps
@@ -448,22 +467,6 @@ class UniformTests(SynchronousTestCase):
                 if documents != alike_alone:
                     self.assertIsNone(uniform_events(documents), documents)
         self.assertEqual(uniform_events(alike_alone), (b"<EVENT>z</EVENT>\n", 1))
-
-    def test_colons(self) -> None:
-        """A colon in text keeps the uniform way; one in a tag leaves it."""
-        for event, uniform in [
-            (b"<EVENT><m>26 bit raw: 0x25c7fff</m></EVENT>", True),
-            (b"<EVENT><m>a:b</m><n>c:d</n>e:</EVENT>", True),
-            (b"<EVENT><a:b>x</a:b></EVENT>", False),
-            (b"<EVENT><a b:c='1'>x</a></EVENT>", False),
-            (b'<EVENT><a x=">" b:c="1">x</a></EVENT>', False),
-            (b'<EVENT><a x="1">y:z</a></EVENT>', False),
-        ]:
-            documents = (DECL + b"\n" + event + b"\n") * 2
-            found = uniform_events(documents)
-            self.assertEqual(found is not None, uniform, event)
-            if found is not None:
-                self.assertEqual(found, ((event + b"\n") * 2, 2))
 
 
 class IngestCountTests(SynchronousTestCase):

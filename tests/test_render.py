@@ -354,3 +354,26 @@ class UniformRecordTests(SynchronousTestCase):
         batch, quarantine = self.assertAsFramed(records, 4)
         self.assertEqual(numbers_in_xml_batch(batch), [0, 9, 1, 9, 2, 9, 3, 9])
         self.assertEqual([e["bytes"] for e in quarantine_entries(quarantine)], bad)
+
+    def test_colons(self) -> None:
+        """
+        A colon in text keeps the whole-record check; one in a tag (a
+        namespace prefix, which a parse that builds nothing does not check)
+        leaves it.
+        """
+        from eventpipe.framing import uniform_events
+        from eventpipe.render import _plain
+
+        declaration = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+        for event, plain in [
+            (b"<EVENT><m>26 bit raw: 0x25c7fff</m></EVENT>", True),
+            (b"<EVENT><m>a:b</m><n>c:d</n>e:</EVENT>", True),
+            (b"<EVENT><a:b>x</a:b></EVENT>", False),
+            (b"<EVENT><a b:c='1'>x</a></EVENT>", False),
+            (b'<EVENT><a x=">" b:c="1">x</a></EVENT>', False),
+            (b'<EVENT><a x="1">y:z</a></EVENT>', False),
+        ]:
+            events = (event + b"\n") * 2
+            self.assertEqual(_plain(events), plain, event)
+            if plain:
+                self.assertEqual(uniform_events((declaration + event + b"\n") * 2), (events, 2))
