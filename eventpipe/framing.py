@@ -35,6 +35,7 @@ _PROLOG = re.compile(
     rb"(?:[ \t\r\n]+|\xef\xbb\xbf|<\?[^?]{0,256}\?>|<!--(?:[^-]|-(?!->)){0,256}-->)+"
 )
 _TAG_DELIMITERS = frozenset(b" \t\r\n>/")
+_LAYOUT_RUN = re.compile(rb"[ \t\r\n]*")
 _DECLARED_ENCODING = re.compile(
     rb"(<\?xml[^?]*?\bencoding\s*=\s*[\"']([A-Za-z][A-Za-z0-9._-]*)[\"'][^?]*\?>)"
 )
@@ -110,6 +111,16 @@ class EventFramer:
         self._scan = 0
         # In BODY_CAREFUL: the element depth of nested roots.
         self._depth = 0
+        # What has been searched already, so that no byte of an unfinished
+        # piece is searched again on the next read (the cost of a piece
+        # stays linear in its size whatever the reads): offsets from the
+        # start of the event (or of the markup between documents).
+        self._looked = 0  # for an interrupting declaration
+        self._sheltered = False  # a "<!" came first: no declaration interrupts
+        self._end_tag = -1  # where an end tag waits for its ">"
+        self._layout = 0  # how far the layout after that end tag was read
+        self._closer = 0  # for the end of a CDATA section or comment
+        self._markup = 0  # for the end of an instruction or comment between documents
         # Unrecognised bytes between documents, and oversized pieces.
         self._garbage = bytearray()
         self._garbage_dropped = 0
@@ -204,12 +215,22 @@ class EventFramer:
     def _interrupted(self, buf: bytearray, start: int, end: int) -> int | None:
         """
         Where a declaration interrupts the event that starts at C{start}
-        (before C{end}), or None.  Not inside CDATA or a comment, where the
-        text C{<?xml} may stand; elsewhere in an event it is never
+        (before C{end}), or None.  Not after a C{<!} (CDATA or a comment,
+        where the text C{<?xml} may stand); elsewhere in an event it is never
         well-formed, and framing there never depends on where reads split.
+        Each byte is searched once: the search resumes where it stopped.
         """
-        declaration = buf.find(b"<?xml", start + 1, end)
-        if declaration < 0 or buf.find(b"<!", start, declaration) >= 0:
+        if self._sheltered:
+            return None
+        lo = start + max(1, self._looked)
+        declaration = buf.find(b"<?xml", lo, end)
+        bang = buf.find(b"<!", max(start, lo - 1), end if declaration < 0 else declaration)
+        if bang >= 0:
+            self._sheltered = True
+            return None
+        if declaration < 0:
+            # A declaration cut by the end of the read is found next time.
+            self._looked = max(self._looked, end - start - 4)
             return None
         return declaration
 
@@ -301,11 +322,16 @@ class EventFramer:
     def _skip_markup(
         self, buf: bytearray, pos: int, n: int, closer: bytes, rejected: list[Rejected]
     ) -> int | None:
-        end = buf.find(closer, pos + 2)
+        # Resumed where the last read's search stopped (the markup then
+        # starts the buffer).
+        end = buf.find(closer, pos + max(2, self._markup))
         if end < 0:
             if n - pos > self.max_event_size:
+                self._markup = 0
                 return self._take_garbage(buf, pos, n, rejected)
+            self._markup = max(2, n - pos - len(closer) + 1)
             return None
+        self._markup = 0
         self._flush_garbage(rejected)
         return end + len(closer)
 
@@ -344,6 +370,11 @@ class EventFramer:
     def _start_event(self, pos: int) -> None:
         self.state = State.START_TAG
         self._scan = pos + len(self._open)
+        self._looked = 0
+        self._sheltered = False
+        self._end_tag = -1
+        self._layout = 0
+        self._closer = 0
 
     def _finish_start_tag(self, buf: bytearray, pos: int, events: list[bytes]) -> bool:
         """
@@ -385,9 +416,7 @@ class EventFramer:
             if j < 0:
                 self._scan = max(i, n - len(close))
                 return None
-            k = j + len(close)
-            while k < n and buf[k] in b" \t\r\n":
-                k += 1
+            k = self._after_layout(buf, start, j + len(close))
             if k >= n:
                 self._scan = j
                 return None
@@ -400,6 +429,19 @@ class EventFramer:
                 self._depth = 1
                 return self._find_end_carefully(buf, start)
             return k + 1
+
+    def _after_layout(self, buf: bytearray, start: int, k: int) -> int:
+        """
+        Where the layout that begins at C{k} (after an end tag's name) ends;
+        resumed where the last read stopped when it is the same end tag.
+        """
+        if self._end_tag == k - start:
+            k = max(k, start + self._layout)
+        else:
+            self._end_tag = k - start
+        end = _LAYOUT_RUN.match(buf, k).end()  # type: ignore[union-attr]
+        self._layout = end - start
+        return end
 
     def _needs_care(self, buf: bytearray, start: int, end: int) -> bool:
         """
@@ -430,21 +472,21 @@ class EventFramer:
             if k < 0:
                 self._scan = n
                 return None
+            if k != self._scan:
+                self._closer = 0
             self._scan = k
             if buf.startswith(_CDATA_OPEN, k):
-                e = buf.find(_CDATA_CLOSE, k + len(_CDATA_OPEN))
+                e = self._find_closer(buf, start, k + len(_CDATA_OPEN), _CDATA_CLOSE)
                 if e < 0:
                     return None
                 p = e + len(_CDATA_CLOSE)
             elif buf.startswith(_COMMENT_OPEN, k):
-                e = buf.find(_COMMENT_CLOSE, k + len(_COMMENT_OPEN))
+                e = self._find_closer(buf, start, k + len(_COMMENT_OPEN), _COMMENT_CLOSE)
                 if e < 0:
                     return None
                 p = e + len(_COMMENT_CLOSE)
             elif buf.startswith(close, k):
-                e = k + len(close)
-                while e < n and buf[e] in b" \t\r\n":
-                    e += 1
+                e = self._after_layout(buf, start, k + len(close))
                 if e >= n:
                     return None
                 if buf[e] != 0x3E:
@@ -474,6 +516,16 @@ class EventFramer:
                 return None
             else:
                 p = k + 1
+
+    def _find_closer(self, buf: bytearray, start: int, lo: int, closer: bytes) -> int:
+        """
+        Find C{closer} from C{lo}, resuming where the last read's search of
+        the same section stopped; -1 when it is not there yet.
+        """
+        e = buf.find(closer, max(lo, start + self._closer))
+        if e < 0:
+            self._closer = max(self._closer, len(buf) - len(closer) + 1 - start)
+        return e
 
     # After an oversized event.
 
@@ -529,24 +581,24 @@ class ReadSplitter:
     they are (one record per read, framed exactly when the segment is
     rendered); anything else goes through the exact L{EventFramer} here.
 
-    A read goes on as it is when the framer holds nothing, the bytes carry
-    no C{!} (a comment, CDATA or DOCTYPE could hide an end tag), start with
-    a declaration, close every instruction they open before the last
-    declaration, and leave at most C{max_event_size} bytes after it; the
-    bytes from the last declaration on wait for the next read, unless they
-    are a whole document too.  Framing the documents later gives the same
-    events and the same set-aside pieces as framing them here, wherever the
-    reads split (the framer treats a declaration inside an event as the end
-    of a truncated event, and ends a run of unrecognised bytes where markup
-    begins).  Unrecognised bytes passed on this way are set aside (and
-    counted) when the segment is rendered, not when they arrive.
+    A read goes on as it is when the framer holds nothing and the documents
+    it completes are all alike, as ACM writes them (L{uniform_documents}:
+    each its own C{<EVENT>} root and nothing between them); the bytes from
+    the last declaration on wait for the next read, unless they are a whole
+    document too.  Documents of another root, or anything between
+    documents, go through the framer, which sets them aside (and counts
+    them against the sender) at once.  Bytes wait only while they are
+    fewer than the next read brings: a sender that trickles a large event
+    goes through the framer, whose cost stays linear in what it sends.
+    Framing the documents later gives the same events and the same
+    set-aside pieces as framing them here, wherever the reads split.
     """
 
     def __init__(self, event_tag: str = "EVENT", max_event_size: int = 1 << 20) -> None:
         self.framer = EventFramer(event_tag, max_event_size)
+        self.event_tag = event_tag
         self.max_event_size = max_event_size
-        self._open = b"<" + event_tag.encode("utf-8")
-        self._close = b"</" + event_tag.encode("utf-8")
+        self._end_line = b"</" + event_tag.encode("utf-8") + b">\n"
         self._pending = b""
 
     @property
@@ -556,58 +608,30 @@ class ReadSplitter:
     def feed(self, data: bytes) -> tuple[bytes, int, list[bytes], list[Rejected]]:
         """
         @return: whole documents to keep as they are (empty when none),
-            how many documents they are, and the events and set-aside pieces
+            how many events they are, and the events and set-aside pieces
             framed here.
         """
         framer = self.framer
         if framer.state is State.BETWEEN and not framer.buffered:
-            buf = self._pending + data if self._pending else data
-            if b"!" not in buf and buf[:64].lstrip(_LAYOUT).startswith(DECLARATION):
-                cut = buf.rfind(DECLARATION)
-                if self._ends_complete(buf, cut):
-                    # The last document is whole too: nothing waits.
-                    cut = len(buf)
-                if (
-                    len(buf) - cut <= self.max_event_size
-                    # No declaration or instruction left open at the cut.
-                    and buf.rfind(b"<?", 0, cut) < buf.rfind(b"?>", 0, cut)
-                ):
-                    count = self._documents(buf, cut)
-                    self._pending = buf[cut:]
-                    return buf[:cut], count, [], []
+            pending = self._pending
+            buf = pending + data if pending else data
+            if len(pending) <= len(data):
+                cut = len(buf) if buf.endswith(self._end_line) else buf.rfind(DECLARATION)
+                if cut <= 0:
+                    if cut == 0 and len(buf) <= self.max_event_size:
+                        # The start of one document: wait for the rest.
+                        self._pending = buf
+                        return b"", 0, [], []
+                else:
+                    count = uniform_documents(buf, self.event_tag, cut)
+                    if count is not None and len(buf) - cut <= self.max_event_size:
+                        self._pending = buf[cut:]
+                        return buf[:cut], count, [], []
             self._pending = b""
             events, rejected = framer.feed(buf)
             return b"", 0, events, rejected
         events, rejected = framer.feed(data)
         return b"", 0, events, rejected
-
-    def _documents(self, buf: bytes, cut: int) -> int:
-        """
-        About how many events the documents before C{cut} hold: as many as
-        declarations like the first (a sender writes the same one each
-        time), found by one scan for that long needle, three times faster
-        than one for the end tags.  Documents declared otherwise in the same
-        read are not counted here (the render counts every event it frames).
-        """
-        start = buf.find(DECLARATION, 0, 64)
-        end = buf.find(b"?>", start, start + 256)
-        needle = buf[start : end + 2] if end > start else self._close
-        return buf.count(needle, 0, cut)
-
-    def _ends_complete(self, buf: bytes, last: int) -> bool:
-        """
-        Whether the document at C{last} ends the read whole: one end tag,
-        and nothing after it but layout.
-        """
-        tail = buf[last:].rstrip(_LAYOUT)
-        close = tail.rfind(self._close)
-        return (
-            close > 0
-            and tail.endswith(b">")
-            and tail.count(self._close) == 1
-            and tail.count(self._open) == 1
-            and not tail[close + len(self._close) : -1].strip(_LAYOUT)
-        )
 
     def close(self) -> tuple[list[bytes], list[Rejected]]:
         """The connection ended: frame what waits, and hand over what is left."""
@@ -630,10 +654,12 @@ def frame_documents(
     Frame whole documents kept as they were read (see L{ReadSplitter}).
     They were cut just before a declaration: the framer sees one there too,
     so what it makes of their end is what it made of it in the stream.
+    Documents all alike are split with a few scans instead.
     """
-    plain = _plain_documents(documents, event_tag, max_event_size)
-    if plain is not None:
-        return plain, []
+    uniform = uniform_events(documents, event_tag, max_event_size)
+    if uniform is not None:
+        close = b"</" + event_tag.encode("utf-8") + b">"
+        return [event + close for event in uniform[0].split(close + b"\n")[:-1]], []
     framer = EventFramer(event_tag, max_event_size)
     events, rejected = framer.feed(documents + _NEXT_DOCUMENT)
     return events, rejected + framer.close()
@@ -650,71 +676,29 @@ def _other_encoding(prolog: bytes) -> bytes:
     return b""
 
 
-def _plain_documents(documents: bytes, event_tag: str, max_event_size: int) -> list[bytes] | None:
+def uniform_documents(documents: bytes, event_tag: str = "EVENT", end: int = -1) -> int | None:
     """
-    The events of documents that are each a declaration (UTF-8), layout and
-    one plain event -- what ACM sends -- found with a few scans instead of
-    the framer; None when any document is anything else (the framer then
-    frames them all, and finds the same events in these).
-    """
-    open_tag = b"<" + event_tag.encode("utf-8")
-    close_tag = b"</" + event_tag.encode("utf-8")
-    parts = documents.split(DECLARATION)
-    count = len(parts) - 1
-    if (
-        parts[0].strip(_LAYOUT)
-        or documents.count(open_tag) != count
-        or documents.count(close_tag) != count
-    ):
-        return None
-    events = []
-    for part in parts[1:]:
-        end = part.find(b"?>")
-        if end < 0:
-            return None
-        declaration = part[:end]
-        if b"encoding" in declaration and _other_encoding(DECLARATION + declaration + b"?>"):
-            return None
-        body = part[end + 2 :].strip(_LAYOUT)
-        close = body.rfind(close_tag)
-        # One start tag and one end tag a document (the counts above): this
-        # one must begin with the one and end with the other, and hold no
-        # instruction.
-        if (
-            close < 0
-            or len(body) > max_event_size
-            or b"?" in body
-            or not body.startswith(open_tag)
-            or body[len(open_tag) : len(open_tag) + 1] not in _AFTER_NAME
-            or _END_TAG.fullmatch(body, close + len(close_tag)) is None
-        ):
-            return None
-        events.append(body)
-    return events
+    The one decision that documents are plain ACM documents, made alike at
+    ingest (L{ReadSplitter}) and at render (L{uniform_events}): whether the
+    bytes up to C{end} (all of them by default) are documents all alike --
+    the same UTF-8 declaration and layout, then C{<EVENT>}, the event's
+    content, C{</EVENT>} and a newline -- and how many; None when not.
 
-
-def uniform_events(
-    documents: bytes, event_tag: str = "EVENT", max_event_size: int = 1 << 20
-) -> tuple[bytes, int] | None:
-    """
-    The events of whole documents that are all alike -- the same UTF-8
-    declaration, then C{<EVENT>}, the event's content, C{</EVENT>} and a
-    newline -- as one run of bytes, one event a line (what L{frame_documents}
-    makes of them, joined), and how many; None when they are not all so.
-    A handful of scans over the whole run, no loop over the events: this is
-    what ACM sends, and render's fast path.
-
-    The declarations are removed where they stand; a declaration anywhere
-    but between two events, an instruction, comment, CDATA or DOCTYPE (the
-    run holds no C{?} or C{!} once they are gone) or a name containing the
-    event tag's sends the run back to the framer.  Well-formedness is not
+    A handful of scans over the whole run, no loop over the documents.  Each
+    declaration stands at the start or right after an event's end tag and
+    before the next start tag, and the tag's name appears only in those
+    tags, so each document is one C{<EVENT>} root and nothing stands
+    between them.  No C{?} but the declarations', and no C{!}: no
+    instruction, comment, CDATA or DOCTYPE.  Well-formedness is not
     checked here.
     """
+    if end < 0:
+        end = len(documents)
     tag = event_tag.encode("utf-8")
     open_tag = b"<" + tag + b">"
     end_line = b"</" + tag + b">\n"
-    first = documents.find(open_tag)
-    if first <= 0 or len(documents) > max_event_size or not documents.endswith(end_line):
+    first = documents.find(open_tag, 0, min(end, 512))
+    if first <= 0 or documents[end - len(end_line) : end] != end_line:
         return None
     declaration = documents[:first]
     close = declaration.find(b"?>")
@@ -723,25 +707,38 @@ def uniform_events(
         or close < 0
         or declaration[close + 2 :].strip(_LAYOUT)
         or (b"encoding" in declaration and _other_encoding(declaration))
+        or tag in declaration
     ):
         return None
-    events = documents.replace(declaration, b"")
-    count = (len(documents) - len(events)) // len(declaration)
-    # One declaration ahead of the first event and one between each two
-    # events account for all of them; the tag's name appears only in the
-    # start and end tags of those events.
+    count = documents.count(declaration, 0, end)
     if (
-        documents.count(end_line + declaration + open_tag) != count - 1
-        or events.count(tag) != 2 * count
-        or b"?" in events
-        or b"!" in events
+        documents.count(end_line + declaration + open_tag, 0, end) != count - 1
+        or documents.count(tag, 0, end) != 2 * count
+        or documents.count(b"?", 0, end) != count * declaration.count(b"?")
+        or documents.find(b"!", 0, end) >= 0
     ):
         return None
-    return events, count
+    return count
 
 
-_AFTER_NAME = (b">", b" ", b"\t", b"\r", b"\n")
-_END_TAG = re.compile(rb"[ \t\r\n]*>")
+def uniform_events(
+    documents: bytes, event_tag: str = "EVENT", max_event_size: int = 1 << 20
+) -> tuple[bytes, int] | None:
+    """
+    The events of whole documents that are all alike (L{uniform_documents})
+    as one run of bytes, one event a line (what the framer makes of them,
+    joined), and how many; None when they are not all so, or longer than
+    C{max_event_size} (which then bounds every event in them).  The
+    declarations are removed where they stand, in one pass: this is what
+    ACM sends, and render's fast path.
+    """
+    if len(documents) > max_event_size:
+        return None
+    count = uniform_documents(documents, event_tag)
+    if count is None:
+        return None
+    declaration = documents[: documents.find(b"<" + event_tag.encode("utf-8") + b">")]
+    return documents.replace(declaration, b""), count
 
 
 def split_documents(documents: bytes, first: int, size: int) -> list[bytes]:
