@@ -49,6 +49,8 @@ class Status:
     last_attempt_error: str | None
     paused_for: frozenset[str]
     destination: str
+    # The names of segments set aside as unrenderable (in failed/).
+    set_aside: tuple[str, ...] = ()
 
     @property
     def oldest_event_age(self) -> float:
@@ -88,6 +90,7 @@ class Status:
                 "segments_waiting": self.segments_waiting,
                 "oldest_event_age_seconds": round(self.oldest_event_age, 3),
                 "reading_paused_because": sorted(self.paused_for),
+                "segments_set_aside": list(self.set_aside),
             },
             "delivery": {
                 "destination": self.destination,
@@ -159,6 +162,12 @@ class StatusCollector:
             "eventpipe_segments_waiting",
             "Sealed segments not yet delivered.",
             status.segments_waiting,
+        )
+        yield gauge(
+            "eventpipe_segments_failed",
+            "Segments in <spool-dir>/failed: set aside because they could not be rendered, "
+            "kept until someone moves them back into sealed/.",
+            len(status.set_aside),
         )
 
 

@@ -73,6 +73,17 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+        self.segments_set_aside = Counter(
+            "eventpipe_segments_set_aside",
+            "Segments moved to <spool-dir>/failed because they could not be rendered.",
+            registry=r,
+        )
+        self.key_conflicts = Counter(
+            "eventpipe_key_conflicts",
+            "Keys found holding another writer's object (the segment took the next "
+            "number): two writers share an instance id, or the spool lost its sequence file.",
+            registry=r,
+        )
         self.events_delivered = Counter(
             "eventpipe_events_delivered", "Events delivered in batches.", registry=r
         )

@@ -302,6 +302,23 @@ PARAMETERS: list[_Parameter] = [
         "Uploads in flight at once (threads in the upload pool).",
     ),
     (
+        "render-timeout",
+        ("EVENTPIPE_RENDER_TIMEOUT",),
+        120.0,
+        _positive_float,
+        "Seconds a segment's render may take (5 MiB takes well under one); a "
+        "render past it is abandoned and its worker process replaced. A segment "
+        "whose render fails 3 times in a row is moved to <spool-dir>/failed.",
+    ),
+    (
+        "upload-timeout",
+        ("EVENTPIPE_UPLOAD_TIMEOUT",),
+        300.0,
+        _positive_float,
+        "Seconds one delivery attempt may take; an attempt past it is abandoned "
+        "(its thread replaced) and retried with backoff.",
+    ),
+    (
         "log-level",
         ("EVENTPIPE_LOG_LEVEL",),
         "info",

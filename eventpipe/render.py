@@ -91,6 +91,9 @@ class RenderResult:
     quarantine_bytes: int = 0
     batch_sha256: str = ""
     quarantine_sha256: str = ""
+    # The digest of the sealed segment itself: the identity of its
+    # delivery, the same for every render of it.
+    source_sha256: str = ""
     repaired: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     # The part of C{reasons} found by this render (invalid events, torn
@@ -299,6 +302,8 @@ def render_segment(
 
     try:
         with open(segment_path, "rb", buffering=1 << 16) as stream:
+            result.source_sha256 = _digest(stream)
+            stream.seek(0)
             for record in read_records(stream):
                 if record.kind == KIND_EVENT:
                     framed: list[bytes] = [record.data]
@@ -345,6 +350,14 @@ def render_segment(
         quarantine.abort()
         raise
     return result
+
+
+def _digest(stream: BinaryIO) -> str:
+    """The SHA-256 of what C{stream} holds, read a MiB at a time."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 # Events are validated in chunks: one parse of the chunk wrapped in a root.

@@ -8,8 +8,11 @@ render and upload threads -> ship every sealed segment -> start the
 rotation timer -> listen -> serve metrics.
 
 Stop: stop listening -> close the connections (bounded) -> seal -> ship
-until C{--shutdown-timeout} -> stop the upload threads -> stop the render
-thread -> close the spool -> say what stays behind -> stop serving metrics.
+until C{--shutdown-timeout}, trying the segments that wait to retry at once
+-> stop the upload threads -> stop the render workers -> stop the sealer ->
+close the spool and say what stays behind -> stop serving metrics.  A step
+that fails does not skip the others, and the steps after the drain share a
+small fixed margin beyond the timeout.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import stat
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +49,10 @@ log = Logger()
 CLOSE_TIMEOUT = 2.0
 # How long to wait for a thread pool's threads to end.
 POOL_STOP_TIMEOUT = 2.0
+# What the steps after the drain may take beyond --shutdown-timeout, in all,
+# and what each of them gets at least.
+STOP_MARGIN = 1.5
+MIN_STEP = 0.25
 # Seconds between two summaries of ingest in the log.
 SUMMARY_INTERVAL = 60.0
 # Seconds between two looks at the reactor's lateness (the benchmark sets a
@@ -202,30 +210,85 @@ class EventpipeService(Service):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        """
+        Each step is waited for, and one that fails is logged without
+        skipping the steps after it.  Everything after the drain shares
+        what is left of C{--shutdown-timeout} plus L{STOP_MARGIN}: the
+        whole stop fits in the timeout and a small, fixed margin.
+        """
         deadline = self.clock.seconds() + self.settings.shutdown_timeout
-        self.admission.close()
-        self.listening = False
-        await _all(service.stopService for service in self.listeners)
-        await maybeDeferred(self.rotation.stop)
-        for loop in (self._summary, self._lag):
-            if loop.running:
-                loop.stop()
-        await self.ingest.close_connections(min(CLOSE_TIMEOUT, self.settings.shutdown_timeout))
-        unwritten = self.ingest.flush()
-        self.ingest.log_summary()
-        try:
-            self.rotation.seal("shutdown")
-        except Exception:
-            log.failure("sealing at shutdown failed; the current segment stays in the spool")
-        await self.rotation.wait()
-        await Deferred.fromCoroutine(self.shipping.drain(max(0.0, deadline - self.clock.seconds())))
-        await self.uploader.stop()
-        await self.render.stop(POOL_STOP_TIMEOUT)
-        if self.sealer is not self.render:
-            await self.sealer.stop(POOL_STOP_TIMEOUT)
-        self.spool.close()
-        self._report_left(unwritten)
-        await _all(service.stopService for service in self.support)
+        unwritten = 0
+
+        def left(cap: float) -> float:
+            # What a step after the drain may take.
+            return min(cap, max(MIN_STEP, deadline + STOP_MARGIN - self.clock.seconds()))
+
+        async def stop_listening() -> None:
+            self.admission.close()
+            self.listening = False
+            await _all(service.stopService for service in self.listeners)
+
+        async def stop_timers() -> None:
+            for loop in (self._summary, self._lag):
+                if loop.running:
+                    loop.stop()
+            await maybeDeferred(self.rotation.stop)
+
+        async def close_connections() -> None:
+            nonlocal unwritten
+            await self.ingest.close_connections(min(CLOSE_TIMEOUT, self.settings.shutdown_timeout))
+            unwritten = self.ingest.flush()
+            self.ingest.log_summary()
+
+        async def seal() -> None:
+            try:
+                self.rotation.seal("shutdown")
+            except Exception:
+                log.failure("sealing at shutdown failed; the current segment stays in the spool")
+            await self.rotation.wait()
+
+        async def ship() -> None:
+            await Deferred.fromCoroutine(
+                self.shipping.drain(max(0.0, deadline - self.clock.seconds()))
+            )
+
+        async def stop_uploader() -> None:
+            await self.uploader.stop(left(POOL_STOP_TIMEOUT))
+
+        async def stop_render() -> None:
+            await self.render.stop(left(POOL_STOP_TIMEOUT))
+
+        async def stop_sealer() -> None:
+            if self.sealer is not self.render:
+                await self.sealer.stop(left(POOL_STOP_TIMEOUT))
+
+        async def close_spool() -> None:
+            self.spool.close()
+            self._report_left(unwritten)
+
+        async def stop_support() -> None:
+            await _all(service.stopService for service in self.support)
+
+        for name, step in (
+            ("stop listening", stop_listening),
+            ("stop the timers", stop_timers),
+            ("close the connections", close_connections),
+            ("seal", seal),
+            ("ship", ship),
+            ("stop the uploads", stop_uploader),
+            ("stop the render workers", stop_render),
+            ("stop the sealer", stop_sealer),
+            ("close the spool", close_spool),
+            ("stop metrics and signals", stop_support),
+        ):
+            try:
+                await Deferred.fromCoroutine(step())
+            except Exception:
+                log.failure(
+                    "stopping: {step} failed; going on with the next steps (what was not "
+                    "delivered stays in the spool)",
+                    step=name,
+                )
 
     def _report_left(self, unwritten: int) -> None:
         """Say what was not delivered, and where it waits."""
@@ -236,8 +299,13 @@ class EventpipeService(Service):
         ]
         events = 0
         for path in segments:
-            with open(path, "rb") as stream:
-                events += count_events(stream)
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue
+                with open(path, "rb") as stream:
+                    events += count_events(stream)
+            except OSError as error:
+                log.warn("cannot count the events of {path}: {error}", path=path, error=error)
         current = self.spool.current_size
         if current:
             events += self.spool.current_events
@@ -275,6 +343,7 @@ class EventpipeService(Service):
             last_attempt_error=self.shipping.last_attempt_error,
             paused_for=frozenset(self.ingest.paused_for),
             destination=self.uploader.description,
+            set_aside=tuple(segment.name for segment in self.spool.set_aside()),
         )
 
 

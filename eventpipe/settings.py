@@ -26,6 +26,8 @@ class Settings:
     retry_initial: float = 1.0
     retry_max: float = 60.0
     upload_concurrency: int = 2
+    render_timeout: float = 120.0
+    upload_timeout: float = 300.0
     repair_tag_names: bool = False
     idle_timeout: float = 0.0
     max_connections: int = 1000

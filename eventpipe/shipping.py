@@ -1,36 +1,57 @@
 """
-Shipping: one Deferred chain per sealed segment, from the spool to the
+Shipping: one shipment per sealed segment, from the spool to the
 destination.
 
-    render (in a thread: validate, wrap in <EVENTS>, quarantine, JSON, gzip)
+    render (in a worker process: validate, wrap in <EVENTS>, quarantine,
+            JSON, gzip)
       -> upload (IUploader)
-      -> delete the segment (the "reset")
+      -> remove the segment (the "reset")
     and on any failure: wait (exponential backoff with jitter), then again.
 
-At most C{upload_concurrency} segments are rendered and uploading at once
-(slots), so rendered files never pile up while the destination is down.  A
-segment keeps its slot and its rendered batch across failed attempts (an
-outage does not re-validate the same events over and over), and a delivery
-wakes the segments waiting to retry: the destination is back.
+A shipment's lifecycle is an explicit L{Phase}.  At most
+C{upload_concurrency} shipments render and upload at once (slots), so
+rendered files never pile up while the destination is down; a slot is held
+for one attempt only, never while a shipment waits to retry, so one segment
+that keeps failing cannot keep the others out.  An attempt drops its
+rendered files when it ends: rendering a segment again gives the same
+bytes.  A delivery wakes the shipments waiting to retry: the destination is
+back.
+
+Each render and each upload has a time limit (C{--render-timeout},
+C{--upload-timeout}): one past it is abandoned (its worker process killed,
+its thread replaced) and the attempt fails.  A segment whose render fails
+L{RENDER_ATTEMPTS} times in a row is moved to the spool's C{failed/}
+directory -- set aside, never deleted -- and the others go on.
 
 The format, compression and key of a segment are fixed when it is sealed.
-If the key turns out to be taken by another object at the destination (the
-spool's sequence counter was lost), the segment takes the next free
-sequence number: a new key.
+If the key turns out to hold another writer's object (the spool's sequence
+counter was lost, or two instances share an instance id), the segment takes
+the next free sequence number at once, within the same attempt.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import random
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest
+from eventpipe.destinations import (
+    EVENTS,
+    INSTANCE,
+    ITEMS,
+    SEGMENT,
+    IUploader,
+    KeyConflict,
+    UploadError,
+    UploadRequest,
+)
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics, quarantine_reason
 from eventpipe.naming import object_key, quarantine_key
@@ -43,6 +64,35 @@ log = Logger()
 
 RunInThread = Callable[..., "Deferred[Any]"]
 
+# Renders in a row that may fail before a segment is set aside.
+RENDER_ATTEMPTS = 3
+# Taken keys in a row that one attempt steps over before it gives up (and
+# waits, like any failed attempt).
+RENUMBERS = 16
+
+
+class Phase(enum.Enum):
+    """Where a shipment stands (as Twisted's ClientService names its states)."""
+
+    QUEUED = "waiting for a slot"
+    RENDERING = "rendering"
+    UPLOADING = "uploading"
+    REMOVING = "removing the delivered segment"
+    WAITING = "waiting to retry"
+    DELIVERED = "delivered"
+    SET_ASIDE = "set aside: it cannot be rendered"
+    STOPPED = "stopped; it stays in the spool"
+
+
+class RenderFailed(Exception):
+    """The render of a segment failed (not its delivery)."""
+
+    def __init__(self, error: BaseException, counts: bool) -> None:
+        super().__init__(f"rendering failed: {_describe(error)}")
+        self.error = error
+        # Whether it counts toward setting the segment aside.
+        self.counts = counts
+
 
 class Shipment:
     """One sealed segment on its way out."""
@@ -50,15 +100,18 @@ class Shipment:
     def __init__(self, segment: Segment, started: float) -> None:
         self.segment = segment
         self.started = started
+        self.phase = Phase.QUEUED
+        # What the last render made (its counts and digests; the files are
+        # gone once its attempt ends).
         self.result: RenderResult | None = None
-        self.slot_held = False
-        # Whether the rendered files are on disk now (they are removed after
-        # a failed attempt and made again, identical, for the next one).
-        self.rendered = False
         self.batch_path = ""
         self.quarantine_path = ""
+        # Whether the rendered files are on disk now.
+        self.rendered = False
+        self.render_failures = 0
+        self.last_error = ""
         # The retries that ship it; their result fires when it is delivered
-        # (or the shipping is cancelled at shutdown).
+        # or set aside (or the shipping is cancelled at shutdown).
         self.retry: Retry | None = None
 
     @property
@@ -71,7 +124,8 @@ class Shipping:
     Every sealed segment not yet delivered, each with its retry chain.
 
     @param render_in_thread: C{render_in_thread(f, *args)} runs the render
-        away from the reactor and returns a Deferred.
+        away from the reactor and returns a Deferred (cancelling it abandons
+        the render).
     @param on_delivered: called after each delivery (space was freed).
     """
 
@@ -127,7 +181,7 @@ class Shipping:
         )
         d = shipment.retry.result
         d.addCallbacks(
-            lambda attempts: self._delivered(shipment, attempts),
+            lambda attempts: self._ended(shipment, attempts),
             lambda failure: self._not_delivered(shipment, failure),
         )
         d.addBoth(self._forget, shipment)
@@ -138,28 +192,37 @@ class Shipping:
     def _forget(self, result: object, shipment: Shipment) -> object:
         self.shipments.pop(shipment.segment.name, None)
         self._forget_rendered(shipment)
-        if shipment.slot_held:
-            shipment.slot_held = False
-            self._slots.release()
         return result
 
-    def _wake_waiting(self) -> None:
-        """A delivery went through: retry the others now."""
+    def wake_waiting(self) -> int:
+        """
+        Make every shipment waiting to retry try now (the destination seems
+        back, or the service is stopping); how many were woken.
+        """
+        woken = 0
         for shipment in list(self.shipments.values()):
-            if shipment.retry is not None and shipment.retry.waiting:
-                shipment.retry.wake()
+            if shipment.phase is Phase.WAITING and shipment.retry is not None:
+                if shipment.retry.waiting:
+                    shipment.phase = Phase.QUEUED
+                    shipment.retry.wake()
+                    woken += 1
+        return woken
 
     async def drain(self, timeout: float) -> None:
         """
-        Wait until every segment is delivered, or C{timeout} seconds; then
-        stop the retries of those left (they stay in the spool).
+        Try every segment now, those waiting to retry included, and wait
+        until each is delivered, or C{timeout} seconds; then stop the
+        retries of those left (they stay in the spool).
         """
         waiting = [s.deferred for s in self.shipments.values() if s.deferred is not None]
         if waiting:
+            woken = self.wake_waiting()
             log.info(
-                "shipping {count} segments before stopping (at most {seconds:.0f} s)",
+                "shipping {count} segments before stopping (at most {seconds:.0f} s; "
+                "{woken} were waiting to retry and are tried now)",
                 count=len(waiting),
                 seconds=timeout,
+                woken=woken,
             )
             give_up = self.clock.callLater(max(0.0, timeout), self.cancel)
             await DeferredList(waiting, consumeErrors=True)
@@ -173,7 +236,7 @@ class Shipping:
             if shipment.deferred is not None:
                 shipment.deferred.cancel()
 
-    # One attempt: render, upload, delete.
+    # One attempt: render, upload, remove.
 
     def _delay_for(self, failure: Failure, attempt: int) -> float:
         error = failure.value
@@ -182,45 +245,39 @@ class Shipping:
         return self._policy(attempt)
 
     async def _attempt(self, shipment: Shipment, attempt: int) -> int:
-        if not shipment.slot_held:
-            await self._slots.acquire()
-            shipment.slot_held = True
-        began = self.clock.seconds()
-        if not shipment.rendered:
-            await self._render(shipment)
+        shipment.phase = Phase.QUEUED
+        await self._slots.acquire()
         try:
-            await self._upload(shipment)
-        except KeyConflict as conflict:
-            await self._renumber(shipment, conflict)
-            await self._upload(shipment)
-        # The reset: a failure here is retried like any other (the upload is
-        # found already done next time).
-        segment = shipment.segment
-        self.spool.forget(segment, await self.in_sealer(self.spool.remove, segment))
-        self.metrics.upload_seconds.observe(self.clock.seconds() - began)
-        return attempt
+            began = self.clock.seconds()
+            shipment.phase = Phase.RENDERING
+            if not await self._render(shipment):
+                return attempt
+            shipment.phase = Phase.UPLOADING
+            await self._deliver(shipment)
+            # The reset: a failure here is retried like any other (the
+            # upload is found done next time).
+            shipment.phase = Phase.REMOVING
+            segment = shipment.segment
+            self.spool.forget(segment, await self.in_sealer(self.spool.remove, segment))
+            shipment.phase = Phase.DELIVERED
+            self.metrics.upload_seconds.observe(self.clock.seconds() - began)
+            return attempt
+        finally:
+            self._slots.release()
+            self._forget_rendered(shipment)
 
-    async def _renumber(self, shipment: Shipment, conflict: KeyConflict) -> None:
-        old = shipment.segment
-        new = await self.in_sealer(self.spool.renumber, old)
-        shipment.segment = new
-        self.shipments.pop(old.name, None)
-        self.shipments[new.name] = shipment
-        log.warn(
-            "{conflict}, written by another instance or an earlier life of this spool; "
-            "{name} ships as {new} under {key}",
-            conflict=str(conflict),
-            name=old.name,
-            new=new.name,
-            key=self.key_for(new),
-        )
+    async def _render(self, shipment: Shipment) -> bool:
+        """
+        Render the segment.
 
-    async def _render(self, shipment: Shipment) -> None:
+        @return: False when the segment was set aside instead.
+        @raise RenderFailed: the render failed (and is tried again).
+        """
         segment = shipment.segment
         fmt, compress = segment.format
         shipment.batch_path = self.spool.rendered_path(segment, segment.extension)
         shipment.quarantine_path = self.spool.rendered_path(segment, ".quarantine")
-        result = await self.render_in_thread(
+        rendering = self.render_in_thread(
             render_segment,
             segment.path,
             shipment.batch_path,
@@ -231,71 +288,162 @@ class Shipping:
             self.settings.repair_tag_names,
             self.settings.max_event_size,
         )
+        rendering.addTimeout(self.settings.render_timeout, self.clock)
+        try:
+            result = await rendering
+        except CancelledError:
+            raise
+        except Exception as error:
+            # A worker killed for another render's sake says nothing of this
+            # segment.
+            counts = not getattr(error, "innocent", False)
+            if counts:
+                shipment.render_failures += 1
+            if shipment.render_failures >= RENDER_ATTEMPTS:
+                await self._set_aside(shipment, error)
+                return False
+            raise RenderFailed(error, counts) from error
+        shipment.render_failures = 0
         shipment.result = result
         shipment.rendered = True
-        for reason, count in result.found.items():
-            self.metrics.events_quarantined.labels(quarantine_reason(reason)).inc(count)
         self.spool.rendered_bytes += result.batch_bytes + result.quarantine_bytes
+        return True
+
+    async def _set_aside(self, shipment: Shipment, error: BaseException) -> None:
+        segment = shipment.segment
+        where = await self.in_sealer(self.spool.put_aside, segment)
+        self.spool.forget(segment, True)
+        shipment.phase = Phase.SET_ASIDE
+        self.metrics.segments_set_aside.inc()
+        log.error(
+            "set aside {name}: it failed to render {count} times in a row, last: {error}; "
+            "it is kept in {where} (never deleted) and the other segments go on; once the "
+            "cause is fixed, move it back into {sealed} and restart to ship it",
+            name=segment.name,
+            count=shipment.render_failures,
+            error=_describe(error),
+            where=where,
+            sealed=self.spool.sealed_dir,
+        )
+
+    async def _deliver(self, shipment: Shipment) -> None:
+        """
+        Upload the rendered segment; a key that holds another writer's
+        object gives the segment the next free sequence number, at once,
+        up to L{RENUMBERS} times in a row.
+        """
+        for _ in range(RENUMBERS):
+            try:
+                await self._upload(shipment)
+                return
+            except KeyConflict as conflict:
+                await self._renumber(shipment, conflict)
+        raise UploadError(
+            f"{RENUMBERS} keys in a row hold another writer's objects",
+            transient=False,
+            hint="another writer uses this prefix and instance id: give every instance "
+            "its own --instance-id",
+        )
+
+    async def _renumber(self, shipment: Shipment, conflict: KeyConflict) -> None:
+        old = shipment.segment
+        new = await self.in_sealer(self.spool.renumber, old)
+        shipment.segment = new
+        self.shipments.pop(old.name, None)
+        self.shipments[new.name] = shipment
+        # The rendered files keep their names; only the keys change.
+        self.metrics.key_conflicts.inc()
+        log.error(
+            "{conflict}: two writers share instance id {instance} (two hosts or containers "
+            "with one name?), or this spool lost its sequence file; the object is left "
+            "alone, and {name} ships as {new} under {key}",
+            conflict=str(conflict),
+            instance=self.settings.instance_id,
+            name=old.name,
+            new=new.name,
+            key=self.key_for(new),
+        )
 
     async def _upload(self, shipment: Shipment) -> None:
         segment = shipment.segment
         result = shipment.result
         assert result is not None
         fmt, compress = segment.format
-        metadata = {
-            "instance-id": self.settings.instance_id,
-            "segment": segment.name,
-        }
+        metadata = {INSTANCE: self.settings.instance_id, SEGMENT: segment.name}
         # The quarantine first: if the batch's key is taken, the segment is
         # renumbered and only the quarantine object is written twice.
         if result.quarantined:
-            await self.uploader.upload(
+            await self._send(
                 UploadRequest(
                     path=shipment.quarantine_path,
                     key=quarantine_key(segment.name, self.settings.prefix),
                     sha256=result.quarantine_sha256,
                     content_type="application/x-ndjson",
-                    metadata=dict(metadata, items=str(result.quarantined)),
+                    metadata=dict(metadata, **{ITEMS: str(result.quarantined)}),
+                    source=result.source_sha256,
                 )
             )
         if result.events:
-            await self.uploader.upload(
+            await self._send(
                 UploadRequest(
                     path=shipment.batch_path,
                     key=self.key_for(segment),
                     sha256=result.batch_sha256,
                     content_type=CONTENT_TYPES[fmt],
                     content_encoding="gzip" if compress == "gzip" else None,
-                    metadata=dict(metadata, events=str(result.events)),
+                    metadata=dict(metadata, **{EVENTS: str(result.events)}),
+                    source=result.source_sha256,
                 )
             )
+
+    async def _send(self, request: UploadRequest) -> None:
+        sending = self.uploader.upload(request)
+        sending.addTimeout(self.settings.upload_timeout, self.clock)
+        await sending
 
     def _attempt_failed(
         self, shipment: Shipment, failure: Failure, attempt: int, delay: float
     ) -> None:
+        shipment.phase = Phase.WAITING
         error = failure.value
         hint = getattr(error, "hint", "")
+        description = _describe(error)
+        shipment.last_error = description
+        if isinstance(error, RenderFailed):
+            log.error(
+                "rendering {name} failed ({failures} of {limit} before it is set aside): "
+                "{error}; next attempt in {delay:.1f} s",
+                name=shipment.segment.name,
+                failures=shipment.render_failures,
+                limit=RENDER_ATTEMPTS,
+                error=_describe(error.error),
+                delay=delay,
+            )
+            return
         self.metrics.uploads.labels("failure").inc()
         self.metrics.upload_retries.inc()
-        self.last_attempt_error = str(error) or type(error).__name__
+        self.last_attempt_error = description
         log.error(
             "delivering {key} to {where} failed (attempt {attempt}): {error}{hint}; "
             "next attempt in {delay:.1f} s, the segment stays in the spool",
             key=self.key_for(shipment.segment),
             where=self.uploader.description,
             attempt=attempt,
-            error=str(error) or type(error).__name__,
+            error=description,
             hint=f" -- {hint}" if hint else "",
             delay=delay,
         )
 
     # The end of a chain.
 
-    def _delivered(self, shipment: Shipment, attempts: int) -> None:
+    def _ended(self, shipment: Shipment, attempts: int) -> None:
+        if shipment.phase is Phase.SET_ASIDE:
+            return
         result = shipment.result
         assert result is not None
-        self._forget_rendered(shipment)
         self.events_quarantined += result.quarantined
+        for reason, count in result.found.items():
+            self.metrics.events_quarantined.labels(quarantine_reason(reason)).inc(count)
         self.last_attempt_error = None
         self.last_delivery_at = self.clock.seconds()
         self.metrics.uploads.labels("success").inc()
@@ -323,7 +471,7 @@ class Shipping:
             attempt=attempts,
         )
         self._on_delivered()
-        self._wake_waiting()
+        self.wake_waiting()
 
     def _forget_rendered(self, shipment: Shipment) -> None:
         result = shipment.result
@@ -339,6 +487,7 @@ class Shipping:
                     pass
 
     def _not_delivered(self, shipment: Shipment, failure: Failure) -> None:
+        shipment.phase = Phase.STOPPED
         if failure.check(CancelledError):
             return
         log.failure(
@@ -346,3 +495,11 @@ class Shipping:
             failure,
             name=shipment.segment.name,
         )
+
+
+def _describe(error: BaseException | None) -> str:
+    if isinstance(error, defer.TimeoutError):
+        seconds = error.args[0] if error.args else "?"
+        return f"no answer within {seconds} s, abandoned"
+    text = str(error)
+    return text or type(error).__name__

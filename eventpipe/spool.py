@@ -7,6 +7,9 @@ Layout of the spool directory::
     sealing/<ms>-<n><ext> segments set aside to be sealed (off the reactor)
     sealed/<name><ext>   sealed segments; <name> and <ext> fix the object key
     rendered/            batch files being made from sealed segments
+    failed/<name><ext>   sealed segments set aside because they could not
+                         be rendered; never deleted (move one back into
+                         sealed/ and restart to ship it again)
     sequence             the next sequence number (never reused)
     format               the record format this spool is written in
 
@@ -220,8 +223,15 @@ class Spool:
         self.sealed_dir = os.path.join(directory, "sealed")
         self.rendered_dir = os.path.join(directory, "rendered")
         self.sealing_dir = os.path.join(directory, "sealing")
+        self.failed_dir = os.path.join(directory, "failed")
         self._sequence_path = os.path.join(directory, "sequence")
-        for path in (directory, self.sealed_dir, self.rendered_dir, self.sealing_dir):
+        for path in (
+            directory,
+            self.sealed_dir,
+            self.rendered_dir,
+            self.sealing_dir,
+            self.failed_dir,
+        ):
             private_makedirs(path)
         self._check_format()
         self._detached = 0
@@ -250,8 +260,11 @@ class Spool:
         for name in os.listdir(self.rendered_dir):
             os.unlink(os.path.join(self.rendered_dir, name))
         segments = self.sealed()
-        if segments:
-            self._next_sequence = max(self._next_sequence, segments[-1].sequence + 1)
+        # Set-aside segments keep their numbers too: one moved back by hand
+        # must not meet a new segment under its name.
+        numbers = [segment.sequence for segment in [*segments, *self.set_aside()]]
+        if numbers:
+            self._next_sequence = max(self._next_sequence, max(numbers) + 1)
         for name in sorted(os.listdir(self.sealing_dir)):
             detached = self._found_detached(name)
             if detached is not None:
@@ -314,17 +327,28 @@ class Spool:
 
     def sealed(self) -> list[Segment]:
         """The sealed segments on disk, oldest (lowest sequence) first."""
+        return self._segments_in(self.sealed_dir)
+
+    def set_aside(self) -> list[Segment]:
+        """The segments set aside as unrenderable (see L{put_aside})."""
+        return self._segments_in(self.failed_dir)
+
+    def _segments_in(self, directory: str) -> list[Segment]:
         segments = []
-        for filename in os.listdir(self.sealed_dir):
+        for filename in os.listdir(directory):
             parts = split_segment_file(filename)
             if parts is not None:
                 name, extension = parts
-                path = os.path.join(self.sealed_dir, filename)
+                path = os.path.join(directory, filename)
+                try:
+                    size = os.lstat(path).st_size
+                except FileNotFoundError:
+                    continue
                 segments.append(
                     Segment(
                         name,
                         path,
-                        os.path.getsize(path),
+                        size,
                         sealed_at(name),
                         extension=extension or self.extension,
                     )
@@ -568,6 +592,29 @@ class Spool:
         except FileNotFoundError:
             return False
         return True
+
+    def put_aside(self, segment: Segment) -> str:
+        """
+        Move a sealed segment that cannot be rendered into C{failed/}, under
+        the name it has (for a thread).  It is never deleted: once whatever
+        kept it from rendering is fixed, moving it back into C{sealed/} and
+        restarting ships it under its key.
+
+        @return: where it is now.
+        """
+        filename = os.path.basename(segment.path)
+        target = os.path.join(self.failed_dir, filename)
+        for attempt in range(1, 1000):
+            try:
+                rename_noreplace(segment.path, target)
+            except FileExistsError:
+                target = os.path.join(self.failed_dir, f"{filename}.{attempt}")
+                continue
+            if self.fsync != "never":
+                fsync_directory(self.failed_dir)
+                fsync_directory(self.sealed_dir)
+            return target
+        raise OSError(errno.EEXIST, "no free name", self.failed_dir)
 
     def forget(self, segment: Segment, removed: bool) -> None:
         """Account for a removed segment (on the reactor, like every count)."""

@@ -75,6 +75,8 @@ class ThreadedWork:
         self._clock = clock
         self.name = name
         self.pool = pool if pool is not None else DaemonThreadPool(0, threads, name)
+        # Calls abandoned (see L{run}) that have not ended yet.
+        self.abandoned = 0
 
     def start(self) -> None:
         if not self.pool.started:
@@ -84,10 +86,42 @@ class ThreadedWork:
         """
         Run C{function(*args)} in the pool; fires with its result.  Fails at
         once when the pool is stopped (Twisted would drop the work silently).
+
+        Cancelling the result abandons the call: it fails at once with
+        C{CancelledError}, and the pool takes one more thread until the
+        abandoned call ends (a thread cannot be stopped), so that the work
+        behind it does not wait for a call stuck in a dead network.
         """
         if not self.pool.started:
             return fail(RuntimeError(f"{self.name}: the thread pool is stopped"))
-        return deferToThreadPool(self._reactor, self.pool, function, *args)
+        inner = deferToThreadPool(self._reactor, self.pool, function, *args)
+        abandoned = []
+
+        def abandon(outer: Deferred[T]) -> None:
+            abandoned.append(True)
+            self.abandoned += 1
+            self.pool.adjustPoolsize(self.pool.min, self.pool.max + 1)
+            log.warn(
+                "{pool}: a call ran past its time and was abandoned; {count} such calls still run",
+                pool=self.name,
+                count=self.abandoned,
+            )
+
+        outer: Deferred[T] = Deferred(abandon)
+
+        def ended(result: Any) -> None:
+            if abandoned:
+                self.abandoned -= 1
+                if self.pool.started:
+                    self.pool.adjustPoolsize(self.pool.min, max(self.pool.max - 1, 1))
+                return
+            if isinstance(result, Failure):
+                outer.errback(result)
+            else:
+                outer.callback(result)
+
+        inner.addBoth(ended)
+        return outer
 
     def stop(self, timeout: float = 5.0) -> Deferred[None]:
         """
@@ -124,7 +158,16 @@ class ThreadedWork:
 
 
 class WorkerDied(Exception):
-    """The worker ended before it answered."""
+    """
+    The worker ended before it answered.
+
+    @ivar innocent: it was killed for another request's sake (one that ran
+        past its time): nothing is known against this one.
+    """
+
+    def __init__(self, message: str, innocent: bool = False) -> None:
+        super().__init__(message)
+        self.innocent = innocent
 
 
 class _Worker(ProcessProtocol):
@@ -137,6 +180,8 @@ class _Worker(ProcessProtocol):
         self.waiting: dict[int, Deferred[Any]] = {}
         self.ended: list[Deferred[None]] = []
         self.alive = True
+        # Killed because a request of its ran past its time.
+        self.killed = False
 
     @property
     def pid(self) -> int | None:
@@ -174,8 +219,12 @@ class _Worker(ProcessProtocol):
         self.work._ended(self)
         waiting, self.waiting = self.waiting, {}
         for d in waiting.values():
-            d.errback(WorkerDied(f"the render worker ended: {reason.getErrorMessage()}"))
-        if not reason.check(ProcessDone) and self.work.running:
+            d.errback(
+                WorkerDied(
+                    f"the render worker ended: {reason.getErrorMessage()}", innocent=self.killed
+                )
+            )
+        if not reason.check(ProcessDone) and self.work.running and not self.killed:
             log.warn(
                 "a render worker ended: {reason}; the next render starts a new one",
                 reason=reason.getErrorMessage(),
@@ -253,9 +302,18 @@ class ProcessWork:
             return fail(ValueError(f"{name} may not run in the worker"))
         worker = self._choose()
         self._next += 1
-        d: Deferred[Any] = Deferred()
-        worker.waiting[self._next] = d
-        request = {"id": self._next, "call": name, "args": list(args)}
+        number = self._next
+
+        def abandon(d: Deferred[Any]) -> None:
+            # The request ran past its time (or its shipment stopped): the
+            # worker may be stuck in it, so it goes, and the next request
+            # starts a new one.
+            if worker.waiting.pop(number, None) is not None:
+                self._kill(worker)
+
+        d: Deferred[Any] = Deferred(abandon)
+        worker.waiting[number] = d
+        request = {"id": number, "call": name, "args": list(args)}
         assert worker.transport is not None
         worker.transport.write(json.dumps(request).encode("utf-8") + b"\n")
         return d
@@ -263,6 +321,17 @@ class ProcessWork:
     def _ended(self, worker: _Worker) -> None:
         if worker in self._workers:
             self._workers.remove(worker)
+
+    def _kill(self, worker: _Worker) -> None:
+        """End a worker now; new work goes to another."""
+        self._ended(worker)
+        if worker.alive and worker.transport is not None:
+            worker.killed = True
+            log.warn("killing render worker {pid}: a render ran past its time", pid=worker.pid)
+            try:
+                worker.transport.signalProcess("KILL")
+            except Exception:
+                pass
 
     def stop(self, timeout: float = 5.0) -> Deferred[None]:
         """

@@ -42,7 +42,7 @@ class MemoryUploader:
     def start(self) -> None:
         self.started = True
 
-    def stop(self) -> Deferred[None]:
+    def stop(self, timeout: float = 5.0) -> Deferred[None]:
         self.stopped = True
         return succeed(None)
 

@@ -37,7 +37,7 @@ def killing(*args, **kwargs):
     return real(*args, **kwargs)
 setattr(os, step, killing)
 uploader = LocalDirectoryUploader(None, directory)
-uploader._upload(UploadRequest(source, key, sha, "application/xml"))
+uploader._upload(UploadRequest(source, key, sha, "application/xml", source="segment-digest"))
 """
 
 
@@ -53,13 +53,22 @@ class OutboxTests(SynchronousTestCase):
         self.source = os.path.abspath(self.mktemp())
         with open(self.source, "wb") as stream:
             stream.write(b"<EVENTS><EVENT/></EVENTS>\n")
-        self.request = UploadRequest(self.source, KEY, file_sha256(self.source), "application/xml")
+        self.request = UploadRequest(
+            self.source, KEY, file_sha256(self.source), "application/xml", source="segment-digest"
+        )
 
     def target(self) -> str:
         return os.path.join(self.directory, *KEY.split("/"))
 
     def leftovers(self) -> list[str]:
-        return glob.glob(os.path.join(self.directory, "**", ".*"), recursive=True)
+        """Temporaries: what a write leaves behind when it is killed."""
+        return glob.glob(os.path.join(self.directory, "**", ".*.part"), recursive=True)
+
+    def other(self, content: bytes, source: str) -> UploadRequest:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as stream:
+            stream.write(content)
+        return UploadRequest(path, KEY, file_sha256(path), "application/xml", source=source)
 
     def test_interface_and_conditional_write(self) -> None:
         """
@@ -75,24 +84,61 @@ class OutboxTests(SynchronousTestCase):
         with open(self.target(), "rb") as stream:
             self.assertEqual(stream.read(), b"<EVENTS><EVENT/></EVENTS>\n")
         self.assertEqual(os.stat(self.target()).st_mode & 0o777, 0o600)
-        other = os.path.abspath(self.mktemp())
-        with open(other, "wb") as stream:
-            stream.write(b"<EVENTS/>\n")
-        self.failureResultOf(
-            outbox.upload(UploadRequest(other, KEY, file_sha256(other), "application/xml")),
-            KeyConflict,
-        )
+        # Another segment's batch (a twin sharing the instance id), even
+        # with the very same bytes: not ours.
+        for other in (
+            self.other(b"<EVENTS/>\n", "another segment"),
+            self.other(b"<EVENTS><EVENT/></EVENTS>\n", "another segment"),
+        ):
+            self.failureResultOf(outbox.upload(other), KeyConflict)
         with open(self.target(), "rb") as stream:
             self.assertEqual(stream.read(), b"<EVENTS><EVENT/></EVENTS>\n")
         self.assertEqual(self.leftovers(), [])
 
+    def test_same_segment_rendered_otherwise(self) -> None:
+        """
+        The same segment rendered again with other bytes (a newer release):
+        delivered before, not a new key.
+        """
+        outbox = uploader(self.directory)
+        self.successResultOf(outbox.upload(self.request))
+        self.successResultOf(outbox.upload(self.other(b"<EVENTS></EVENTS>\n", "segment-digest")))
+        with open(self.target(), "rb") as stream:
+            self.assertEqual(stream.read(), b"<EVENTS><EVENT/></EVENTS>\n")
+
+    def test_file_of_an_earlier_release(self) -> None:
+        """
+        A file with no claim (written by a release that made none): the
+        same bytes are this delivery; other bytes are another writer's, and
+        no claim of ours is left over them.
+        """
+        outbox = uploader(self.directory)
+        os.makedirs(os.path.dirname(self.target()))
+        with open(self.target(), "wb") as stream:
+            stream.write(b"<EVENTS><EVENT/></EVENTS>\n")
+        self.successResultOf(outbox.upload(self.request))
+        self.directory = os.path.abspath(self.mktemp())
+        outbox = uploader(self.directory)
+        os.makedirs(os.path.dirname(self.target()))
+        with open(self.target(), "wb") as stream:
+            stream.write(b"<EVENTS>someone else's</EVENTS>\n")
+        self.failureResultOf(outbox.upload(self.request), KeyConflict)
+        self.assertEqual(
+            glob.glob(os.path.join(self.directory, ".metadata", "**", "*.json"), recursive=True), []
+        )
+        self.failureResultOf(outbox.upload(self.request), KeyConflict)
+
     def test_killed_before_each_step(self) -> None:
         """
-        Killed before the file's fsync, the link, the directory's fsync or
-        the unlink: the key holds nothing or the whole file; the retry never
-        writes into a delivered file; the next start removes what was left.
+        Killed before the file's fsync, the claim's fsync, the claim's link,
+        its directory's fsync, the file's link, its directory's fsync or
+        either unlink: the key holds nothing or the whole file; the retry
+        finds its own claim and never writes into a delivered file; the next
+        start removes what was left.
         """
-        for step, nth in (("fsync", 1), ("link", 1), ("fsync", 2), ("unlink", 1)):
+        steps = [("fsync", n) for n in (1, 2, 3, 4)]
+        steps += [("link", 1), ("link", 2), ("unlink", 1), ("unlink", 2)]
+        for step, nth in steps:
             self.directory = os.path.abspath(self.mktemp())
             result = subprocess.run(
                 [

@@ -162,7 +162,8 @@ class UploaderUnitTests(SynchronousTestCase):
             key="acm/2025/07/29/x.xml",
             sha256=file_sha256(self.path),
             content_type="application/xml",
-            metadata={"events": "1", "instance-id": "gw1"},
+            metadata={"events": "1", "instance": "gw1"},
+            source="segment-digest",
         )
 
     def test_interface(self) -> None:
@@ -180,8 +181,9 @@ class UploaderUnitTests(SynchronousTestCase):
         )
         self.assertEqual(call["ContentType"], "application/xml")
         self.assertEqual(call["Metadata"]["events"], "1")
-        self.assertEqual(call["Metadata"]["instance-id"], "gw1")
+        self.assertEqual(call["Metadata"]["instance"], "gw1")
         self.assertEqual(call["Metadata"]["sha256"], self.request.sha256)
+        self.assertEqual(call["Metadata"]["source"], "segment-digest")
         self.assertNotIn("ContentEncoding", call)
 
     def test_same_content_already_there(self) -> None:
@@ -194,33 +196,29 @@ class UploaderUnitTests(SynchronousTestCase):
 
     def test_other_content_already_there(self) -> None:
         """
-        An object of another instance, or of another segment, under the key:
-        a conflict (the segment will take a new key).
+        Another segment's object under the key -- a twin with the same
+        instance id and segment name, even with the same bytes -- or an
+        object of an earlier release with other bytes: a conflict (the
+        segment will take a new key).
         """
-        request = UploadRequest(
-            **dict(vars(self.request), metadata={"instance-id": "gw1", "segment": "s1"})
-        )
         for metadata in (
             {"sha256": "someone else"},
-            {"sha256": "x", "instance-id": "gw2", "segment": "s1"},
-            {"sha256": "x", "instance-id": "gw1", "segment": "s0"},
+            {"sha256": "x", "source": "another segment", "instance": "gw1", "segment": "s1"},
+            {"sha256": self.request.sha256, "source": "another segment"},
         ):
-            self.client.objects[request.key] = {"Metadata": metadata}
-            failure = self.failureResultOf(self.uploader.upload(request), KeyConflict)
+            self.client.objects[self.request.key] = {"Metadata": metadata}
+            failure = self.failureResultOf(self.uploader.upload(self.request), KeyConflict)
             self.assertFalse(failure.value.transient)
 
     def test_same_segment_rendered_otherwise(self) -> None:
         """
-        Written for this very segment by this instance, with other bytes (an
-        earlier life rendered it otherwise): delivered before, not a conflict.
+        Written for this very segment, with other bytes (an earlier life
+        rendered it otherwise): delivered before, not a conflict.
         """
-        request = UploadRequest(
-            **dict(vars(self.request), metadata={"instance-id": "gw1", "segment": "s1"})
-        )
-        self.client.objects[request.key] = {
-            "Metadata": {"sha256": "older bytes", "instance-id": "gw1", "segment": "s1"}
+        self.client.objects[self.request.key] = {
+            "Metadata": {"sha256": "older bytes", "source": "segment-digest"}
         }
-        self.successResultOf(self.uploader.upload(request))
+        self.successResultOf(self.uploader.upload(self.request))
 
     def test_errors_classified(self) -> None:
         self.client.errors = [client_error("AccessDenied", 403)]
@@ -342,7 +340,8 @@ class EndToEndS3Tests(S3ServerTestCase):
             self.assertRegex(key, r"^acm/\d{4}/\d\d/\d\d/\d{8}_\d{6}_test_\d{6}\.xml$")
             head = self.s3.head_object(Bucket=BUCKET, Key=key)
             self.assertEqual(head["ContentType"], "application/xml")
-            self.assertEqual(head["Metadata"]["instance-id"], "test")
+            self.assertEqual(head["Metadata"]["instance"], "test")
+            self.assertEqual(len(head["Metadata"]["source"]), 64)
             self.assertGreater(int(head["Metadata"]["events"]), 0)
         process.stop()
 
@@ -518,7 +517,7 @@ class EndToEndS3Tests(S3ServerTestCase):
                 Bucket=BUCKET,
                 Key=key,
                 Body=body,
-                Metadata={"instance-id": "test", "segment": "an older life", "sha256": "x"},
+                Metadata={"instance": "test", "segment": "an older life", "sha256": "x"},
             )
             foreign[key] = body
         process = self.twistd("--rotation-interval=3600").start()

@@ -142,8 +142,11 @@ class ShippingTests(ServiceHarness):
         self.assertEqual(sorted(self.delivered()), [1, *range(100, 110)])
         self.assertEqual(os.listdir(service.spool.sealed_dir), [])
 
-    def test_render_kept_across_failed_attempts(self) -> None:
-        """A segment is rendered once however many uploads fail."""
+    def test_failed_attempt_holds_nothing(self) -> None:
+        """
+        A failed attempt gives back its slot and drops its rendered files
+        while it waits; the next attempt renders the segment again.
+        """
         renders: list[str] = []
         real = shipping_module.render_segment
 
@@ -152,15 +155,20 @@ class ShippingTests(ServiceHarness):
             return real(path, *args)
 
         self.patch(shipping_module, "render_segment", render)
-        service = self.service()
+        service = self.service(upload_concurrency=1)
         self.uploader.failures = [UploadError("503", transient=True)] * 3
         receiver, _ = self.connect(service)
         receiver.dataReceived(make_stream(range(2)))
         self.clock.advance(60)
+        [shipment] = service.shipping.shipments.values()
+        self.assertIs(shipment.phase, shipping_module.Phase.WAITING)
+        self.assertEqual(os.listdir(service.spool.rendered_dir), [])
+        self.assertEqual(service.shipping._slots.tokens, 1)
+        self.assertEqual(service.spool.waiting_bytes, service.spool.sealed_bytes)
         for delay in (1, 2, 4):
             self.clock.advance(delay)
         self.assertEqual(self.delivered(), [0, 1])
         self.assertEqual(len(self.uploader.requests), 4)
-        self.assertEqual(len(renders), 1)
+        self.assertEqual(len(renders), 4)
         self.assertEqual(os.listdir(service.spool.rendered_dir), [])
         self.assertEqual(service.spool.waiting_bytes, 0)

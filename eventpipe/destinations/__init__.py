@@ -5,23 +5,46 @@ L{IUploader}: deliver this file under this key, idempotently.
 Two implementations: L{eventpipe.destinations.outbox.LocalDirectoryUploader}
 (the outbox, laid out as the bucket would be) and
 L{eventpipe.destinations.s3.S3Uploader} (boto3 in a dedicated thread pool).
-Both write conditionally: an object that already exists under the key with
-the same content counts as delivered; with different content the upload
-fails with L{KeyConflict} and the data stays in the spool.
+Both write conditionally, and decide what an object already under the key
+is by one rule, L{delivered_before}: it is this segment's delivery when it
+carries this segment's identity (the digest of the sealed segment's own
+bytes, the same for every render of it and different for every other
+segment); anything else is someone else's, and the upload fails with
+L{KeyConflict} (the segment then takes a new key; the data stays in the
+spool).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
+# The names of an object's metadata: lower-case letters only, valid
+# everywhere (HTTP headers, S3, and Azure, whose metadata names must be C#
+# identifiers).
+SOURCE = "source"  # the digest of the sealed segment: the delivery's identity
+SHA256 = "sha256"  # the digest of the object's own bytes
+INSTANCE = "instance"
+SEGMENT = "segment"
+EVENTS = "events"
+ITEMS = "items"
+
 
 @dataclass(frozen=True)
 class UploadRequest:
-    """What to deliver, and how to describe it."""
+    """
+    What to deliver, and how to describe it.
+
+    @ivar sha256: the digest of the file at C{path} (what the destination
+        verifies).
+    @ivar source: the identity of the segment it was rendered from (see
+        L{delivered_before}); empty for objects that belong to no segment
+        (probes).
+    """
 
     path: str
     key: str
@@ -29,6 +52,30 @@ class UploadRequest:
     content_type: str
     content_encoding: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    def object_metadata(self) -> dict[str, str]:
+        """The metadata stored with the object: what L{delivered_before} reads."""
+        metadata = dict(self.metadata, **{SHA256: self.sha256})
+        if self.source:
+            metadata[SOURCE] = self.source
+        return metadata
+
+
+def delivered_before(request: UploadRequest, found: Mapping[str, str]) -> bool:
+    """
+    The one rule for an object found under the key of C{request}, given its
+    metadata: whether it is this segment's delivery (an earlier attempt, an
+    earlier life of this process, another render of the same segment).
+
+    Same source digest: delivered.  An object that records no source (one
+    written by an earlier release) counts as delivered only when it holds
+    these very bytes.  Anything else is another writer's object.
+    """
+    source = found.get(SOURCE)
+    if source:
+        return bool(request.source) and source == request.source
+    return found.get(SHA256) == request.sha256
 
 
 class UploadError(Exception):
@@ -53,11 +100,12 @@ class KeyConflict(UploadError):
 
     def __init__(self, key: str) -> None:
         super().__init__(
-            f"an object with different content already exists at {key}",
+            f"{key} holds another writer's object",
             transient=False,
             hint="the segment takes a new key; if this repeats, another writer uses "
             "this prefix and instance id: give every instance its own --instance-id",
         )
+        self.key = key
 
 
 class IUploader(Interface):
@@ -68,11 +116,11 @@ class IUploader(Interface):
     def start() -> None:
         """Start whatever the uploader needs (threads, clients)."""
 
-    def stop() -> Deferred[None]:
+    def stop(timeout: float = 5.0) -> Deferred[None]:
         """
-        Stop it.  Fires when its threads are gone, or soon after if an
-        upload in progress does not end (it may finish in the background;
-        its segment stays in the spool and is shipped again).
+        Stop it.  Fires when its threads are gone, or after C{timeout}
+        seconds if an upload in progress does not end (it may finish in the
+        background; its segment stays in the spool and is shipped again).
         """
 
     def upload(request: UploadRequest) -> Deferred[None]:

@@ -1,24 +1,43 @@
 """
 The outbox: batches delivered into a local directory, laid out as the bucket
 would be (the key is the path below it).
+
+What S3 keeps in an object's metadata, the outbox keeps in a claim beside
+the tree: C{.metadata/<key>.json}, written before the batch is linked into
+place, so that a file under a key is known for this segment's delivery or
+someone else's by the same rule as on S3
+(L{eventpipe.destinations.delivered_before}).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
+from typing import BinaryIO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from zope.interface import implementer
 
-from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest, file_sha256
+from eventpipe.destinations import (
+    SHA256,
+    IUploader,
+    KeyConflict,
+    UploadError,
+    UploadRequest,
+    delivered_before,
+    file_sha256,
+)
 from eventpipe.spool import fsync_directory, private_makedirs
 from eventpipe.threads import ThreadedWork
 
 _TEMPORARY = ".part"
+# Where the claims are, below the outbox.
+METADATA = ".metadata"
 
 
 @implementer(IUploader)
@@ -46,43 +65,91 @@ class LocalDirectoryUploader:
     def start(self) -> None:
         self.work.start()
 
-    def stop(self) -> Deferred[None]:
-        return self.work.stop()
+    def stop(self, timeout: float = 5.0) -> Deferred[None]:
+        return self.work.stop(timeout)
 
     def upload(self, request: UploadRequest) -> Deferred[None]:
         return self.work.run(self._upload, request)
 
     def _upload(self, request: UploadRequest) -> None:
         """
-        Write aside under a name of its own, flush, link into place (which
-        fails if the name exists), flush the directory, drop the aside name.
-        A delivered file is never opened for writing: a process killed
-        between two steps leaves at most a stale temporary, removed at the
-        next start.
+        Write aside under a name of its own and flush; claim the key (see
+        L{_claim}); link the batch into place (which fails if the name
+        exists), flush the directory, drop the aside name.  A delivered file
+        is never opened for writing: a process killed between two steps
+        leaves at most a stale temporary, removed at the next start, or a
+        claim of its own, which the next attempt finds.
         """
         target = os.path.join(self.directory, *request.key.split("/"))
+        claim = os.path.join(self.directory, METADATA, *request.key.split("/")) + ".json"
         parent = os.path.dirname(target)
         private_makedirs(parent)
-        fd, temporary = tempfile.mkstemp(
-            prefix=f".{os.path.basename(target)}.{self._life}.", suffix=_TEMPORARY, dir=parent
-        )
+        with open(request.path, "rb") as source:
+            temporary = self._write_aside(
+                target, lambda sink: shutil.copyfileobj(source, sink, 1 << 20)
+            )
         try:
-            with open(request.path, "rb") as source, os.fdopen(fd, "wb") as sink:
-                shutil.copyfileobj(source, sink, 1 << 20)
-                sink.flush()
-                os.fsync(sink.fileno())
+            # The bytes of the render that claimed the key.
+            claimed = self._claim(claim, request)
             try:
                 os.link(temporary, target)
             except FileExistsError:
-                if file_sha256(target) != request.sha256:
+                # Linked by the attempt that claimed the key; or a file that
+                # an earlier release (which made no claims) left there.
+                if file_sha256(target) != claimed:
+                    os.unlink(claim)
                     raise KeyConflict(request.key) from None
                 return
             fsync_directory(parent)
         finally:
+            _unlink(temporary)
+
+    def _claim(self, claim: str, request: UploadRequest) -> str:
+        """
+        Make the claim of C{request}'s key (its metadata, as S3 would keep
+        it), or find that an earlier attempt for this segment made it.
+
+        @return: the digest of the batch of the attempt that made it.
+        @raise KeyConflict: someone else's claim is there.
+        """
+        metadata = request.object_metadata()
+        parent = os.path.dirname(claim)
+        private_makedirs(parent)
+        text = json.dumps(metadata, sort_keys=True).encode("utf-8") + b"\n"
+        temporary = self._write_aside(claim, lambda sink: sink.write(text))
+        try:
+            os.link(temporary, claim)
+        except FileExistsError:
             try:
-                os.unlink(temporary)
-            except FileNotFoundError:
-                pass
+                with open(claim, "rb") as stream:
+                    found = json.loads(stream.read())
+            except (OSError, ValueError):
+                found = {}
+            if not isinstance(found, dict) or not delivered_before(request, found):
+                raise KeyConflict(request.key) from None
+            return str(found.get(SHA256, ""))
+        else:
+            fsync_directory(parent)
+        finally:
+            _unlink(temporary)
+        return request.sha256
+
+    def _write_aside(self, target: str, write: Callable[[BinaryIO], object]) -> str:
+        """Write a flushed temporary beside C{target}; return its path."""
+        fd, temporary = tempfile.mkstemp(
+            prefix=f".{os.path.basename(target)}.{self._life}.",
+            suffix=_TEMPORARY,
+            dir=os.path.dirname(target),
+        )
+        try:
+            with os.fdopen(fd, "wb") as sink:
+                write(sink)
+                sink.flush()
+                os.fsync(sink.fileno())
+        except BaseException:
+            _unlink(temporary)
+            raise
+        return temporary
 
     def check(self) -> Deferred[str]:
         return self.work.run(self._check)
@@ -111,7 +178,11 @@ class LocalDirectoryUploader:
         for parent, _, names in os.walk(self.directory):
             for name in names:
                 if name.startswith(".") and name.endswith(_TEMPORARY) and mine not in name:
-                    try:
-                        os.unlink(os.path.join(parent, name))
-                    except FileNotFoundError:
-                        pass
+                    _unlink(os.path.join(parent, name))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -16,7 +16,13 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest
+from eventpipe.destinations import (
+    IUploader,
+    KeyConflict,
+    UploadError,
+    UploadRequest,
+    delivered_before,
+)
 from eventpipe.threads import ThreadedWork
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
@@ -77,9 +83,12 @@ class S3Uploader:
     thread pool of C{concurrency} threads.
 
     Every object is written with C{If-None-Match: *} and an SHA-256
-    checksum that S3 verifies; the same SHA-256 goes into the object's
-    metadata so that a conditional-write refusal can tell "already
-    delivered" from "someone else's object".
+    checksum that S3 verifies; its metadata holds that checksum and the
+    segment's identity, so that a conditional-write refusal can tell
+    "already delivered" from "someone else's object"
+    (L{eventpipe.destinations.delivered_before}).  A batch large enough for
+    a multipart upload first looks whether its key is taken, so that no
+    parts are sent for a key that is someone else's.
     """
 
     def __init__(
@@ -135,8 +144,8 @@ class S3Uploader:
     def start(self) -> None:
         self.work.start()
 
-    def stop(self) -> Deferred[None]:
-        return self.work.stop()
+    def stop(self, timeout: float = 5.0) -> Deferred[None]:
+        return self.work.stop(timeout)
 
     def upload(self, request: UploadRequest) -> Deferred[None]:
         return self.work.run(self._upload_classified, request)
@@ -150,7 +159,7 @@ class S3Uploader:
     def _extra(self, request: UploadRequest) -> dict[str, Any]:
         extra: dict[str, Any] = {
             "ContentType": request.content_type,
-            "Metadata": dict(request.metadata, sha256=request.sha256),
+            "Metadata": request.object_metadata(),
         }
         if request.content_encoding:
             extra["ContentEncoding"] = request.content_encoding
@@ -171,7 +180,7 @@ class S3Uploader:
                         ChecksumSHA256=checksum,
                         **self._extra(request),
                     )
-            else:
+            elif not self._found(request):
                 self._multipart(request)
         except Exception as error:
             if not _precondition_failed(error):
@@ -231,21 +240,28 @@ class S3Uploader:
 
     def _confirm_existing(self, request: UploadRequest) -> None:
         """
-        The key is taken.  If it holds our content, or was written for this
-        very segment by this instance, an earlier attempt (or an earlier
-        life of this process) delivered it; otherwise it is someone else's.
+        The key is taken: by this segment's delivery (an earlier attempt, an
+        earlier life of this process), or else by someone else's object.
         """
-        head = self.client.head_object(Bucket=self.bucket, Key=request.key)
-        metadata = head.get("Metadata", {})
-        if metadata.get("sha256") == request.sha256:
-            return
-        if all(
-            metadata.get(name) == request.metadata.get(name) is not None
-            for name in ("instance-id", "segment")
-        ):
-            # This segment was delivered before, rendered otherwise (another
-            # release, --repair-acm-tag-names): its events are there.
-            return
+        if not self._found(request):
+            # Gone again between the refusal and the look: try once more.
+            raise UploadError(f"{request.key} was taken, then gone", transient=True)
+
+    def _found(self, request: UploadRequest) -> bool:
+        """
+        Whether this segment's delivery is at the key already (False when
+        the key is free).
+
+        @raise KeyConflict: the key holds someone else's object.
+        """
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=request.key)
+        except Exception as error:
+            if _status(error) == 404:
+                return False
+            raise
+        if delivered_before(request, head.get("Metadata", {})):
+            return True
         raise KeyConflict(request.key)
 
     def check(self) -> Deferred[str]:
@@ -259,6 +275,13 @@ class S3Uploader:
         return self.description
 
 
+def _status(error: BaseException) -> int | None:
+    response: Any = getattr(error, "response", None)
+    if not isinstance(response, dict):
+        return None
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
 def _precondition_failed(error: BaseException) -> bool:
     from botocore.exceptions import ClientError
 
@@ -266,5 +289,4 @@ def _precondition_failed(error: BaseException) -> bool:
         return False
     response: Any = error.response
     code = str(response.get("Error", {}).get("Code", ""))
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in ("PreconditionFailed", "412") or status == 412
+    return code in ("PreconditionFailed", "412") or _status(error) == 412
