@@ -16,7 +16,13 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from eventpipe.destinations import IUploader, KeyConflict, UploadRequest, file_sha256
+from eventpipe.destinations import (
+    IUploader,
+    KeyConflict,
+    UploadRequest,
+    delivered_before,
+    file_sha256,
+)
 from eventpipe.naming import extension
 from eventpipe.protocol import EventReceiver, EventReceiverFactory
 from eventpipe.service import EventpipeService
@@ -33,6 +39,7 @@ class MemoryUploader:
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        self.metadata: dict[str, dict[str, str]] = {}
         self.requests: list[UploadRequest] = []
         self.failures: list[Exception] = []
         self.hold = False
@@ -67,9 +74,12 @@ class MemoryUploader:
         with open(request.path, "rb") as stream:
             data = stream.read()
         assert file_sha256(request.path) == request.sha256
-        if request.key in self.objects and self.objects[request.key] != data:
+        if request.key in self.objects:
+            if delivered_before(request, self.metadata.get(request.key, {})):
+                return succeed(None)
             return fail(KeyConflict(request.key))
         self.objects[request.key] = data
+        self.metadata[request.key] = request.object_metadata()
         return succeed(None)
 
     def check(self) -> Deferred[str]:
@@ -116,7 +126,7 @@ class ServiceHarness(SynchronousTestCase):
         self.directory = self.mktemp()
         self.uploader = MemoryUploader()
 
-    def service(self, **overrides: Any) -> EventpipeService:
+    def service(self, render: Any = None, **overrides: Any) -> EventpipeService:
         settings = Settings(**dict(SETTINGS, **overrides))
         spool = Spool(
             self.directory,
@@ -131,7 +141,7 @@ class ServiceHarness(SynchronousTestCase):
             spool,
             self.uploader,
             self.clock,
-            SynchronousWork(),
+            render if render is not None else SynchronousWork(),
             jitter=lambda: 0.0,
         )
         service.startService()

@@ -5,6 +5,8 @@ test_basic does) and at hypothesis-chosen splits.
 
 from __future__ import annotations
 
+import time
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -492,3 +494,43 @@ class IngestCountTests(SynchronousTestCase):
                 self.assertEqual(counted, sample.count(b"<EVENT>"))
             else:
                 self.assertLessEqual(counted, framed)
+
+
+class FramingCostTests(SynchronousTestCase):
+    """
+    A piece arriving in small reads costs time linear in its size: the
+    searches resume where they stopped instead of rescanning the piece.
+    """
+
+    def cost(self, wire: bytes, read: int = 16) -> float:
+        splitter = ReadSplitter("EVENT", 1 << 20)
+        began = time.process_time()
+        for start in range(0, len(wire), read):
+            splitter.feed(wire[start : start + read])
+        splitter.close()
+        return time.process_time() - began
+
+    def test_large_pieces_in_small_reads(self) -> None:
+        """
+        A 256 KiB event (plain, with CDATA, with an end tag's layout cut
+        by reads) and a 256 KiB comment between documents, in 16-byte
+        reads, each against as many bytes of small events in the same reads:
+        a quadratic framer takes hundreds of times longer, a linear one
+        about as long.
+        """
+        size = 256 << 10
+        pieces = {
+            "plain": DECL + b"\n<EVENT><a>" + b"x" * size + b"</a></EVENT>\n",
+            "cdata": DECL + b"\n<EVENT><![CDATA[" + b"x" * size + b"]]></EVENT>\n",
+            "layout": DECL + b"\n<EVENT><a/></EVENT" + b" " * size + b">\n",
+            "comment": b"<!--" + b"x" * size + b"-->" + DECL + b"\n<EVENT/>\n",
+        }
+        small = b""
+        number = 0
+        while len(small) < size:
+            small += DECL + b"\n" + make_event(number) + b"\n"
+            number += 1
+        reference = min(self.cost(small) for _ in range(3))
+        for name, wire in pieces.items():
+            took = min(self.cost(wire) for _ in range(2))
+            self.assertLess(took, 5 * reference + 0.05, f"{name}: {took:.3f} s, {reference:.3f} s")

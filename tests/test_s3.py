@@ -310,6 +310,32 @@ class UploaderAgainstServerTests(S3ServerTestCase):
         )
         self.assertEqual(self.s3.get_object(Bucket=BUCKET, Key="big.xml")["Body"].read(), data)
 
+    def test_multipart_looks_before_sending_parts(self) -> None:
+        """
+        A large batch whose key holds another writer's object sends no
+        part: the conflict is found before, not at the completion.
+        """
+        self.s3.create_bucket(Bucket=BUCKET)
+        self.patch(s3_module, "MULTIPART_THRESHOLD", 1 << 20)
+        self.s3.put_object(
+            Bucket=BUCKET, Key="big.xml", Body=b"theirs", Metadata={"source": "the twin's"}
+        )
+        uploader = self.uploader()
+        calls: list[str] = []
+        client = uploader.client
+
+        class Recording:
+            def __getattr__(self, name: str) -> Any:
+                calls.append(name)
+                return getattr(client, name)
+
+        uploader._client = Recording()
+        request = self.request(os.urandom(3 << 20), "big.xml")
+        request = UploadRequest(**dict(vars(request), source="this segment"))
+        self.assertRaises(KeyConflict, uploader._upload_classified, request)
+        self.assertEqual(calls, ["head_object"])
+        self.assertEqual(self.s3.get_object(Bucket=BUCKET, Key="big.xml")["Body"].read(), b"theirs")
+
     def test_missing_bucket(self) -> None:
         uploader = self.uploader()
         error = self.assertRaises(UploadError, uploader._check)

@@ -13,6 +13,7 @@ import socket
 import ssl
 import time
 
+from twisted.application.service import Service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -21,6 +22,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from eventpipe.destinations import UploadError
 from eventpipe.destinations.outbox import LocalDirectoryUploader
 from eventpipe.protocol import EventReceiverFactory
 from eventpipe.service import EventpipeService
@@ -128,6 +130,50 @@ class FakeClockTests(ServiceHarness):
         self.assertTrue(self.uploader.stopped)
         self.assertIsNone(service.spool._fd)
         self.assertTrue(os.path.getsize(os.path.join(self.directory, "current")) > 0)
+
+    def test_failing_step_skips_nothing(self) -> None:
+        """
+        A step of the stop that raises (the uploader's stop) is logged, and
+        the steps after it still run: the render and the sealer stop, the
+        spool is closed, what stays behind is counted, and the metrics
+        server and the signal handler are stopped.
+        """
+        service = self.service(shutdown_timeout=5.0)
+        support = Service()
+        service.add_support(support)
+        support.startService()
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(3)))
+        receiver.connectionLost(None)
+        self.uploader.hold = True
+
+        def broken(timeout: float = 5.0) -> None:
+            raise RuntimeError("the uploader cannot stop")
+
+        self.patch(self.uploader, "stop", broken)
+        stopping = service.stopService()
+        self.clock.advance(5)
+        self.successResultOf(stopping)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertFalse(service.render.running)  # type: ignore[attr-defined]
+        self.assertIsNone(service.spool._fd)
+        self.assertFalse(support.running)
+        self.assertEqual(len(os.listdir(service.spool.sealed_dir)), 1)
+
+    def test_stop_tries_waiting_segments_at_once(self) -> None:
+        """
+        A segment waiting out a long backoff when the stop begins is tried
+        at once, and ships (the destination is back).
+        """
+        service = self.service(retry_initial=30.0, retry_max=30.0)
+        self.uploader.failures = [UploadError("503", transient=True)]
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(3)))
+        receiver.connectionLost(None)
+        self.clock.advance(60)
+        self.assertEqual(self.delivered(), [])
+        self.successResultOf(service.stopService())
+        self.assertEqual(self.delivered(), [0, 1, 2])
 
 
 class HeldOpenTransport(StringTransport):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
 from eventpipe import shipping as shipping_module
 from eventpipe.destinations import IUploader, UploadError
 from eventpipe.spool import Spool
-from tests.harness import ServiceHarness
+from tests.harness import ServiceHarness, SynchronousWork
 from tests.support import DECLARATION, make_stream, numbers_in_xml_batch
 
 
@@ -172,3 +173,95 @@ class ShippingTests(ServiceHarness):
         self.assertEqual(len(renders), 4)
         self.assertEqual(os.listdir(service.spool.rendered_dir), [])
         self.assertEqual(service.spool.waiting_bytes, 0)
+
+
+class HangingFirstRender(SynchronousWork):
+    """The first render never answers (a worker stuck on a FIFO); the rest do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled: list[Deferred[Any]] = []
+        self.calls = 0
+
+    def run(self, function: Any, *args: Any) -> Deferred[Any]:
+        if function is shipping_module.render_segment:
+            self.calls += 1
+            if self.calls == 1:
+                return Deferred(self.cancelled.append)
+        return super().run(function, *args)
+
+
+class IsolationTests(ServiceHarness):
+    def test_unrenderable_segment_set_aside(self) -> None:
+        """
+        A sealed entry that can never render (a directory with a segment's
+        name) fails three times, holds no slot meanwhile, and is moved to
+        failed/ -- never deleted; the segments behind it are delivered.
+        """
+        poison = "20250729_161400_gw1_000007.xml"
+        os.makedirs(os.path.join(self.directory, "sealed", poison))
+        service = self.service(upload_concurrency=1, rotation_interval=0.5, check_interval=0.1)
+        [shipment] = service.shipping.shipments.values()
+        self.assertIs(shipment.phase, shipping_module.Phase.WAITING)
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(5)))
+        self.clock.advance(0.6)
+        self.assertEqual(self.delivered(), [0, 1, 2, 3, 4])
+        self.assertEqual(os.listdir(service.spool.failed_dir), [])
+        self.clock.advance(0.4)
+        self.assertEqual(os.listdir(service.spool.failed_dir), [])
+        self.clock.advance(2)
+        self.assertEqual(os.listdir(service.spool.failed_dir), [poison])
+        self.assertEqual(os.listdir(service.spool.sealed_dir), [])
+        self.assertEqual(service.shipping.segments_waiting, 0)
+        self.assertEqual(service.metrics.segments_set_aside._value.get(), 1)
+        status = service.status()
+        self.assertEqual(status.set_aside, ("20250729_161400_gw1_000007",))
+        self.assertEqual(
+            status.as_json()["spool"]["segments_set_aside"], ["20250729_161400_gw1_000007"]
+        )
+        # Its number is never given out again, even after a restart.
+        service.stopService()
+        again = self.service()
+        self.assertGreater(again.spool._next_sequence, 7)
+
+    def test_hung_render_abandoned(self) -> None:
+        """
+        A render that never answers is abandoned at --render-timeout (its
+        worker would be replaced), and the next attempt delivers.
+        """
+        work = HangingFirstRender()
+        service = self.service(render=work, render_timeout=5.0)
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(3)))
+        self.clock.advance(60)
+        self.assertEqual(self.delivered(), [])
+        self.clock.advance(5)
+        self.assertEqual(len(work.cancelled), 1)
+        [shipment] = service.shipping.shipments.values()
+        self.assertIs(shipment.phase, shipping_module.Phase.WAITING)
+        self.assertIn("no answer within 5.0 s", shipment.last_error)
+        self.clock.advance(1)
+        self.assertEqual(self.delivered(), [0, 1, 2])
+
+    def test_taken_keys_renumber_at_once(self) -> None:
+        """
+        Keys that hold another writer's objects (a twin with this instance
+        id) are stepped over within one attempt: no backoff for each.
+        """
+        service = self.service()
+        for sequence in range(3):
+            key = f"2025/07/29/20250729_161600_gw1_{sequence:06d}.xml"
+            self.uploader.objects[key] = b"the twin's"
+            self.uploader.metadata[key] = {"source": "the twin's segment", "sha256": "x"}
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(3)))
+        self.clock.advance(60)
+        self.assertEqual(
+            numbers_in_xml_batch(
+                self.uploader.objects["2025/07/29/20250729_161600_gw1_000003.xml"]
+            ),
+            [0, 1, 2],
+        )
+        self.assertEqual(service.metrics.key_conflicts._value.get(), 3)
+        self.assertEqual(service.shipping.last_attempt_error, None)

@@ -1,0 +1,327 @@
+"""
+Fault isolation, on the paths a deployment takes: real twistd processes,
+the moto S3 server, real render workers and thread pools.
+
+- Two instances that (wrongly) share an instance id lose nothing.
+- Sealed entries that can never render are set aside; the rest flows.
+- Declared documents of another root count against their sender.
+- A stop tries the segments waiting to retry, and ends within its window
+  even when S3 never answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+import urllib.request
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import (
+    BUCKET,
+    CREDENTIALS,
+    DECLARATION,
+    FAST_S3,
+    Twistd,
+    delivered_numbers,
+    exactly_once_problems,
+    free_port,
+    make_event,
+    make_stream,
+    numbers_in_objects,
+    s3_objects,
+    s3_rig,
+    s3_service,
+    wait_for,
+)
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def status(port: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as answer:
+        return json.loads(answer.read())  # type: ignore[no-any-return]
+
+
+def paced(connections: list[tuple[socket.socket, range]], per_second: float) -> None:
+    """Send each connection's events one at a time, C{per_second} each."""
+    iterators = [(c, iter(numbers)) for c, numbers in connections]
+    more = True
+    while more:
+        more = False
+        for connection, numbers in iterators:
+            number = next(numbers, None)
+            if number is not None:
+                connection.sendall(DECLARATION + make_event(number) + b"\n")
+                more = True
+        time.sleep(1 / per_second)
+
+
+class BlackHole:
+    """A TCP server that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(connection)
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+
+
+class TwinTests(SynchronousTestCase):
+    """Two instances given one --instance-id (cloned hosts), one destination."""
+
+    def twins(self, *args: str) -> list[Twistd]:
+        processes = []
+        for n in range(2):
+            process = Twistd(
+                os.path.join(self.workdir, f"twin-{n}"),
+                ["--rotation-interval=1", "--check-interval=0.1", *args],
+                CREDENTIALS,
+            )
+            self.addCleanup(process.cleanup)
+            processes.append(process.start())
+        return processes
+
+    def send_to_both(self, processes: list[Twistd]) -> list[int]:
+        """12 events a second to each twin for 6 seconds."""
+        connections = [socket.create_connection(("127.0.0.1", p.port)) for p in processes]
+        self.addCleanup(lambda: [c.close() for c in connections])
+        numbers = [range(0, 72), range(1000, 1072)]
+        paced(list(zip(connections, numbers)), 12)
+        # The stop reads what the kernel has already accepted, then ships it.
+        return [*numbers[0], *numbers[1]]
+
+    def setUp(self) -> None:
+        self.workdir = os.path.abspath(self.mktemp())
+        os.makedirs(self.workdir)
+
+    def test_twins_on_s3(self) -> None:
+        """
+        Every event of both twins is in the bucket once: a key that holds
+        the twin's object is left alone, the segment takes the next number
+        at once, and the log says why, loudly.
+        """
+        server, client, _ = s3_rig(self, self.workdir)
+        processes = self.twins(
+            f"--s3-bucket={BUCKET}",
+            f"--s3-endpoint-url={server.endpoint}",
+            "--retry-initial-delay=0.2",
+            "--retry-max-delay=1",
+        )
+        expected = self.send_to_both(processes)
+        for process in processes:
+            self.assertEqual(process.stop(), -signal.SIGTERM)
+        numbers = numbers_in_objects(s3_objects(client, BUCKET))
+        self.assertEqual(exactly_once_problems(numbers, expected), ([], [], []))
+        logs = processes[0].log() + processes[1].log()
+        self.assertIn("two writers share instance id test", logs)
+        for process in processes:
+            self.assertIn("everything received was delivered", process.log())
+
+    def test_twins_in_one_outbox(self) -> None:
+        """The same, with both twins writing into one outbox directory."""
+        outbox = os.path.join(self.workdir, "outbox")
+        processes = self.twins(f"--outbox={outbox}")
+        expected = self.send_to_both(processes)
+        for process in processes:
+            self.assertEqual(process.stop(), -signal.SIGTERM)
+        numbers = delivered_numbers(outbox)
+        self.assertEqual(exactly_once_problems(numbers, expected), ([], [], []))
+        self.assertIn("two writers share instance id test", processes[0].log() + processes[1].log())
+
+
+class UnrenderableTests(SynchronousTestCase):
+    def test_unrenderable_entries_beside_good_traffic(self) -> None:
+        """
+        Two directories and a FIFO in sealed/ with segment names (a render
+        that fails at once, and one that blocks forever): the good events
+        are delivered meanwhile, each bad entry is moved to failed/ after
+        three renders, the blocked worker is replaced, and the metric,
+        /status and the log say so.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        metrics = free_port()
+        process = Twistd(
+            workdir,
+            [
+                "--rotation-interval=0.5",
+                "--check-interval=0.1",
+                "--retry-initial-delay=0.2",
+                "--retry-max-delay=0.5",
+                "--render-timeout=1",
+                f"--metrics=tcp:{metrics}:interface=127.0.0.1",
+            ],
+        )
+        self.addCleanup(process.cleanup)
+        sealed = os.path.join(process.spool, "sealed")
+        os.makedirs(sealed)
+        bad = [f"20250729_16150{n}_test_00000{n}.xml" for n in range(3)]
+        os.mkdir(os.path.join(sealed, bad[0]))
+        os.mkdir(os.path.join(sealed, bad[1]))
+        os.mkfifo(os.path.join(sealed, bad[2]))
+        process.start()
+        outbox = os.path.join(process.spool, "outbox")
+        began = time.monotonic()
+        connection = socket.create_connection(("127.0.0.1", process.port))
+        self.addCleanup(connection.close)
+        paced([(connection, range(40))], 20)
+        wait_for(lambda: len(delivered_numbers(outbox)) >= 40, 20, "the good events")
+        took = time.monotonic() - began
+        wait_for(
+            lambda: sorted(os.listdir(os.path.join(process.spool, "failed"))) == bad,
+            20,
+            "the bad entries in failed/",
+        )
+        self.assertEqual(os.listdir(sealed), [])
+        self.assertEqual(metric(metrics, "eventpipe_segments_failed"), 3)
+        self.assertEqual(metric(metrics, "eventpipe_segments_set_aside_total"), 3)
+        self.assertEqual(
+            status(metrics)["spool"]["segments_set_aside"],  # type: ignore[index]
+            [name[:-4] for name in bad],
+        )
+        self.assertEqual(exactly_once_problems(delivered_numbers(outbox), range(40)), ([], [], []))
+        log = process.log()
+        self.assertIn("killing render worker", log)
+        self.assertEqual(log.count("set aside 20250729_"), 3)
+        self.assertEqual(process.stop(), -signal.SIGTERM)
+        self.assertLess(took, 15)
+        # Still there, whole, after the stop: never deleted.
+        self.assertEqual(sorted(os.listdir(os.path.join(process.spool, "failed"))), bad)
+
+
+class DeclaredJunkTests(SynchronousTestCase):
+    def test_declared_junk_counts_against_its_sender(self) -> None:
+        """
+        A connection sending declared documents of another root is cut off
+        like any other garbage, and its documents are not counted as
+        received events, nor do they move the last-event time.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        metrics = free_port()
+        process = Twistd(
+            workdir,
+            [
+                "--rotation-interval=0.5",
+                "--check-interval=0.1",
+                "--max-event-size=64KiB",
+                f"--metrics=tcp:{metrics}:interface=127.0.0.1",
+            ],
+        )
+        self.addCleanup(process.cleanup)
+        process.start()
+        with socket.create_connection(("127.0.0.1", process.port)) as good:
+            good.sendall(make_stream(range(20)))
+        wait_for(lambda: metric(metrics, "eventpipe_events_received_total") >= 20, 20, "events")
+        last = metric(metrics, "eventpipe_last_event_received_timestamp_seconds")
+        junk = DECLARATION + b"<JUNK>" + b"j" * 100 + b"</JUNK>\n"
+        sent = 0
+        cut = False
+        with socket.create_connection(("127.0.0.1", process.port)) as hostile:
+            hostile.settimeout(20)
+            try:
+                while sent < 8 << 20:
+                    hostile.sendall(junk * 500)
+                    sent += len(junk) * 500
+            except OSError:
+                cut = True
+        self.assertTrue(cut, "the junk sender was never cut off")
+        self.assertLess(sent, 8 << 20)
+        wait_for(lambda: "that are not events" in process.log(), 10, "the cut-off line")
+        self.assertEqual(metric(metrics, "eventpipe_events_received_total"), 20)
+        self.assertEqual(metric(metrics, "eventpipe_last_event_received_timestamp_seconds"), last)
+        self.assertGreater(
+            metric(metrics, 'eventpipe_events_quarantined_total{reason="outside_event"}'), 0
+        )
+        self.assertEqual(process.stop(), -signal.SIGTERM)
+        outbox = os.path.join(process.spool, "outbox")
+        self.assertEqual(exactly_once_problems(delivered_numbers(outbox), range(20)), ([], [], []))
+
+
+class StopWindowTests(SynchronousTestCase):
+    def test_waiting_retries_are_tried_at_stop(self) -> None:
+        """
+        S3 down, a segment waiting out a 30 s backoff, S3 back, SIGTERM with
+        --shutdown-timeout 15: the stop tries it at once and ships it.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        _, client, cable = s3_rig(self, workdir, plugged=False)
+        process = s3_service(
+            workdir,
+            f"http://127.0.0.1:{cable.port}",
+            "--rotation-interval=0.5",
+            "--check-interval=0.1",
+            "--retry-initial-delay=30",
+            "--retry-max-delay=30",
+            "--shutdown-timeout=15",
+        )
+        self.addCleanup(process.cleanup)
+        process.start()
+        connection = socket.create_connection(("127.0.0.1", process.port))
+        self.addCleanup(connection.close)
+        connection.sendall(make_stream(range(30)))
+        wait_for(lambda: "next attempt in" in process.log(), 30, "a failed delivery")
+        cable.plug()
+        began = time.monotonic()
+        self.assertEqual(process.stop(), -signal.SIGTERM)
+        self.assertLess(time.monotonic() - began, 15)
+        numbers = numbers_in_objects(s3_objects(client, BUCKET))
+        self.assertEqual(exactly_once_problems(numbers, range(30)), ([], [], []))
+        self.assertIn("everything received was delivered", process.log())
+
+    def test_stop_within_its_window_when_s3_never_answers(self) -> None:
+        """
+        S3 accepts connections and never answers: the stop ends within
+        --shutdown-timeout plus a small margin, counts what stays, and
+        stops the metrics server too.
+        """
+        hole = BlackHole()
+        self.addCleanup(hole.close)
+        workdir = os.path.abspath(self.mktemp())
+        metrics = free_port()
+        process = s3_service(
+            workdir,
+            f"http://127.0.0.1:{hole.port}",
+            *FAST_S3,
+            "--shutdown-timeout=5",
+            f"--metrics=tcp:{metrics}:interface=127.0.0.1",
+        )
+        self.addCleanup(process.cleanup)
+        process.start()
+        connection = socket.create_connection(("127.0.0.1", process.port))
+        self.addCleanup(connection.close)
+        connection.sendall(make_stream(range(30)))
+        wait_for(lambda: hole.held, 30, "an upload in flight")
+        time.sleep(0.5)
+        began = time.monotonic()
+        self.assertEqual(process.stop(), -signal.SIGTERM)
+        took = time.monotonic() - began
+        self.assertGreater(took, 4.5)
+        self.assertLess(took, 5 + 2.5)
+        log = process.log()
+        self.assertIn("30 events not delivered", log)
+        self.assertNotIn("Traceback", log)
