@@ -220,8 +220,10 @@ class IsolationTests(ServiceHarness):
         self.assertEqual(
             status.as_json()["spool"]["segments_set_aside"], ["20250729_161400_gw1_000007"]
         )
-        # Its number is never given out again, even after a restart.
+        # Its number is never given out again, even after a restart that
+        # lost the sequence file.
         service.stopService()
+        os.unlink(os.path.join(self.directory, "sequence"))
         again = self.service()
         self.assertGreater(again.spool._next_sequence, 7)
 
