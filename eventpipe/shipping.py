@@ -109,6 +109,8 @@ class Shipment:
         # Whether the rendered files are on disk now.
         self.rendered = False
         self.render_failures = 0
+        # Whether what the render set aside was counted (the first render).
+        self.counted = False
         self.last_error = ""
         # The retries that ship it; their result fires when it is delivered
         # or set aside (or the shipping is cancelled at shutdown).
@@ -306,6 +308,10 @@ class Shipping:
         shipment.render_failures = 0
         shipment.result = result
         shipment.rendered = True
+        if not shipment.counted:
+            shipment.counted = True
+            for reason, count in result.found.items():
+                self.metrics.events_quarantined.labels(quarantine_reason(reason)).inc(count)
         self.spool.rendered_bytes += result.batch_bytes + result.quarantine_bytes
         return True
 
@@ -442,8 +448,6 @@ class Shipping:
         result = shipment.result
         assert result is not None
         self.events_quarantined += result.quarantined
-        for reason, count in result.found.items():
-            self.metrics.events_quarantined.labels(quarantine_reason(reason)).inc(count)
         self.last_attempt_error = None
         self.last_delivery_at = self.clock.seconds()
         self.metrics.uploads.labels("success").inc()
