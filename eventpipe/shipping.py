@@ -111,6 +111,9 @@ class Shipment:
         self.render_failures = 0
         # Whether what the render set aside was counted (the first render).
         self.counted = False
+        # Where its quarantine object was delivered: a segment renumbered
+        # after that (its batch's key was taken) does not write it again.
+        self.quarantine_key: str | None = None
         self.last_error = ""
         # The retries that ship it; their result fires when it is delivered
         # or set aside (or the shipping is cancelled at shutdown).
@@ -376,19 +379,21 @@ class Shipping:
         assert result is not None
         fmt, compress = segment.format
         metadata = {INSTANCE: self.settings.instance_id, SEGMENT: segment.name}
-        # The quarantine first: if the batch's key is taken, the segment is
-        # renumbered and only the quarantine object is written twice.
-        if result.quarantined:
+        # The quarantine first, once: if the batch's key is taken, the
+        # segment is renumbered and its quarantine object stays where it is.
+        if result.quarantined and shipment.quarantine_key is None:
+            key = quarantine_key(segment.name, self.settings.prefix)
             await self._send(
                 UploadRequest(
                     path=shipment.quarantine_path,
-                    key=quarantine_key(segment.name, self.settings.prefix),
+                    key=key,
                     sha256=result.quarantine_sha256,
                     content_type="application/x-ndjson",
                     metadata=dict(metadata, **{ITEMS: str(result.quarantined)}),
                     source=result.source_sha256,
                 )
             )
+            shipment.quarantine_key = key
         if result.events:
             await self._send(
                 UploadRequest(
@@ -463,7 +468,7 @@ class Shipping:
                 "quarantined {count} pieces of {name} under {key}: {reasons}",
                 count=result.quarantined,
                 name=shipment.segment.name,
-                key=quarantine_key(shipment.segment.name, self.settings.prefix),
+                key=shipment.quarantine_key,
                 reasons="; ".join(f"{n} x {reason}" for reason, n in result.reasons.items()),
             )
         log.info(

@@ -67,6 +67,22 @@ def paced(connections: list[tuple[socket.socket, range]], per_second: float) -> 
         time.sleep(1 / per_second)
 
 
+def watched(testcase: SynchronousTestCase, *args: str) -> tuple[Twistd, int]:
+    """A twistd process on fast timers, with its metrics port."""
+    metrics = free_port()
+    process = Twistd(
+        os.path.abspath(testcase.mktemp()),
+        [
+            "--rotation-interval=0.5",
+            "--check-interval=0.1",
+            f"--metrics=tcp:{metrics}:interface=127.0.0.1",
+            *args,
+        ],
+    )
+    testcase.addCleanup(process.cleanup)
+    return process, metrics
+
+
 class BlackHole:
     """A TCP server that accepts connections and never answers."""
 
@@ -164,20 +180,9 @@ class UnrenderableTests(SynchronousTestCase):
         three renders, the blocked worker is replaced, and the metric,
         /status and the log say so.
         """
-        workdir = os.path.abspath(self.mktemp())
-        metrics = free_port()
-        process = Twistd(
-            workdir,
-            [
-                "--rotation-interval=0.5",
-                "--check-interval=0.1",
-                "--retry-initial-delay=0.2",
-                "--retry-max-delay=0.5",
-                "--render-timeout=1",
-                f"--metrics=tcp:{metrics}:interface=127.0.0.1",
-            ],
+        process, metrics = watched(
+            self, "--retry-initial-delay=0.2", "--retry-max-delay=0.5", "--render-timeout=1"
         )
-        self.addCleanup(process.cleanup)
         sealed = os.path.join(process.spool, "sealed")
         os.makedirs(sealed)
         bad = [f"20250729_16150{n}_test_00000{n}.xml" for n in range(3)]
@@ -221,18 +226,7 @@ class DeclaredJunkTests(SynchronousTestCase):
         like any other garbage, and its documents are not counted as
         received events, nor do they move the last-event time.
         """
-        workdir = os.path.abspath(self.mktemp())
-        metrics = free_port()
-        process = Twistd(
-            workdir,
-            [
-                "--rotation-interval=0.5",
-                "--check-interval=0.1",
-                "--max-event-size=64KiB",
-                f"--metrics=tcp:{metrics}:interface=127.0.0.1",
-            ],
-        )
-        self.addCleanup(process.cleanup)
+        process, metrics = watched(self, "--max-event-size=64KiB")
         process.start()
         with socket.create_connection(("127.0.0.1", process.port)) as good:
             good.sendall(make_stream(range(20)))

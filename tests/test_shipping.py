@@ -267,3 +267,22 @@ class IsolationTests(ServiceHarness):
         )
         self.assertEqual(service.metrics.key_conflicts._value.get(), 3)
         self.assertEqual(service.shipping.last_attempt_error, None)
+
+    def test_quarantine_written_once_when_the_key_is_taken(self) -> None:
+        """
+        The batch's key holds the twin's object after the quarantine object
+        was written: the segment takes a new number, and its quarantine is
+        not written a second time under the new name.
+        """
+        service = self.service()
+        key = "2025/07/29/20250729_161600_gw1_000000.xml"
+        self.uploader.objects[key] = b"the twin's"
+        self.uploader.metadata[key] = {"source": "the twin's segment", "sha256": "x"}
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream([1]) + DECLARATION + b"<EVENT><bad></EVENT>\n")
+        self.clock.advance(60)
+        quarantine = [k for k in self.uploader.objects if k.startswith("quarantine/")]
+        self.assertEqual(quarantine, ["quarantine/2025/07/29/20250729_161600_gw1_000000.jsonl"])
+        self.assertEqual(
+            numbers_in_xml_batch(self.uploader.objects[key.replace("000000", "000001")]), [1]
+        )
