@@ -241,6 +241,7 @@ class EventFramer:
         else is (a dangling declaration included).
         """
         rejected: list[Rejected] = []
+        self._markup = 0
         if self.state in _IN_EVENT:
             self._flush_garbage(rejected)
             rejected.append(Rejected(REASON_TRUNCATED, bytes(self._buf)))
@@ -270,6 +271,17 @@ class EventFramer:
 
         @return: the new position, or None when more bytes are needed.
         """
+        # How far an instruction or comment that starts here was searched:
+        # only the call right after the one that stopped in it resumes.
+        markup, self._markup = self._markup, 0
+        if markup and not self._garbage:
+            # Still in the instruction or comment the last read stopped in.
+            if buf.startswith(_COMMENT_OPEN, pos):
+                return self._skip_markup(buf, pos, n, _COMMENT_CLOSE, rejected, markup)
+            skipped = self._skip_markup(buf, pos, n, _PI_CLOSE, rejected, markup)
+            if skipped is not None and buf.find(b"encoding", pos, skipped) >= 0:
+                self._note_encoding(bytes(buf[pos:skipped]))
+            return skipped
         if self._garbage:
             match = _WHITESPACE.match(buf, pos)
             if match is not None:
@@ -294,13 +306,13 @@ class EventFramer:
         elif buf.startswith(_PI_OPEN, pos):
             # A run of unrecognised bytes ends where markup begins.
             self._flush_garbage(rejected)
-            skipped = self._skip_markup(buf, pos, n, _PI_CLOSE, rejected)
+            skipped = self._skip_markup(buf, pos, n, _PI_CLOSE, rejected, markup)
             if skipped is not None and buf.find(b"encoding", pos, skipped) >= 0:
                 self._note_encoding(bytes(buf[pos:skipped]))
             return skipped
         elif buf.startswith(_COMMENT_OPEN, pos):
             self._flush_garbage(rejected)
-            return self._skip_markup(buf, pos, n, _COMMENT_CLOSE, rejected)
+            return self._skip_markup(buf, pos, n, _COMMENT_CLOSE, rejected, markup)
         elif n - pos < len(self._open) + 1 and self._could_start(bytes(buf[pos:n])):
             return None
         return self._take_garbage(buf, pos, n, rejected)
@@ -320,18 +332,22 @@ class EventFramer:
         )
 
     def _skip_markup(
-        self, buf: bytearray, pos: int, n: int, closer: bytes, rejected: list[Rejected]
+        self,
+        buf: bytearray,
+        pos: int,
+        n: int,
+        closer: bytes,
+        rejected: list[Rejected],
+        searched: int = 0,
     ) -> int | None:
-        # Resumed where the last read's search stopped (the markup then
-        # starts the buffer).
-        end = buf.find(closer, pos + max(2, self._markup))
+        # Resumed where the last read's search stopped (C{searched} bytes
+        # from C{pos}, where the markup starts).
+        end = buf.find(closer, pos + max(2, searched))
         if end < 0:
             if n - pos > self.max_event_size:
-                self._markup = 0
                 return self._take_garbage(buf, pos, n, rejected)
             self._markup = max(2, n - pos - len(closer) + 1)
             return None
-        self._markup = 0
         self._flush_garbage(rejected)
         return end + len(closer)
 
@@ -598,7 +614,9 @@ class ReadSplitter:
         self.framer = EventFramer(event_tag, max_event_size)
         self.event_tag = event_tag
         self.max_event_size = max_event_size
-        self._end_line = b"</" + event_tag.encode("utf-8") + b">\n"
+        self._open = b"<" + event_tag.encode("utf-8")
+        self._close = b"</" + event_tag.encode("utf-8")
+        self._end_line = self._close + b">\n"
         self._pending = b""
 
     @property
@@ -616,15 +634,22 @@ class ReadSplitter:
             pending = self._pending
             buf = pending + data if pending else data
             if len(pending) <= len(data):
-                cut = len(buf) if buf.endswith(self._end_line) else buf.rfind(DECLARATION)
+                cut = buf.rfind(DECLARATION)
+                if buf.endswith(self._end_line) and self._whole(buf[cut:]):
+                    # The last document is whole too: nothing waits.
+                    cut = len(buf)
                 if cut <= 0:
                     if cut == 0 and len(buf) <= self.max_event_size:
                         # The start of one document: wait for the rest.
                         self._pending = buf
                         return b"", 0, [], []
-                else:
+                elif (
+                    len(buf) - cut <= self.max_event_size
+                    # No instruction left open at the cut.
+                    and buf.rfind(b"<?", 0, cut) < buf.rfind(b"?>", 0, cut)
+                ):
                     count = uniform_documents(buf, self.event_tag, cut)
-                    if count is not None and len(buf) - cut <= self.max_event_size:
+                    if count is not None:
                         self._pending = buf[cut:]
                         return buf[:cut], count, [], []
             self._pending = b""
@@ -632,6 +657,14 @@ class ReadSplitter:
             return b"", 0, events, rejected
         events, rejected = framer.feed(data)
         return b"", 0, events, rejected
+
+    def _whole(self, last: bytes) -> bool:
+        """
+        Whether the last document of a read, which ends with an end tag and
+        a newline, is whole: one start tag and one end tag (a nested root
+        would still be open), so that nothing of it waits for more bytes.
+        """
+        return last.count(self._open) == 1 and last.count(self._close) == 1
 
     def close(self) -> tuple[list[bytes], list[Rejected]]:
         """The connection ended: frame what waits, and hand over what is left."""
@@ -684,13 +717,13 @@ def uniform_documents(documents: bytes, event_tag: str = "EVENT", end: int = -1)
     the same UTF-8 declaration and layout, then C{<EVENT>}, the event's
     content, C{</EVENT>} and a newline -- and how many; None when not.
 
-    A handful of scans over the whole run, no loop over the documents.  Each
-    declaration stands at the start or right after an event's end tag and
-    before the next start tag, and the tag's name appears only in those
-    tags, so each document is one C{<EVENT>} root and nothing stands
-    between them.  No C{?} but the declarations', and no C{!}: no
-    instruction, comment, CDATA or DOCTYPE.  Well-formedness is not
-    checked here.
+    Two scans for long needles and one for a byte, no loop over the
+    documents: every declaration stands at the start or right after an end
+    tag and its newline, and right before a start tag, so every document's
+    root is the event tag and nothing stands between documents; and there
+    is no C{!} (a comment, CDATA or DOCTYPE could hide an end tag or a
+    declaration).  What is inside the events is not looked at here
+    (L{uniform_events} looks before it splits them without the framer).
     """
     if end < 0:
         end = len(documents)
@@ -713,8 +746,6 @@ def uniform_documents(documents: bytes, event_tag: str = "EVENT", end: int = -1)
     count = documents.count(declaration, 0, end)
     if (
         documents.count(end_line + declaration + open_tag, 0, end) != count - 1
-        or documents.count(tag, 0, end) != 2 * count
-        or documents.count(b"?", 0, end) != count * declaration.count(b"?")
         or documents.find(b"!", 0, end) >= 0
     ):
         return None
@@ -727,18 +758,24 @@ def uniform_events(
     """
     The events of whole documents that are all alike (L{uniform_documents})
     as one run of bytes, one event a line (what the framer makes of them,
-    joined), and how many; None when they are not all so, or longer than
-    C{max_event_size} (which then bounds every event in them).  The
-    declarations are removed where they stand, in one pass: this is what
-    ACM sends, and render's fast path.
+    joined), and how many; None when they are not all so, when an event
+    holds an instruction or the tag's name (a nested root, a declaration:
+    the framer is needed), or when they are longer than C{max_event_size}
+    (which then bounds every event in them).  The declarations are removed
+    where they stand, in one pass: this is what ACM sends, and render's
+    fast path.
     """
     if len(documents) > max_event_size:
         return None
     count = uniform_documents(documents, event_tag)
     if count is None:
         return None
-    declaration = documents[: documents.find(b"<" + event_tag.encode("utf-8") + b">")]
-    return documents.replace(declaration, b""), count
+    tag = event_tag.encode("utf-8")
+    declaration = documents[: documents.find(b"<" + tag + b">")]
+    events = documents.replace(declaration, b"")
+    if events.count(tag) != 2 * count or b"?" in events:
+        return None
+    return events, count
 
 
 def split_documents(documents: bytes, first: int, size: int) -> list[bytes]:
