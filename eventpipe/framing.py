@@ -25,6 +25,7 @@ document).
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 
@@ -709,6 +710,23 @@ def _other_encoding(prolog: bytes) -> bytes:
     return b""
 
 
+@functools.lru_cache(maxsize=64)
+def _plain_declaration(declaration: bytes, tag: bytes) -> bool:
+    """
+    Whether C{declaration} is an XML declaration of UTF-8 (said or
+    implied) followed by layout only (a sender writes the same one every
+    time: the answer is remembered).
+    """
+    close = declaration.find(b"?>")
+    return not (
+        not declaration.startswith(DECLARATION)
+        or close < 0
+        or declaration[close + 2 :].strip(_LAYOUT)
+        or (b"encoding" in declaration and _other_encoding(declaration))
+        or tag in declaration
+    )
+
+
 def uniform_documents(documents: bytes, event_tag: str = "EVENT", end: int = -1) -> int | None:
     """
     The one decision that documents are plain ACM documents, made alike at
@@ -734,14 +752,7 @@ def uniform_documents(documents: bytes, event_tag: str = "EVENT", end: int = -1)
     if first <= 0 or documents[end - len(end_line) : end] != end_line:
         return None
     declaration = documents[:first]
-    close = declaration.find(b"?>")
-    if (
-        not declaration.startswith(DECLARATION)
-        or close < 0
-        or declaration[close + 2 :].strip(_LAYOUT)
-        or (b"encoding" in declaration and _other_encoding(declaration))
-        or tag in declaration
-    ):
+    if not _plain_declaration(declaration, tag):
         return None
     count = documents.count(declaration, 0, end)
     if (
