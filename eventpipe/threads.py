@@ -102,7 +102,8 @@ class ThreadedWork:
             self.abandoned += 1
             self.pool.adjustPoolsize(self.pool.min, self.pool.max + 1)
             log.warn(
-                "{pool}: a call ran past its time and was abandoned; {count} such calls still run",
+                "{pool}: a call was abandoned (past its time limit, or the stop's window "
+                "closed); {count} such calls still run",
                 pool=self.name,
                 count=self.abandoned,
             )
@@ -180,7 +181,7 @@ class _Worker(ProcessProtocol):
         self.waiting: dict[int, Deferred[Any]] = {}
         self.ended: list[Deferred[None]] = []
         self.alive = True
-        # Killed because a request of its ran past its time.
+        # Killed because a request of its was abandoned.
         self.killed = False
 
     @property
@@ -327,7 +328,11 @@ class ProcessWork:
         self._ended(worker)
         if worker.alive and worker.transport is not None:
             worker.killed = True
-            log.warn("killing render worker {pid}: a render ran past its time", pid=worker.pid)
+            log.warn(
+                "killing render worker {pid}: its render was abandoned (past --render-timeout, "
+                "or the stop's window closed)",
+                pid=worker.pid,
+            )
             try:
                 worker.transport.signalProcess("KILL")
             except Exception:

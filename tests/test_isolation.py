@@ -315,7 +315,7 @@ class StopWindowTests(SynchronousTestCase):
         self.assertEqual(process.stop(), -signal.SIGTERM)
         took = time.monotonic() - began
         self.assertGreater(took, 4.5)
-        self.assertLess(took, 5 + 2.5)
+        self.assertLess(took, 5 + 3)
         log = process.log()
         self.assertIn("30 events not delivered", log)
         self.assertNotIn("Traceback", log)
