@@ -31,97 +31,37 @@ the next free sequence number at once, within the same attempt.
 
 from __future__ import annotations
 
-import enum
 import os
 import random
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from eventpipe.destinations import (
-    EVENTS,
-    INSTANCE,
-    ITEMS,
-    SEGMENT,
-    IUploader,
-    KeyConflict,
-    UploadError,
-    UploadRequest,
-)
+from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics, quarantine_reason
-from eventpipe.naming import object_key, quarantine_key
-from eventpipe.render import CONTENT_TYPES, RenderResult, render_segment
+from eventpipe.naming import object_key
+from eventpipe.render import render_segment
 from eventpipe.retry import Retry, backoff_policy
 from eventpipe.settings import Settings
+from eventpipe.shipment import (
+    QUARANTINE_TYPE,
+    RENDER_ATTEMPTS,
+    RENUMBERS,
+    Phase,
+    RenderFailed,
+    Shipment,
+    describe,
+    upload_requests,
+)
 from eventpipe.spool import Segment, Spool
 
 log = Logger()
 
 RunInThread = Callable[..., "Deferred[Any]"]
-
-# Renders in a row that may fail before a segment is set aside.
-RENDER_ATTEMPTS = 3
-# Taken keys in a row that one attempt steps over before it gives up (and
-# waits, like any failed attempt).
-RENUMBERS = 16
-
-
-class Phase(enum.Enum):
-    """Where a shipment stands (as Twisted's ClientService names its states)."""
-
-    QUEUED = "waiting for a slot"
-    RENDERING = "rendering"
-    UPLOADING = "uploading"
-    REMOVING = "removing the delivered segment"
-    WAITING = "waiting to retry"
-    DELIVERED = "delivered"
-    SET_ASIDE = "set aside: it cannot be rendered"
-    STOPPED = "stopped; it stays in the spool"
-
-
-class RenderFailed(Exception):
-    """The render of a segment failed (not its delivery)."""
-
-    def __init__(self, error: BaseException, counts: bool) -> None:
-        super().__init__(f"rendering failed: {_describe(error)}")
-        self.error = error
-        # Whether it counts toward setting the segment aside.
-        self.counts = counts
-
-
-class Shipment:
-    """One sealed segment on its way out."""
-
-    def __init__(self, segment: Segment, started: float) -> None:
-        self.segment = segment
-        self.started = started
-        self.phase = Phase.QUEUED
-        # What the last render made (its counts and digests; the files are
-        # gone once its attempt ends).
-        self.result: RenderResult | None = None
-        self.batch_path = ""
-        self.quarantine_path = ""
-        # Whether the rendered files are on disk now.
-        self.rendered = False
-        self.render_failures = 0
-        # Whether what the render set aside was counted (the first render).
-        self.counted = False
-        # Where its quarantine object was delivered: a segment renumbered
-        # after that (its batch's key was taken) does not write it again.
-        self.quarantine_key: str | None = None
-        self.last_error = ""
-        # The retries that ship it; their result fires when it is delivered
-        # or set aside (or the shipping is cancelled at shutdown).
-        self.retry: Retry | None = None
-
-    @property
-    def deferred(self) -> Deferred[Any] | None:
-        return self.retry.result if self.retry is not None else None
 
 
 class Shipping:
@@ -330,7 +270,7 @@ class Shipping:
             "cause is fixed, move it back into {sealed} and restart to ship it",
             name=segment.name,
             count=shipment.render_failures,
-            error=_describe(error),
+            error=describe(error),
             where=where,
             sealed=self.spool.sealed_dir,
         )
@@ -374,38 +314,12 @@ class Shipping:
         )
 
     async def _upload(self, shipment: Shipment) -> None:
-        segment = shipment.segment
-        result = shipment.result
-        assert result is not None
-        fmt, compress = segment.format
-        metadata = {INSTANCE: self.settings.instance_id, SEGMENT: segment.name}
         # The quarantine first, once: if the batch's key is taken, the
         # segment is renumbered and its quarantine object stays where it is.
-        if result.quarantined and shipment.quarantine_key is None:
-            key = quarantine_key(segment.name, self.settings.prefix)
-            await self._send(
-                UploadRequest(
-                    path=shipment.quarantine_path,
-                    key=key,
-                    sha256=result.quarantine_sha256,
-                    content_type="application/x-ndjson",
-                    metadata=dict(metadata, **{ITEMS: str(result.quarantined)}),
-                    source=result.source_sha256,
-                )
-            )
-            shipment.quarantine_key = key
-        if result.events:
-            await self._send(
-                UploadRequest(
-                    path=shipment.batch_path,
-                    key=self.key_for(segment),
-                    sha256=result.batch_sha256,
-                    content_type=CONTENT_TYPES[fmt],
-                    content_encoding="gzip" if compress == "gzip" else None,
-                    metadata=dict(metadata, **{EVENTS: str(result.events)}),
-                    source=result.source_sha256,
-                )
-            )
+        for request in upload_requests(shipment, self.settings.instance_id, self.settings.prefix):
+            await self._send(request)
+            if request.content_type == QUARANTINE_TYPE:
+                shipment.quarantine_key = request.key
 
     async def _send(self, request: UploadRequest) -> None:
         sending = self.uploader.upload(request)
@@ -418,7 +332,7 @@ class Shipping:
         shipment.phase = Phase.WAITING
         error = failure.value
         hint = getattr(error, "hint", "")
-        description = _describe(error)
+        description = describe(error)
         shipment.last_error = description
         if isinstance(error, RenderFailed):
             log.error(
@@ -427,7 +341,7 @@ class Shipping:
                 name=shipment.segment.name,
                 failures=shipment.render_failures,
                 limit=RENDER_ATTEMPTS,
-                error=_describe(error.error),
+                error=describe(error.error),
                 delay=delay,
             )
             return
@@ -504,11 +418,3 @@ class Shipping:
             failure,
             name=shipment.segment.name,
         )
-
-
-def _describe(error: BaseException | None) -> str:
-    if isinstance(error, defer.TimeoutError):
-        seconds = error.args[0] if error.args else "?"
-        return f"no answer within {seconds} s, abandoned"
-    text = str(error)
-    return text or type(error).__name__

@@ -8,6 +8,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
+from eventpipe import shipment as shipment_module
 from eventpipe import shipping as shipping_module
 from eventpipe.destinations import IUploader, UploadError
 from eventpipe.spool import Spool
@@ -162,7 +163,7 @@ class ShippingTests(ServiceHarness):
         receiver.dataReceived(make_stream(range(2)))
         self.clock.advance(60)
         [shipment] = service.shipping.shipments.values()
-        self.assertIs(shipment.phase, shipping_module.Phase.WAITING)
+        self.assertIs(shipment.phase, shipment_module.Phase.WAITING)
         self.assertEqual(os.listdir(service.spool.rendered_dir), [])
         self.assertEqual(service.shipping._slots.tokens, 1)
         self.assertEqual(service.spool.waiting_bytes, service.spool.sealed_bytes)
@@ -202,7 +203,7 @@ class IsolationTests(ServiceHarness):
         os.makedirs(os.path.join(self.directory, "sealed", poison))
         service = self.service(upload_concurrency=1, rotation_interval=0.5, check_interval=0.1)
         [shipment] = service.shipping.shipments.values()
-        self.assertIs(shipment.phase, shipping_module.Phase.WAITING)
+        self.assertIs(shipment.phase, shipment_module.Phase.WAITING)
         receiver, _ = self.connect(service)
         receiver.dataReceived(make_stream(range(5)))
         self.clock.advance(0.6)
@@ -241,7 +242,7 @@ class IsolationTests(ServiceHarness):
         self.clock.advance(5)
         self.assertEqual(len(work.cancelled), 1)
         [shipment] = service.shipping.shipments.values()
-        self.assertIs(shipment.phase, shipping_module.Phase.WAITING)
+        self.assertIs(shipment.phase, shipment_module.Phase.WAITING)
         self.assertIn("no answer within 5.0 s", shipment.last_error)
         self.clock.advance(1)
         self.assertEqual(self.delivered(), [0, 1, 2])
