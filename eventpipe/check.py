@@ -9,7 +9,7 @@ import errno
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from eventpipe.naming import normalize_prefix
@@ -90,9 +90,12 @@ def _missing(error: Exception, action: str) -> str:
     return f"{classified}{hint}"
 
 
-def check_s3(client: Any, bucket: str, prefix: str, instance: str) -> list[Check]:
-    """The bucket exists, and a probe object can be written, read and deleted."""
-    results: list[Check] = []
+def check_s3(client: Any, bucket: str, prefix: str, instance: str) -> Iterator[Check]:
+    """
+    The bucket exists, and a probe object can be written, read and deleted;
+    each line as soon as it is decided.  An endpoint that does not answer
+    ends the checks at once (each call would wait as long again).
+    """
     where = f"s3://{bucket}/{normalize_prefix(prefix)}"
     try:
         client.head_bucket(Bucket=bucket)
@@ -100,7 +103,12 @@ def check_s3(client: Any, bucket: str, prefix: str, instance: str) -> list[Check
         response = getattr(error, "response", {}) or {}
         code = str(response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchBucket"):
-            return [(False, f"bucket {bucket}: does not exist")]
+            yield False, f"bucket {bucket}: does not exist"
+            return
+        if not response:
+            # No answer at all: a timeout, a refused connection.
+            yield False, f"bucket {bucket}: {_missing(error, 's3:ListBucket')}"
+            return
         if code == "403":
             # A HEAD answer has no body to say why: ask again with a call
             # whose answer does (a wrong key is not a missing permission).
@@ -109,9 +117,9 @@ def check_s3(client: Any, bucket: str, prefix: str, instance: str) -> list[Check
             except Exception as detailed:
                 if _code(detailed) in _CREDENTIAL_CODES:
                     error = detailed
-        results.append((False, f"bucket {bucket}: {_missing(error, 's3:ListBucket')}"))
+        yield False, f"bucket {bucket}: {_missing(error, 's3:ListBucket')}"
     else:
-        results.append((True, f"bucket {bucket}: reachable"))
+        yield True, f"bucket {bucket}: reachable"
     key = f"{normalize_prefix(prefix)}.eventpipe-check/{instance}-{uuid.uuid4().hex}"
     steps: list[tuple[str, str, Callable[[], Any]]] = [
         (
@@ -126,23 +134,31 @@ def check_s3(client: Any, bucket: str, prefix: str, instance: str) -> list[Check
         try:
             call()
         except Exception as error:
-            results.append(
-                (False, f"{where}: cannot {verb} a probe object: {_missing(error, action)}")
-            )
-            break
-        results.append((True, f"{where}: can {verb} objects ({action})"))
-    return results
+            yield False, f"{where}: cannot {verb} a probe object: {_missing(error, action)}"
+            return
+        yield True, f"{where}: can {verb} objects ({action})"
 
 
 def run_checks(options: Any, out: TextIO, s3_client: Any = None) -> int:
-    """Run every check the options call for; 0 when all pass."""
-    results: list[Check] = []
+    """
+    Run every check the options call for, printing each line as soon as it
+    is decided; 0 when all pass.
+    """
+    failed = False
+    for ok, line in _checks(options, s3_client):
+        out.write(("\u2713 " if ok else "\u2717 ") + line + "\n")
+        out.flush()
+        failed = failed or not ok
+    return 1 if failed else 0
+
+
+def _checks(options: Any, s3_client: Any) -> Iterator[Check]:
     for description in options["listen"]:
-        results.append(check_listen(description))
+        yield check_listen(description)
     if options["metrics"]:
-        results.append(check_listen(options["metrics"]))
+        yield check_listen(options["metrics"])
     reserve = disk_reserve(options["upload-concurrency"], options["max-file-size"])
-    results.append(check_directory("spool", options["spool-dir"], reserve))
+    yield check_directory("spool", options["spool-dir"], reserve)
     if options["s3-bucket"]:
         if s3_client is None:
             from eventpipe.destinations.s3 import S3Uploader
@@ -153,11 +169,8 @@ def run_checks(options: Any, out: TextIO, s3_client: Any = None) -> int:
                 endpoint_url=options["s3-endpoint-url"],
                 region=options["s3-region"],
             ).client
-        results.extend(
-            check_s3(s3_client, options["s3-bucket"], options["s3-prefix"], options["instance-id"])
+        yield from check_s3(
+            s3_client, options["s3-bucket"], options["s3-prefix"], options["instance-id"]
         )
     else:
-        results.append(check_directory("outbox", options["outbox"]))
-    for ok, line in results:
-        out.write(("\u2713 " if ok else "\u2717 ") + line + "\n")
-    return 0 if all(ok for ok, _ in results) else 1
+        yield check_directory("outbox", options["outbox"])

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -617,3 +618,28 @@ def make_certificate(directory: str, common_name: str = "localhost") -> tuple[st
     with open(cert_path, "wb") as stream:
         stream.write(certificate.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
+
+
+class BlackHole:
+    """A TCP server that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(connection)
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.held:
+            connection.close()

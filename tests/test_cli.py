@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 from botocore.exceptions import ClientError
 from lxml import etree
@@ -18,6 +19,7 @@ from eventpipe.simulate import AcmEvents
 from tests.support import (
     BUCKET,
     TWISTD,
+    BlackHole,
     MotoServer,
     Twistd,
     batch_files,
@@ -87,6 +89,45 @@ class CheckTests(SynchronousTestCase):
         listing = client.list_objects_v2(Bucket=BUCKET).get("Contents", [])
         self.assertEqual(listing, [], "the probe object is deleted")
 
+    def test_black_hole_endpoint(self) -> None:
+        """
+        An S3 endpoint that accepts connections and never answers: each line
+        is printed as soon as it is decided, the bucket line names the
+        timeout and what to look at, and the whole check ends within 30 s.
+        """
+        hole = BlackHole()
+        self.addCleanup(hole.close)
+        began = time.monotonic()
+        check = subprocess.Popen(
+            [
+                *EVENTPIPE,
+                "check",
+                "--listen=tcp:0:interface=127.0.0.1",
+                f"--spool-dir={self.mktemp()}",
+                f"--s3-bucket={BUCKET}",
+                f"--s3-endpoint-url=http://127.0.0.1:{hole.port}",
+                "--s3-region=us-east-1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing"),
+        )
+        self.addCleanup(lambda: check.poll() is None and check.kill())
+        assert check.stdout is not None
+        first = check.stdout.readline().decode()
+        self.assertTrue(first.startswith("\u2713 listen"), first)
+        self.assertIsNone(check.poll(), "the first line came only at the end")
+        self.assertLess(time.monotonic() - began, 15)
+        rest = check.stdout.read().decode()
+        self.assertEqual(check.wait(30), 1)
+        self.assertLess(time.monotonic() - began, 30)
+        self.assertIn(
+            f"\u2717 bucket {BUCKET}: no answer from the S3 endpoint within 20 s (ReadTimeoutError)",
+            rest,
+        )
+        self.assertIn("a firewall or proxy that drops the traffic", rest)
+        self.assertNotIn("probe object", rest)
+
     def test_names_the_missing_action(self) -> None:
         class Denying:
             def head_bucket(self, **kwargs: object) -> None:
@@ -95,7 +136,7 @@ class CheckTests(SynchronousTestCase):
             def put_object(self, **kwargs: object) -> None:
                 raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
 
-        results = check_s3(Denying(), "b", "acm/", "gw1")
+        results = list(check_s3(Denying(), "b", "acm/", "gw1"))
         self.assertEqual(results[0], (True, "bucket b: reachable"))
         self.assertFalse(results[1][0])
         self.assertIn("lacks s3:PutObject", results[1][1])
@@ -131,7 +172,7 @@ class CheckTests(SynchronousTestCase):
             ("SignatureDoesNotMatch", "the secret access key is wrong"),
             ("ExpiredToken", "the session token has expired"),
         ):
-            results = check_s3(WrongKey(code), "b", "acm/", "gw1")
+            results = list(check_s3(WrongKey(code), "b", "acm/", "gw1"))
             self.assertEqual([ok for ok, _ in results], [False, False], results)
             for _, line in results:
                 self.assertIn(f"the credentials are refused: {words} ({code})", line)

@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import socket
-import threading
 import time
 import urllib.request
 
@@ -27,6 +26,7 @@ from tests.support import (
     CREDENTIALS,
     DECLARATION,
     FAST_S3,
+    BlackHole,
     Twistd,
     delivered_numbers,
     exactly_once_problems,
@@ -81,31 +81,6 @@ def watched(testcase: SynchronousTestCase, *args: str) -> tuple[Twistd, int]:
     )
     testcase.addCleanup(process.cleanup)
     return process, metrics
-
-
-class BlackHole:
-    """A TCP server that accepts connections and never answers."""
-
-    def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            self.held.append(connection)
-
-    def close(self) -> None:
-        self.listener.close()
-        for connection in self.held:
-            connection.close()
 
 
 class TwinTests(SynchronousTestCase):
@@ -289,9 +264,10 @@ class StopWindowTests(SynchronousTestCase):
 
     def test_stop_within_its_window_when_s3_never_answers(self) -> None:
         """
-        S3 accepts connections and never answers: the stop ends within
-        --shutdown-timeout plus a small margin, counts what stays, and
-        stops the metrics server too.
+        S3 accepts connections and never answers (a firewall that swallows
+        packets): /status and the log say "failing" with the timeout within
+        seconds; and the stop ends within --shutdown-timeout plus a small
+        margin, and counts what stays.
         """
         hole = BlackHole()
         self.addCleanup(hole.close)
@@ -309,7 +285,18 @@ class StopWindowTests(SynchronousTestCase):
         connection = socket.create_connection(("127.0.0.1", process.port))
         self.addCleanup(connection.close)
         connection.sendall(make_stream(range(30)))
-        wait_for(lambda: hole.held, 30, "an upload in flight")
+        sent = time.monotonic()
+        # Seen for what it is within seconds: /status and the log say so.
+        wait_for(
+            lambda: status(metrics)["delivery"]["state"] == "failing",  # type: ignore[index]
+            30,
+            "/status to say failing",
+        )
+        self.assertLess(time.monotonic() - sent, 30)
+        last_error = status(metrics)["delivery"]["last_error"]  # type: ignore[index]
+        self.assertIn("no answer from the S3 endpoint within 20 s", last_error)
+        self.assertIn("a firewall or proxy that drops the traffic", process.log())
+        wait_for(lambda: len(hole.held) >= 2, 30, "the next attempt in flight")
         time.sleep(0.5)
         began = time.monotonic()
         self.assertEqual(process.stop(), -signal.SIGTERM)

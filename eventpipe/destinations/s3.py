@@ -27,6 +27,12 @@ from eventpipe.threads import ThreadedWork
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MULTIPART_PART_SIZE = 8 * 1024 * 1024
+# Seconds to wait for a connection, and for each answer (or each send) on
+# it: an endpoint behind a firewall that swallows packets is known for what
+# it is within seconds, not minutes.  eventpipe retries on its own (with
+# backoff), so botocore does not.
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 20
 
 _CONFIGURATION_CODES = {
     "AccessDenied": "grant s3:PutObject (and s3:GetObject) on the bucket and prefix",
@@ -50,9 +56,12 @@ def classify(error: BaseException) -> UploadError:
         return error
     from botocore.exceptions import (
         ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
         NoCredentialsError,
         NoRegionError,
         PartialCredentialsError,
+        ReadTimeoutError,
     )
 
     if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
@@ -64,6 +73,22 @@ def classify(error: BaseException) -> UploadError:
         )
     if isinstance(error, NoRegionError):
         return UploadError(str(error), transient=False, hint="set --s3-region")
+    if isinstance(error, (ConnectTimeoutError, ReadTimeoutError)):
+        waited = CONNECT_TIMEOUT if isinstance(error, ConnectTimeoutError) else READ_TIMEOUT
+        what = (
+            "could not connect to" if isinstance(error, ConnectTimeoutError) else "no answer from"
+        )
+        return UploadError(
+            f"{what} the S3 endpoint within {waited} s ({type(error).__name__})",
+            transient=True,
+            hint="a firewall or proxy that drops the traffic, or a wrong --s3-endpoint-url",
+        )
+    if isinstance(error, EndpointConnectionError):
+        return UploadError(
+            f"cannot connect to the S3 endpoint: {error}",
+            transient=True,
+            hint="check --s3-endpoint-url, DNS and the network path",
+        )
     if isinstance(error, ClientError):
         response: Any = error.response
         code = str(response.get("Error", {}).get("Code", ""))
@@ -133,9 +158,9 @@ class S3Uploader:
                 endpoint_url=self.endpoint_url,
                 region_name=self.region,
                 config=Config(
-                    retries={"max_attempts": 2, "mode": "standard"},
-                    connect_timeout=10,
-                    read_timeout=60,
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                    connect_timeout=CONNECT_TIMEOUT,
+                    read_timeout=READ_TIMEOUT,
                     max_pool_connections=max(self._concurrency, 2),
                 ),
             )
