@@ -58,6 +58,10 @@ class Metrics:
         self.uploads = Counter(
             "eventpipe_uploads", "Delivery attempts, by result.", ["result"], registry=r
         )
+        # Both results exist from the start, at 0: an alert on "failures and
+        # no success" must see the success series before the first success.
+        for result in ("success", "failure"):
+            self.uploads.labels(result)
         self.upload_retries = Counter(
             "eventpipe_upload_retries", "Delivery attempts that will be retried.", registry=r
         )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
 import urllib.error
 import urllib.request
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from eventpipe import __version__
@@ -230,6 +232,39 @@ class AlertRuleTests(ServiceHarness):
         for name in named:
             family = re.sub(r"_(total|bucket|count|sum)$", "", name)
             self.assertTrue(name in exported or family in exported, f"{name} is not exported")
+
+    def test_rules_under_promtool(self) -> None:
+        """
+        promtool (Debian's prometheus package; CI installs it) checks the
+        rules and runs tests/data/alerts-test.yml: every alert firing, and
+        not firing, on the series eventpipe exports.
+        """
+        promtool = shutil.which("promtool")
+        if promtool is None:
+            if os.environ.get("CI"):
+                self.fail("promtool is missing: .ci/run installs Debian's prometheus package")
+            raise SkipTest("promtool is missing: apt-get install prometheus")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        rules = os.path.join(root, "contrib", "prometheus", "eventpipe-alerts.yml")
+        cases = os.path.join(root, "tests", "data", "alerts-test.yml")
+        for command in ([promtool, "check", "rules", rules], [promtool, "test", "rules", cases]):
+            result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        with open(cases) as stream:
+            tested = set(re.findall(r"alertname: (\w+)", stream.read()))
+        with open(rules) as stream:
+            defined = set(re.findall(r"- alert: (\w+)", stream.read()))
+        self.assertEqual(tested, defined, "every alert has its promtool test")
+
+    def test_both_upload_results_exported_from_the_start(self) -> None:
+        """
+        Before any upload, /metrics has both result series at 0, so that
+        "failures and no success" can be seen before the first success.
+        """
+        service = self.service()
+        text = get(health_resource(service.status, service.metrics), b"metrics")[1].decode()
+        self.assertIn('eventpipe_uploads_total{result="success"} 0.0', text)
+        self.assertIn('eventpipe_uploads_total{result="failure"} 0.0', text)
 
 
 class ReactorLagTests(ServiceHarness):
