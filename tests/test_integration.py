@@ -113,7 +113,8 @@ class EndToEndTests(ProcessTestCase):
         self.assertIn(b"<EVENT><plasectrxCardno>1</plasectrxcardno></EVENT>", text)
         self.assertIn(b"not well-formed", text)
         self.assertIn(b"GARBAGE", text)
-        self.assertIn("quarantined", process.log())
+        # The line comes once the segment is removed, after both objects.
+        wait_for(lambda: "quarantined 2 pieces" in process.log(), 10, "the quarantine line")
         # For forensics: when, from whom, on which listener.
         for entry in entries:
             self.assertRegex(str(entry["sender"]), r"^127\.0\.0\.1:\d+$")
