@@ -1,11 +1,12 @@
 # eventpipe in a container:
 #
 #   docker build -t eventpipe .
-#   docker run -d --name eventpipe --stop-timeout 45 -p 8080:8080 -p 9100:9100 \
+#   docker run -d --name eventpipe --stop-timeout 45 -p 8080:8080 -p 127.0.0.1:9100:9100 \
 #       -v eventpipe-spool:/var/lib/eventpipe --env-file eventpipe.env eventpipe
 #
 # The spool is a volume: what it holds survives the container and ships at
-# the next start.  --stop-timeout must exceed --shutdown-timeout (30 s) so a
+# the next start.  Metrics are published on the host's loopback only (they
+# say where events go); the health check follows EVENTPIPE_METRICS.  --stop-timeout must exceed --shutdown-timeout (30 s) so a
 # stop can ship the last batch.
 FROM python:3.12-slim
 
@@ -34,7 +35,7 @@ VOLUME ["/var/lib/eventpipe"]
 EXPOSE 8080 9100
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9100/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, re, urllib.request; port = re.search(r'tcp6?:(\\d+)', os.environ.get('EVENTPIPE_METRICS', 'tcp:9100')).group(1); urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
 
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["twistd", "--nodaemon", "--pidfile=", "--logger=eventpipe.logs.json", "eventpipe"]

@@ -51,6 +51,11 @@ class Status:
     destination: str
     # The names of segments set aside as unrenderable (in failed/).
     set_aside: tuple[str, ...] = ()
+    # Since the start: events spooled, delivered, and pieces quarantined
+    # (as eventpipe_events_quarantined_total counts them: when found).
+    events_received: int = 0
+    events_delivered: int = 0
+    events_quarantined: int = 0
 
     @property
     def oldest_event_age(self) -> float:
@@ -84,6 +89,11 @@ class Status:
             "listening": self.listening,
             "connections_open": self.connections_open,
             "last_event_received": _iso(self.last_event_at),
+            "since_start": {
+                "events_received": self.events_received,
+                "events_delivered": self.events_delivered,
+                "pieces_quarantined": self.events_quarantined,
+            },
             "spool": {
                 "waiting_bytes": self.waiting_bytes,
                 "limit_bytes": self.max_spool_size,

@@ -115,6 +115,9 @@ class Ingest:
         self._summarised_at = clock.seconds()
         # When the last event was spooled (wall clock), for operators.
         self.last_event_at: float | None = None
+        # Since the start: events spooled, and pieces set aside on arrival.
+        self.events_received = 0
+        self.pieces_set_aside = 0
 
     # Connections.
 
@@ -216,6 +219,7 @@ class Ingest:
 
     def store(self, source: Source, events: list[bytes], rejected: list[Rejected]) -> None:
         """Spool what a source sent: whole events, and pieces set aside."""
+        self.pieces_set_aside += len(rejected)
         for piece in rejected:
             self.metrics.events_quarantined.labels(quarantine_reason(piece.reason)).inc()
             source.rejected_pieces += 1
@@ -318,6 +322,7 @@ class Ingest:
             if events:
                 self.last_event_at = self.clock.seconds()
             self.metrics.events_received.inc(events)
+            self.events_received += events
             self.metrics.bytes_received.inc(written)
             self.recent.events += events
             self.recent.bytes += written

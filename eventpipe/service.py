@@ -344,6 +344,9 @@ class EventpipeService(Service):
             paused_for=frozenset(self.ingest.paused_for),
             destination=self.uploader.description,
             set_aside=tuple(segment.name for segment in self.spool.set_aside()),
+            events_received=self.ingest.events_received,
+            events_delivered=self.shipping.events_delivered,
+            events_quarantined=self.ingest.pieces_set_aside + self.shipping.pieces_found,
         )
 
 

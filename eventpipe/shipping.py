@@ -99,6 +99,10 @@ class Shipping:
         self.last_attempt_error: str | None = None
         self.last_delivery_at: float | None = None
         self.events_quarantined = 0
+        # Since the start: events delivered, and pieces the renders set
+        # aside (counted at the first render of a segment).
+        self.events_delivered = 0
+        self.pieces_found = 0
         self._policy = backoff_policy(settings.retry_initial, settings.retry_max, jitter=jitter)
         self._slots = DeferredSemaphore(settings.upload_concurrency)
 
@@ -255,6 +259,7 @@ class Shipping:
             shipment.counted = True
             for reason, count in result.found.items():
                 self.metrics.events_quarantined.labels(quarantine_reason(reason)).inc(count)
+                self.pieces_found += count
         self.spool.rendered_bytes += result.batch_bytes + result.quarantine_bytes
         return True
 
@@ -371,6 +376,7 @@ class Shipping:
         self.last_delivery_at = self.clock.seconds()
         self.metrics.uploads.labels("success").inc()
         self.metrics.events_delivered.inc(result.events)
+        self.events_delivered += result.events
         if result.repaired:
             log.info(
                 "repaired the element names of {count} events of {name} (--repair-acm-tag-names)",

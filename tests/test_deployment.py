@@ -6,6 +6,7 @@ tool its users would use where this machine has it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import sys
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from eventpipe.options import PARAMETERS, Options, read_env_file
+from tests.support import Twistd, free_port, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,6 +109,32 @@ class ContainerTests(SynchronousTestCase):
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
 
+    def test_healthcheck_follows_the_metrics_port(self) -> None:
+        """
+        The image's HEALTHCHECK asks /healthz on the port EVENTPIPE_METRICS
+        names, not a fixed one: it passes against a real service's metrics
+        port and fails against another.
+        """
+        with open(path("Dockerfile")) as stream:
+            line = stream.read().split("HEALTHCHECK", 1)[1].split("CMD", 1)[1].strip()
+        command = json.loads(line.splitlines()[0])
+        self.assertEqual(command[:2], ["python", "-c"])
+        metrics = free_port()
+        process = Twistd(self.mktemp(), [f"--metrics=tcp:{metrics}:interface=127.0.0.1"])
+        self.addCleanup(process.cleanup)
+        process.start()
+        wait_for_port(metrics)
+
+        def check(port: int) -> int:
+            environment = dict(os.environ, EVENTPIPE_METRICS=f"tcp:{port}")
+            return subprocess.run(
+                [sys.executable, "-c", command[2]], env=environment, capture_output=True
+            ).returncode
+
+        self.assertEqual(check(metrics), 0)
+        self.assertNotEqual(check(free_port()), 0)
+        process.stop()
+
     def test_kubernetes_example(self) -> None:
         """
         The StatefulSet keeps the spool on a claim, probes /healthz and
@@ -116,7 +144,16 @@ class ContainerTests(SynchronousTestCase):
         import yaml
 
         with open(path("contrib", "kubernetes", "eventpipe.yaml")) as stream:
-            documents = {d["kind"]: d for d in yaml.safe_load_all(stream)}
+            loaded = list(yaml.safe_load_all(stream))
+        documents = {d["kind"]: d for d in loaded}
+        services = {d["metadata"]["name"]: d["spec"] for d in loaded if d["kind"] == "Service"}
+        # The StatefulSet's Service is headless; ACM, outside the cluster,
+        # reaches a LoadBalancer that keeps its source address.
+        governing = services[documents["StatefulSet"]["spec"]["serviceName"]]
+        self.assertEqual(governing["clusterIP"], "None")
+        [external] = [s for s in services.values() if s.get("type") == "LoadBalancer"]
+        self.assertEqual(external["externalTrafficPolicy"], "Local")
+        self.assertEqual([p["targetPort"] for p in external["ports"]], ["events"])
         config = documents["ConfigMap"]["data"]
         stateful = documents["StatefulSet"]["spec"]
         pod = stateful["template"]["spec"]
@@ -127,6 +164,8 @@ class ContainerTests(SynchronousTestCase):
         self.assertGreater(
             pod["terminationGracePeriodSeconds"], int(config["EVENTPIPE_SHUTDOWN_TIMEOUT"])
         )
+        self.assertEqual(pod["securityContext"]["seccompProfile"], {"type": "RuntimeDefault"})
+        self.assertFalse(container["securityContext"]["allowPrivilegeEscalation"])
         [claim] = stateful["volumeClaimTemplates"]
         [mount] = container["volumeMounts"]
         self.assertEqual(mount["name"], claim["metadata"]["name"])

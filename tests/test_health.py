@@ -85,6 +85,12 @@ class MetricsUnitTests(ServiceHarness):
         self.assertEqual(
             sample(text, "eventpipe_last_delivery_timestamp_seconds"), self.clock.seconds()
         )
+        # /status counts the same since the start.
+        status = json.loads(get(root, b"status")[1])
+        self.assertEqual(
+            status["since_start"],
+            {"events_received": 6, "events_delivered": 5, "pieces_quarantined": 2},
+        )
 
     def test_conventions(self) -> None:
         """
