@@ -1,7 +1,8 @@
 # eventpipe in a container:
 #
 #   docker build -t eventpipe .
-#   docker run -d --name eventpipe --stop-timeout 45 -p 8080:8080 -p 127.0.0.1:9100:9100 \
+#   docker run -d --name eventpipe --restart unless-stopped --stop-timeout 45 \
+#       -p 8080:8080 -p 127.0.0.1:9100:9100 \
 #       -v eventpipe-spool:/var/lib/eventpipe --env-file eventpipe.env eventpipe
 #
 # The spool is a volume: what it holds survives the container and ships at

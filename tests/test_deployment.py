@@ -42,7 +42,8 @@ class SystemdTests(SynchronousTestCase):
             "ProtectSystem=strict",
             "ProtectHome=yes",
             "PrivateTmp=yes",
-            "Restart=on-failure",
+            # A SIGHUP stop exits 0: only "always" brings it back.
+            "Restart=always",
         ):
             self.assertIn(line + "\n", unit)
         stop = int(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M).group(1))  # type: ignore[union-attr]
