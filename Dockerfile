@@ -7,8 +7,9 @@
 #
 # The spool is a volume: what it holds survives the container and ships at
 # the next start.  Metrics are published on the host's loopback only (they
-# say where events go); the health check follows EVENTPIPE_METRICS.  --stop-timeout must exceed --shutdown-timeout (30 s) so a
-# stop can ship the last batch.
+# say where events go); the health check follows EVENTPIPE_METRICS.
+# --stop-timeout must exceed --shutdown-timeout (30 s) so a stop can ship
+# the last batch; --restart brings it back after a stop by SIGHUP.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
