@@ -168,6 +168,7 @@ def _checks(options: Any, s3_client: Any) -> Iterator[Check]:
                 options["s3-bucket"],
                 endpoint_url=options["s3-endpoint-url"],
                 region=options["s3-region"],
+                environment=options.aws_from_env_file(),
             ).client
         yield from check_s3(
             s3_client, options["s3-bucket"], options["s3-prefix"], options["instance-id"]

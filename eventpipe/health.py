@@ -226,7 +226,12 @@ def health_resource(status: StatusSource, metrics: Metrics) -> Resource:
 
 
 class QuietSite(Site):
-    """A site that writes no access-log line per request (scrapes, probes)."""
+    """
+    A site that writes no access-log line per request (scrapes, probes),
+    nor one when it starts and stops.
+    """
+
+    noisy = False
 
     def log(self, request: Request) -> None:  # type: ignore[override]
         pass

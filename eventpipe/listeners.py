@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.application.service import Service
 from twisted.internet.error import CannotListenError
@@ -63,18 +63,17 @@ class Listener(Service):
     with one line instead of a traceback.
     """
 
-    def __init__(self, description: str, inner: Service) -> None:
+    def __init__(self, description: str, inner: Service, option: str = "--listen") -> None:
         self.description = description
         self.inner = inner
+        self.option = option
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         try:
             self.inner.privilegedStartService()
         except CannotListenError as error:
-            reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
-            sys.stderr.write(f"eventpipe: --listen {self.description}: cannot listen: {reason}\n")
-            raise SystemExit(1) from None
+            cannot_listen(f"{self.option} {self.description}", error)
 
     def startService(self) -> None:
         super().startService()
@@ -85,8 +84,19 @@ class Listener(Service):
         return self.inner.stopService()
 
 
+def cannot_listen(what: str, error: CannotListenError) -> NoReturn:
+    """Stop start-up with one line saying which port, and why."""
+    reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+    sys.stderr.write(f"eventpipe: {what}: cannot listen: {reason}\n")
+    raise SystemExit(1) from None
+
+
 class DatagramService(Service):
-    """A UDP port feeding the ingest; reading stops while ingest is paused."""
+    """
+    A UDP port feeding the ingest; reading stops while ingest is paused.
+    The port is bound before privileges are dropped (a port below 1024),
+    and one that cannot be bound stops start-up with one line.
+    """
 
     def __init__(self, reactor: Any, ingest: Ingest, interface: str, port: int) -> None:
         self.reactor = reactor
@@ -95,17 +105,28 @@ class DatagramService(Service):
         self.port_number = port
         self.port: Any = None
 
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        try:
+            self.port = self.reactor.listenUDP(
+                self.port_number,
+                DatagramReceiver(self.ingest),
+                interface=self.interface,
+                maxPacketSize=65535,
+            )
+        except CannotListenError as error:
+            where = f"{self.interface}:{self.port_number}" if self.interface else self.port_number
+            cannot_listen(f"--listen-udp {where}", error)
+        # Nothing is read before the service starts.
+        self.port.stopReading()
+
     def startService(self) -> None:
         super().startService()
-        self.port = self.reactor.listenUDP(
-            self.port_number,
-            DatagramReceiver(self.ingest),
-            interface=self.interface,
-            maxPacketSize=65535,
-        )
+        if self.port is None:
+            self.privilegedStartService()
         self.ingest.datagram_ports.append(self.port)
-        if self.ingest.paused_for:
-            self.port.stopReading()
+        if not self.ingest.paused_for:
+            self.port.startReading()
 
     def stopService(self) -> Any:
         super().stopService()

@@ -98,12 +98,44 @@ def _positive_int(text: str) -> int:
 
 
 def _choice(choices: Sequence[str]) -> Callable[[str], str]:
-    def convert(text: str) -> str:
-        if text not in choices:
-            raise ValueError(text)
-        return text
+    """A converter to one of C{choices}, whatever the case it is written in."""
 
+    def convert(text: str) -> str:
+        chosen = text.strip().lower()
+        if chosen not in choices:
+            raise ValueError(text)
+        return chosen
+
+    convert.choices = tuple(choices)  # type: ignore[attr-defined]
     return convert
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _bucket(text: str) -> str:
+    """An S3 bucket name, by S3's rules (a pasted URL or path is refused)."""
+    name = text.strip()
+    if (
+        not _BUCKET.match(name)
+        or ".." in name
+        or ".-" in name
+        or "-." in name
+        or re.match(r"^\d+\.\d+\.\d+\.\d+$", name)
+    ):
+        raise ValueError(text)
+    return name
+
+
+def bucket_advice(text: str) -> str:
+    """What to write instead of a bucket name that is not one."""
+    rest = re.sub(r"^(s3a?|https?)://", "", text.strip())
+    bucket, _, prefix = rest.partition("/")
+    if bucket.endswith(".amazonaws.com"):
+        bucket = bucket.split(".s3")[0]
+    if _BUCKET.match(bucket) and bucket != text.strip():
+        return f"use --s3-bucket {bucket}" + (f" --s3-prefix {prefix}" if prefix else "")
+    return "3 to 63 lower-case letters, digits, dots and hyphens"
 
 
 def _event_tag(text: str) -> str:
@@ -246,7 +278,7 @@ PARAMETERS: list[_Parameter] = [
         "s3-bucket",
         ("S3_BUCKET", "BUCKET_NAME"),
         None,
-        _text,
+        _bucket,
         "Deliver to this S3 bucket instead of the outbox.",
     ),
     (
@@ -327,6 +359,35 @@ PARAMETERS: list[_Parameter] = [
         "info, warn or error.",
     ),
 ]
+
+
+# What boto3 reads from the environment and eventpipe takes from an env file
+# too (the process's environment beats the file): keyword of boto3's
+# Session, or None for the endpoint, which goes to the client.
+AWS_FROM_ENV_FILE: dict[str, str | None] = {
+    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    "AWS_SESSION_TOKEN": "aws_session_token",
+    "AWS_PROFILE": "profile_name",
+    "AWS_ENDPOINT_URL": None,
+}
+# Variables read besides those of the parameters.
+OTHER_VARIABLES = frozenset(
+    {
+        "EVENTPIPE_ENV_FILE",
+        "EVENTPIPE_LISTEN",
+        "EVENTPIPE_PORT",
+        "EVENTPIPE_ALLOW",
+        "EVENTPIPE_LISTEN_UDP",
+        "EVENTPIPE_REPAIR_ACM_TAG_NAMES",
+        *AWS_FROM_ENV_FILE,
+    }
+)
+
+
+def known_variables() -> frozenset[str]:
+    """Every variable an env file may set."""
+    return OTHER_VARIABLES | {variable for _, names, _, _, _ in PARAMETERS for variable in names}
 
 
 def help_text(name: str, environment: Sequence[str], default: Any, text: str) -> str:
@@ -421,6 +482,30 @@ class SettingsOptions(usage.Options):
             sys.stderr.write(f"eventpipe: {error}\n")
             raise SystemExit(1) from None
 
+    def _unknown_in_file(self) -> None:
+        """Say which keys of the env file mean nothing here, and what was meant."""
+        import difflib
+
+        known = known_variables()
+        for key in sorted(set(self._file) - known):
+            near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+            sys.stderr.write(
+                f"eventpipe: warning: {self._file_path}: {key} is not a setting of eventpipe"
+                + (f" (did you mean {near[0]}?)" if near else "")
+                + "; it is ignored\n"
+            )
+
+    def aws_from_env_file(self) -> dict[str, str]:
+        """
+        What the env file says for boto3 (credentials, profile, endpoint),
+        where the process's environment does not say it already.
+        """
+        return {
+            key: value
+            for key, value in self._file.items()
+            if key in AWS_FROM_ENV_FILE and value and not self.environ.get(key)
+        }
+
     def lookup(self, variable: str) -> tuple[str, str] | None:
         """A variable's value and where it was found, or None."""
         if self.environ.get(variable, "") != "":
@@ -433,6 +518,7 @@ class SettingsOptions(usage.Options):
         path = self["env-file"] or self.environ.get("EVENTPIPE_ENV_FILE") or ""
         if path:
             self._file, self._file_path = read_env_file(path), path
+            self._unknown_in_file()
         for name, environment, default, convert, _ in self.parameters:
             raw, source = self[name], f"--{name}"
             if raw is None:
@@ -447,9 +533,8 @@ class SettingsOptions(usage.Options):
             try:
                 self[name] = convert(raw)
             except ValueError:
-                raise usage.UsageError(
-                    f"{source}: invalid value {raw!r} ({_expect(name, convert)})"
-                ) from None
+                expected = bucket_advice(raw) if convert is _bucket else _expect(name, convert)
+                raise usage.UsageError(f"{source}: invalid value {raw!r} ({expected})") from None
             self.sources[name] = source
 
     def flag(self, name: str, variable: str) -> bool:
@@ -495,10 +580,14 @@ class SettingsOptions(usage.Options):
         for name in sorted(self.sources):
             value = self[name]
             if isinstance(value, (list, tuple)):
-                value = ",".join(str(v) for v in value) or "-"
+                value = ",".join(_shown(v) for v in value) or "-"
             elif isinstance(value, int) and not isinstance(value, bool) and "size" in name:
                 value = format_size(value)
             parts.append(f"{name}={value} ({self.sources[name]})")
+        aws = sorted(self.aws_from_env_file())
+        if aws:
+            # The names only: never a credential's value.
+            parts.append(f"aws={','.join(aws)} (in {self._file_path})")
         return "; ".join(parts) or "all defaults"
 
 
@@ -573,6 +662,15 @@ class Options(SettingsOptions):
             self["instance-id"] = instance_id_from_hostname(socket.gethostname())
         if self["outbox"] is None:
             self["outbox"] = os.path.join(self["spool-dir"], "outbox")
+        if os.path.exists(self["outbox"]) and not os.path.isdir(self["outbox"]):
+            where = self.sources.get("outbox", "--outbox")
+            raise usage.UsageError(f"{where}: {self['outbox']!r} is a file, not a directory")
+        if self["check-interval"] > self["rotation-interval"]:
+            sys.stderr.write(
+                f"eventpipe: warning: --check-interval {self['check-interval']:g} is longer than "
+                f"--rotation-interval {self['rotation-interval']:g}: segments are sealed at most "
+                f"every {self['check-interval']:g} s\n"
+            )
         if self["max-event-size"] > 64 * 2**20:
             raise usage.UsageError("--max-event-size: at most 64MiB")
         if self["max-event-size"] > self["max-spool-size"]:
@@ -621,6 +719,14 @@ class Options(SettingsOptions):
             check_endpoint(description, source or "--listen")
 
 
+def _shown(value: Any) -> str:
+    """One value of a repeatable setting, as it would be written."""
+    if isinstance(value, tuple) and len(value) == 2:  # a UDP (interface, port)
+        interface, port = value
+        return f"{interface}:{port}" if interface else str(port)
+    return str(value)
+
+
 def _expect(name: str, convert: Callable[[str], Any]) -> str:
     """What a valid value of an option looks like, for error messages."""
     messages: dict[Callable[[str], Any], str] = {
@@ -632,12 +738,10 @@ def _expect(name: str, convert: Callable[[str], Any]) -> str:
         _endpoint: "a Twisted server endpoint string such as tcp:9100",
         _instance_id: "letters, digits, dots and hyphens, at most 63",
     }
-    return messages.get(convert) or _choices_of(name)
-
-
-def _choices_of(name: str) -> str:
-    choices = {"format": FORMATS, "compress": COMPRESSIONS, "fsync": FSYNC_MODES}.get(name)
-    return "one of " + ", ".join(choices) if choices else "a value"
+    choices = getattr(convert, "choices", None)
+    if choices:
+        return "one of " + ", ".join(choices)
+    return messages.get(convert) or "a value"
 
 
 _TCP_KEYS = frozenset({"port", "interface", "backlog"})

@@ -122,6 +122,8 @@ class EventpipeService(Service):
         )
         # Receivers of events (TCP, TLS, UDP); metrics and signal handling.
         self.listeners: list[IService] = []
+        # Where the listeners take events, as written (tcp:8080, udp 10.0.0.5:5000).
+        self.listening_on: list[str] = []
         self._summary = LoopingCall(self.ingest.log_summary)
         self._summary.clock = clock
         self._lag = LoopingCall(self._measure_lag)
@@ -186,6 +188,20 @@ class EventpipeService(Service):
         for service in (*self.listeners, *self.support):
             service.startService()
         self.listening = True
+        self._say_where()
+
+    def _say_where(self) -> None:
+        """Where events are taken, and from whom."""
+        if not self.listening_on:
+            return
+        log.info("listening for events on {where}", where=", ".join(self.listening_on))
+        open_to_all = [where for where in self.listening_on if not _loopback(where)]
+        if open_to_all and not self.settings.allow:
+            log.warn(
+                "{where}: anyone who can reach it may send events (no --allow); "
+                "set --allow to the ACM appliance's address",
+                where=", ".join(open_to_all),
+            )
 
     def _measure_lag(self) -> None:
         now = self.clock.seconds()
@@ -313,9 +329,10 @@ class EventpipeService(Service):
             log.info("stopped: everything received was delivered")
             return
         log.warn(
-            "stopping with {count} segments, {events} events not delivered; they stay in "
+            "stopping with {count} {segments}, {events} events not delivered; they stay in "
             "{spool} and ship at the next start",
             count=len(segments) + (1 if current else 0),
+            segments="segment" if len(segments) + (1 if current else 0) == 1 else "segments",
             events=events,
             spool=self.spool.directory,
         )
@@ -375,6 +392,23 @@ class StopOnHangup(Service):
         self.running = False
         # A second SIGHUP during the stop must not cut it short.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _loopback(where: str) -> bool:
+    """Whether a listener's description binds only a loopback address."""
+    import ipaddress
+    import re
+
+    match = re.search(r"interface=([^:]+|\[[^\]]+\])", where) or re.match(r"^udp (\S+):\d+$", where)
+    if match is None:
+        return False
+    host = match.group(1).strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def _all(stops: Any) -> None:

@@ -87,6 +87,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             endpoint_url=options["s3-endpoint-url"],
             region=options["s3-region"],
             concurrency=options["upload-concurrency"],
+            environment=options.aws_from_env_file(),
         )
     else:
         uploader = LocalDirectoryUploader(
@@ -110,12 +111,15 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     for description in options["listen"]:
         inner = listening_service(description, factory, reactor, LISTEN_BACKLOG)
         service.add_listener(Listener(description, inner))
+        service.listening_on.append(description)
     for interface, port in options["listen-udp"]:
         service.add_listener(DatagramService(reactor, service.ingest, interface, port))
+        service.listening_on.append(f"udp {interface}:{port}" if interface else f"udp {port}")
     if options["metrics"]:
         from eventpipe.health import health_site
 
         site = health_site(service.status, service.metrics)
-        service.add_support(listening_service(options["metrics"], site, reactor))
+        metrics = listening_service(options["metrics"], site, reactor)
+        service.add_support(Listener(options["metrics"], metrics, option="--metrics"))
     service.add_support(StopOnHangup(reactor))
     return service

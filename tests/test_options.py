@@ -55,7 +55,7 @@ class OptionTests(SynchronousTestCase):
             "OUTPUT_FORMAT": "json",
             "EVENTPIPE_INSTANCE_ID": "gw-2",
             "EVENTPIPE_MAX_EVENT_SIZE": "512KiB",
-            "BUCKET_NAME": "b",
+            "BUCKET_NAME": "bkt",
             "S3_PREFIX": "acm",
         }
         options = parse([], env)
@@ -68,23 +68,23 @@ class OptionTests(SynchronousTestCase):
         self.assertEqual(options["format"], "json")
         self.assertEqual(options["instance-id"], "gw-2")
         self.assertEqual(options["max-event-size"], 512 * 1024)
-        self.assertEqual(options["s3-bucket"], "b")
+        self.assertEqual(options["s3-bucket"], "bkt")
         self.assertEqual(options["s3-prefix"], "acm/")
 
     def test_command_line_beats_environment(self) -> None:
         options = parse(
-            ["--rotation-interval=7", "--listen=tcp:2000", "--s3-bucket=x"],
+            ["--rotation-interval=7", "--listen=tcp:2000", "--s3-bucket=xxx"],
             {
                 "ROTATION_INTERVAL": "5",
                 "EVENTPIPE_PORT": "3000",
-                "S3_BUCKET": "y",
-                "BUCKET_NAME": "z",
+                "S3_BUCKET": "yyy",
+                "BUCKET_NAME": "zzz",
             },
         )
         self.assertEqual(options["rotation-interval"], 7.0)
         self.assertEqual(options["listen"], ["tcp:2000"])
-        self.assertEqual(options["s3-bucket"], "x")
-        self.assertEqual(parse([], {"S3_BUCKET": "y", "BUCKET_NAME": "z"})["s3-bucket"], "y")
+        self.assertEqual(options["s3-bucket"], "xxx")
+        self.assertEqual(parse([], {"S3_BUCKET": "yyy", "BUCKET_NAME": "zzz"})["s3-bucket"], "yyy")
 
     def test_port(self) -> None:
         self.assertEqual(parse([], {"EVENTPIPE_PORT": "9000"})["listen"], ["tcp:9000"])
@@ -162,6 +162,50 @@ class OptionTests(SynchronousTestCase):
         ]:
             message = self.error(args, env)
             self.assertIn(name, message)
+
+    def test_written_down_is_used_or_refused_by_name(self) -> None:
+        """
+        A pasted bucket URL says what to write instead; an outbox that is a
+        file is refused; choices take any case and say what they are; an
+        unknown key of the env file is named with the nearest known one; a
+        check interval longer than the rotation interval is warned about.
+        """
+        message = self.error(["--s3-bucket=s3://acm-events/acm/"])
+        self.assertIn("use --s3-bucket acm-events --s3-prefix acm/", message)
+        message = self.error([], {"S3_BUCKET": "https://acm-events.s3.amazonaws.com/acm"})
+        self.assertIn("S3_BUCKET: invalid value", message)
+        self.assertIn("use --s3-bucket acm-events --s3-prefix acm", message)
+        for bad in ("ab", "Acm-Events", "acm..events", "192.168.0.1", "-acm", "acm_events"):
+            self.assertIn("--s3-bucket", self.error([f"--s3-bucket={bad}"]))
+        self.assertEqual(parse(["--s3-bucket=acm-events.prod"])["s3-bucket"], "acm-events.prod")
+        afile = self.mktemp()
+        with open(afile, "w") as stream:
+            stream.write("not a directory")
+        self.assertIn("is a file, not a directory", self.error([f"--outbox={afile}"]))
+        options = parse([], {"OUTPUT_FORMAT": "JSON", "EVENTPIPE_LOG_LEVEL": "Debug"})
+        self.assertEqual((options["format"], options["log-level"]), ("json", "debug"))
+        message = self.error(["--log-level=verbose"])
+        self.assertIn("one of debug, info, warn, error", message)
+        path = self.mktemp()
+        with open(path, "w") as stream:
+            stream.write("ROTATON_INTERVAL=5\nAWS_SECRET_ACCESS_KEY=s3cr3t\n")
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        options = parse([f"--env-file={path}", "--check-interval=3600", "--rotation-interval=1"])
+        warnings = stderr.getvalue()
+        self.assertIn(
+            "ROTATON_INTERVAL is not a setting of eventpipe (did you mean ROTATION_INTERVAL?)",
+            warnings,
+        )
+        self.assertIn("--check-interval 3600 is longer than --rotation-interval 1", warnings)
+        self.assertNotIn("AWS_SECRET_ACCESS_KEY", warnings)
+        self.assertEqual(options.aws_from_env_file(), {"AWS_SECRET_ACCESS_KEY": "s3cr3t"})
+        self.assertIn("aws=AWS_SECRET_ACCESS_KEY (in", options.summary())
+        self.assertNotIn("s3cr3t", options.summary())
+        # The process's environment beats the file, for boto3 too.
+        options = Options(environ={"AWS_SECRET_ACCESS_KEY": "from the environment"})
+        options.parseOptions([f"--env-file={path}"])
+        self.assertEqual(options.aws_from_env_file(), {})
 
     def test_sizes(self) -> None:
         self.assertEqual(parse_size("5242880"), 5242880)

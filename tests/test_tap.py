@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 from eventpipe.options import Options
 from eventpipe.service import EventpipeService
 from eventpipe.tap import makeService
-from tests.support import TWISTD
+from tests.support import TWISTD, free_port
 from tests.test_options import parse
 
 
@@ -76,6 +76,38 @@ class ListenFailureTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 1, output)
         self.assertIn(f"--listen tcp:{port}:interface=127.0.0.1: cannot listen", output)
         self.assertNotIn("Traceback", output)
+
+
+class BusyPortTests(SynchronousTestCase):
+    def start(self, *args: str) -> str:
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        result = subprocess.run(
+            [*TWISTD, "-n", "--pidfile=", "eventpipe", f"--spool-dir={workdir}/spool", *args],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output)
+        self.assertNotIn("Traceback", output)
+        return output
+
+    def test_busy_metrics_and_udp_ports(self) -> None:
+        """A busy --metrics or --listen-udp port stops start-up with one line, too."""
+        with socket.socket() as taken, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            udp.bind(("127.0.0.1", 0))
+            tcp_port, udp_port = taken.getsockname()[1], udp.getsockname()[1]
+            listen = f"--listen=tcp:{free_port()}:interface=127.0.0.1"
+            output = self.start(listen, f"--metrics=tcp:{tcp_port}:interface=127.0.0.1")
+            self.assertIn(
+                f"eventpipe: --metrics tcp:{tcp_port}:interface=127.0.0.1: cannot listen", output
+            )
+            output = self.start(listen, f"--listen-udp=127.0.0.1:{udp_port}")
+            self.assertIn(f"eventpipe: --listen-udp 127.0.0.1:{udp_port}: cannot listen", output)
 
 
 class PluginTests(SynchronousTestCase):

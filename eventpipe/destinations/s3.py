@@ -126,6 +126,7 @@ class S3Uploader:
         client: Any = None,
         pool: ThreadPool | None = None,
         clock: IReactorTime | None = None,
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.work = ThreadedWork(
             reactor,
@@ -139,7 +140,12 @@ class S3Uploader:
         self.region = region
         self._concurrency = concurrency
         self._client = client
-        where = f" at {endpoint_url}" if endpoint_url else ""
+        # Credentials, profile and endpoint read from an env file (see
+        # eventpipe.options.AWS_FROM_ENV_FILE); never logged.
+        self._environment = dict(environment or {})
+        if self.endpoint_url is None and self._environment.get("AWS_ENDPOINT_URL"):
+            self.endpoint_url = self._environment["AWS_ENDPOINT_URL"]
+        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
         self.description = f"s3://{bucket}{where}"
 
     @property
@@ -153,7 +159,14 @@ class S3Uploader:
             import boto3
             from botocore.config import Config
 
-            self._client = boto3.session.Session().client(
+            from eventpipe.options import AWS_FROM_ENV_FILE
+
+            session = {
+                AWS_FROM_ENV_FILE[key]: value
+                for key, value in self._environment.items()
+                if AWS_FROM_ENV_FILE.get(key)
+            }
+            self._client = boto3.session.Session(**session).client(  # type: ignore[arg-type]
                 "s3",
                 endpoint_url=self.endpoint_url,
                 region_name=self.region,
