@@ -134,6 +134,23 @@ class ProcessTests(SynchronousTestCase):
             {"key", "events", "bytes", "seconds", "attempt"},
         )
         self.assertLess(len(lines), 60, "a line per connection or per request crept in")
+        # Where it listens; the metrics site starts and stops without a line.
+        [where] = [line for line in lines if "listening for events on" in line["message"]]
+        self.assertIn("interface=127.0.0.1", where["message"])
+        self.assertFalse([m for m in messages if "anyone who can reach it" in m])
+        self.assertFalse([m for m in messages if "Starting factory" in m])
+
+    def test_open_to_anyone_is_said(self) -> None:
+        """
+        A listener on every interface without --allow: the start-up says
+        that anyone who can reach it may send events.
+        """
+        text, _ = self.run_service(f"--listen-udp={free_port()}")
+        lines = [json.loads(line) for line in text.splitlines()]
+        [warning] = [line for line in lines if "anyone who can reach it" in line["message"]]
+        self.assertEqual(warning["level"], "warn")
+        self.assertIn("udp ", warning["message"])
+        self.assertIn("set --allow", warning["message"])
 
     def test_debug_shows_connections(self) -> None:
         text, _ = self.run_service("--log-level=debug")

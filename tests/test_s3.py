@@ -371,6 +371,37 @@ class EndToEndS3Tests(S3ServerTestCase):
             self.assertGreater(int(head["Metadata"]["events"]), 0)
         process.stop()
 
+    def test_credentials_from_the_env_file(self) -> None:
+        """
+        AWS credentials, region and endpoint written in the env file (as
+        contrib/eventpipe.env.example lists them) are used, with nothing
+        of them in the process's environment; the start-up line names them,
+        without their values.
+        """
+        self.s3.create_bucket(Bucket=BUCKET)
+        workdir = os.path.join(self.workdir, "from-the-file")
+        os.makedirs(workdir)
+        path = os.path.join(workdir, "eventpipe.env")
+        with open(path, "w") as stream:
+            stream.write(
+                f"S3_BUCKET={BUCKET}\n"
+                "AWS_ACCESS_KEY_ID=from-the-file\n"
+                "AWS_SECRET_ACCESS_KEY=never-logged-s3cr3t\n"
+                "AWS_REGION=us-east-1\n"
+                f"AWS_ENDPOINT_URL={self.server.endpoint}\n"
+            )
+        process = Twistd(workdir, [f"--env-file={path}", *FAST])
+        process.env = {k: v for k, v in process.env.items() if not k.startswith("AWS_")}
+        self.addCleanup(process.cleanup)
+        process.start()
+        send(process.port, make_stream(range(20)))
+        wait_for(lambda: len(numbers_in_objects(s3_objects(self.s3, BUCKET))) >= 20, 30, "events")
+        self.assertExactlyOnce(numbers_in_objects(s3_objects(self.s3, BUCKET)), list(range(20)))
+        log = process.log()
+        self.assertIn("aws=AWS_ACCESS_KEY_ID,AWS_ENDPOINT_URL,AWS_SECRET_ACCESS_KEY (in", log)
+        self.assertNotIn("never-logged-s3cr3t", log)
+        process.stop()
+
     def test_gzip_json(self) -> None:
         self.s3.create_bucket(Bucket=BUCKET)
         process = self.twistd(*FAST, "--format=json", "--compress=gzip").start()
