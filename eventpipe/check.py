@@ -40,6 +40,22 @@ def check_listen(description: str) -> Check:
     return True, f"listen {description}: port {port} is free"
 
 
+def check_udp(interface: str, port: int) -> Check:
+    """The UDP port can be bound now."""
+    where = f"{interface}:{port}" if interface else str(port)
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((interface, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return False, f"listen-udp {where}: port {port} is in use"
+            if error.errno == errno.EACCES:
+                return False, f"listen-udp {where}: port {port} needs privileges"
+            return False, f"listen-udp {where}: {error.strerror}"
+    return True, f"listen-udp {where}: port {port} is free"
+
+
 def check_directory(label: str, path: str, need: int = 0) -> Check:
     """The directory can be created and written, and has C{need} bytes free."""
     try:
@@ -155,6 +171,8 @@ def run_checks(options: Any, out: TextIO, s3_client: Any = None) -> int:
 def _checks(options: Any, s3_client: Any) -> Iterator[Check]:
     for description in options["listen"]:
         yield check_listen(description)
+    for interface, port in options["listen-udp"]:
+        yield check_udp(interface, port)
     if options["metrics"]:
         yield check_listen(options["metrics"])
     reserve = disk_reserve(options["upload-concurrency"], options["max-file-size"])

@@ -65,6 +65,16 @@ class CheckTests(SynchronousTestCase):
             )
         self.assertEqual(status, 1)
         self.assertIn(f"\u2717 listen tcp:{port}:interface=127.0.0.1: port {port} is in use", lines)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            busy = udp.getsockname()[1]
+            status, lines = self.run_checks(
+                "--listen=tcp:0:interface=127.0.0.1",
+                f"--listen-udp=127.0.0.1:{busy}",
+                f"--spool-dir={self.mktemp()}",
+            )
+        self.assertEqual(status, 1)
+        self.assertIn(f"\u2717 listen-udp 127.0.0.1:{busy}: port {busy} is in use", lines)
         self.assertTrue(
             any(line.startswith("\u2717 spool") and "not writable" in line for line in lines)
         )
