@@ -65,6 +65,9 @@ class CheckTests(SynchronousTestCase):
             )
         self.assertEqual(status, 1)
         self.assertIn(f"\u2717 listen tcp:{port}:interface=127.0.0.1: port {port} is in use", lines)
+        self.assertTrue(
+            any(line.startswith("\u2717 spool") and "not writable" in line for line in lines)
+        )
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.bind(("127.0.0.1", 0))
             busy = udp.getsockname()[1]
@@ -75,9 +78,6 @@ class CheckTests(SynchronousTestCase):
             )
         self.assertEqual(status, 1)
         self.assertIn(f"\u2717 listen-udp 127.0.0.1:{busy}: port {busy} is in use", lines)
-        self.assertTrue(
-            any(line.startswith("\u2717 spool") and "not writable" in line for line in lines)
-        )
 
     def test_s3_against_a_server(self) -> None:
         server = MotoServer(self.mktemp()).start()
