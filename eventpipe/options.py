@@ -14,7 +14,7 @@ import re
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.python import usage
 
@@ -65,10 +65,33 @@ def format_size(size: int) -> str:
     return str(size)
 
 
-# (name, environment variables, default, converter, help)
-_Parameter = tuple[str, Sequence[str], Any, Callable[[str], Any], str]
+class Parameter(NamedTuple):
+    """
+    One option, the single source of everything about it: its name, the
+    environment variables that set it (first found wins), its default in its
+    real type, the converter that validates it (its C{expected} says what a
+    valid value looks like), its help, and the L{Settings} field it fills.
+    """
+
+    name: str
+    environment: Sequence[str]
+    default: Any
+    convert: Callable[[str], Any]
+    help: str
+    setting: str | None = None
 
 
+def _expects(text: str) -> Callable[[Callable[[str], Any]], Callable[[str], Any]]:
+    """Say, on a converter, what a valid value looks like (for error lines)."""
+
+    def mark(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+        convert.expected = text  # type: ignore[attr-defined]
+        return convert
+
+    return mark
+
+
+@_expects("a number of seconds above 0")
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or value != value or value == float("inf"):
@@ -76,6 +99,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
+@_expects("a number of seconds, 0 or more")
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0 or value == float("inf"):
@@ -83,6 +107,7 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+@_expects("a size such as 5242880, 5MiB, 5MB or 512KiB")
 def _positive_size(text: str) -> int:
     value = parse_size(text)
     if value <= 0:
@@ -90,6 +115,7 @@ def _positive_size(text: str) -> int:
     return value
 
 
+@_expects("a whole number above 0")
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -107,12 +133,14 @@ def _choice(choices: Sequence[str]) -> Callable[[str], str]:
         return chosen
 
     convert.choices = tuple(choices)  # type: ignore[attr-defined]
+    convert.expected = "one of " + ", ".join(choices)  # type: ignore[attr-defined]
     return convert
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+@_expects("3 to 63 lower-case letters, digits, dots and hyphens")
 def _bucket(text: str) -> str:
     """An S3 bucket name, by S3's rules (a pasted URL or path is refused)."""
     name = text.strip()
@@ -138,22 +166,31 @@ def bucket_advice(text: str) -> str:
     return "3 to 63 lower-case letters, digits, dots and hyphens"
 
 
+@_expects("an XML element name")
 def _event_tag(text: str) -> str:
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_.-]*$", text):
         raise ValueError(text)
     return text
 
 
+@_expects("letters, digits, dots and hyphens, at most 63")
 def _instance_id(text: str) -> str:
     if not valid_instance_id(text):
         raise ValueError(text)
     return text
 
 
+@_expects("a key prefix such as acm/")
+def _prefix(text: str) -> str:
+    return normalize_prefix(text)
+
+
+@_expects("a value")
 def _text(text: str) -> str:
     return text
 
 
+@_expects("a Twisted server endpoint string such as tcp:9100")
 def _endpoint(text: str) -> str:
     try:
         validate_endpoint(text)
@@ -162,51 +199,56 @@ def _endpoint(text: str) -> str:
     return text
 
 
-PARAMETERS: list[_Parameter] = [
-    (
+PARAMETERS: list[Parameter] = [
+    Parameter(
         "spool-dir",
         ("EVENTPIPE_SPOOL_DIR",),
         "./eventpipe-spool",
         _text,
         "Directory for events not yet delivered (current and sealed segments).",
     ),
-    (
+    Parameter(
         "rotation-interval",
         ("ROTATION_INTERVAL",),
         60.0,
         _positive_float,
         "Seal the current segment when its first event is this many seconds old.",
+        setting="rotation_interval",
     ),
-    (
+    Parameter(
         "max-file-size",
         ("MAX_FILE_SIZE",),
         5 * 2**20,
         _positive_size,
         "Seal the current segment when it reaches this size: bytes, or a number with "
         "KB/MB/GB (powers of 1000) or KiB/MiB/GiB (powers of 1024). Default 5MiB.",
+        setting="max_file_size",
     ),
-    (
+    Parameter(
         "check-interval",
         ("CHECK_INTERVAL",),
         10.0,
         _positive_float,
         "Seconds between checks of the rotation conditions.",
+        setting="check_interval",
     ),
-    (
+    Parameter(
         "format",
         ("OUTPUT_FORMAT",),
         "xml",
         _choice(FORMATS),
         "Batch format: xml (one <EVENTS> root) or json (JSON Lines, one event a line).",
+        setting="format",
     ),
-    (
+    Parameter(
         "compress",
         ("EVENTPIPE_COMPRESS",),
         "none",
         _choice(COMPRESSIONS),
         "Compress batches: none or gzip (adds .gz to the key).",
+        setting="compress",
     ),
-    (
+    Parameter(
         "outbox",
         ("EVENTPIPE_OUTBOX",),
         None,
@@ -214,81 +256,89 @@ PARAMETERS: list[_Parameter] = [
         "Directory that receives batches when no S3 bucket is set, laid out as the "
         "bucket would be. Default: <spool-dir>/outbox.",
     ),
-    (
+    Parameter(
         "instance-id",
         ("EVENTPIPE_INSTANCE_ID",),
         None,
         _instance_id,
         "Goes into every object key; letters, digits, dots and hyphens. Default: this host's name.",
+        setting="instance_id",
     ),
-    (
+    Parameter(
         "event-tag",
         ("EVENTPIPE_EVENT_TAG",),
         "EVENT",
         _event_tag,
         "Root element name of one event.",
+        setting="event_tag",
     ),
-    (
+    Parameter(
         "max-event-size",
         ("EVENTPIPE_MAX_EVENT_SIZE",),
         2**20,
         _positive_size,
         "Largest event accepted; a larger one is quarantined (its first bytes) "
         "and the stream resynchronised. Default 1MiB.",
+        setting="max_event_size",
     ),
-    (
+    Parameter(
         "shutdown-timeout",
         ("EVENTPIPE_SHUTDOWN_TIMEOUT",),
         30.0,
         _non_negative_float,
         "On SIGTERM, seconds to keep shipping before stopping; what is left stays "
         "in the spool for the next start.",
+        setting="shutdown_timeout",
     ),
-    (
+    Parameter(
         "max-spool-size",
         ("EVENTPIPE_MAX_SPOOL_SIZE",),
         10**9,
         _positive_size,
         "When this many bytes wait in the spool, stop reading from connections "
         "(TCP back-pressure) until it drains below 90%. Default 1GB.",
+        setting="max_spool_size",
     ),
-    (
+    Parameter(
         "fsync",
         ("EVENTPIPE_FSYNC",),
         "seal",
         _choice(FSYNC_MODES),
         "never, seal (fsync each segment when it is sealed) or always (also after every write).",
     ),
-    (
+    Parameter(
         "retry-max-delay",
         ("EVENTPIPE_RETRY_MAX_DELAY",),
         60.0,
         _positive_float,
         "Longest wait between two delivery attempts (backoff starts at "
         "--retry-initial-delay and doubles).",
+        setting="retry_max",
     ),
-    (
+    Parameter(
         "retry-initial-delay",
         ("EVENTPIPE_RETRY_INITIAL_DELAY",),
         1.0,
         _positive_float,
         "First wait after a failed delivery.",
+        setting="retry_initial",
     ),
-    (
+    Parameter(
         "s3-bucket",
         ("S3_BUCKET", "BUCKET_NAME"),
         None,
         _bucket,
         "Deliver to this S3 bucket instead of the outbox.",
     ),
-    (
+    Parameter(
         "s3-prefix",
         ("EVENTPIPE_S3_PREFIX", "S3_PREFIX"),
         "",
-        normalize_prefix,
+        _prefix,
         "Prefix of every key (acm and acm/ mean the same).",
+        setting="prefix",
     ),
-    (
+    Parameter(
         "s3-endpoint-url",
         ("EVENTPIPE_S3_ENDPOINT_URL",),
         None,
@@ -296,29 +346,31 @@ PARAMETERS: list[_Parameter] = [
         "S3 endpoint (MinIO, other S3-compatible stores). Default: boto3's own "
         "resolution, which reads AWS_ENDPOINT_URL.",
     ),
-    (
+    Parameter(
         "s3-region",
         ("AWS_REGION", "AWS_DEFAULT_REGION"),
         None,
         _text,
         "S3 region. Default: boto3's own resolution.",
     ),
-    (
+    Parameter(
         "max-connections",
         ("EVENTPIPE_MAX_CONNECTIONS",),
         1000,
         _positive_int,
         "Connections open at once; more are refused (closed at once, logged).",
+        setting="max_connections",
     ),
-    (
+    Parameter(
         "idle-timeout",
         ("EVENTPIPE_IDLE_TIMEOUT",),
         0.0,
         _non_negative_float,
         "Close a connection that sent nothing for this many seconds; 0 (the "
         "default) never does, as ACM may keep a quiet connection for hours.",
+        setting="idle_timeout",
     ),
-    (
+    Parameter(
         "metrics",
         ("EVENTPIPE_METRICS",),
         None,
@@ -326,14 +378,15 @@ PARAMETERS: list[_Parameter] = [
         "Serve /metrics (Prometheus), /healthz and /readyz on this endpoint, e.g. "
         "tcp:9100:interface=127.0.0.1. Default: off.",
     ),
-    (
+    Parameter(
         "upload-concurrency",
         ("EVENTPIPE_UPLOAD_CONCURRENCY",),
         2,
         _positive_int,
         "Uploads in flight at once (threads in the upload pool).",
+        setting="upload_concurrency",
     ),
-    (
+    Parameter(
         "render-timeout",
         ("EVENTPIPE_RENDER_TIMEOUT",),
         120.0,
@@ -341,16 +394,18 @@ PARAMETERS: list[_Parameter] = [
         "Seconds a segment's render may take (5 MiB takes well under one); a "
         "render past it is abandoned and its worker process replaced. A segment "
         "whose render fails 3 times in a row is moved to <spool-dir>/failed.",
+        setting="render_timeout",
     ),
-    (
+    Parameter(
         "upload-timeout",
         ("EVENTPIPE_UPLOAD_TIMEOUT",),
         300.0,
         _positive_float,
         "Seconds one delivery attempt may take; an attempt past it is abandoned "
         "(its thread replaced) and retried with backoff.",
+        setting="upload_timeout",
     ),
-    (
+    Parameter(
         "log-level",
         ("EVENTPIPE_LOG_LEVEL",),
         "info",
@@ -387,7 +442,7 @@ OTHER_VARIABLES = frozenset(
 
 def known_variables() -> frozenset[str]:
     """Every variable an env file may set."""
-    return OTHER_VARIABLES | {variable for _, names, _, _, _ in PARAMETERS for variable in names}
+    return OTHER_VARIABLES | {name for parameter in PARAMETERS for name in parameter.environment}
 
 
 def help_text(name: str, environment: Sequence[str], default: Any, text: str) -> str:
@@ -433,11 +488,11 @@ def read_env_file(path: str) -> dict[str, str]:
     return values
 
 
-def option_lines(parameters: Sequence[_Parameter]) -> list[list[Any]]:
+def option_lines(parameters: Sequence[Parameter]) -> list[list[Any]]:
     """C{optParameters} for parameters: no default there (see postOptions), help with env."""
     return [
-        [name, None, None, help_text(name, env, default, text)]
-        for name, env, default, _, text in parameters
+        [p.name, None, None, help_text(p.name, p.environment, p.default, p.help)]
+        for p in parameters
     ]
 
 
@@ -448,7 +503,7 @@ class SettingsOptions(usage.Options):
     Subclasses list their parameters in C{parameters}.
     """
 
-    parameters: Sequence[_Parameter] = ()
+    parameters: Sequence[Parameter] = ()
     optParameters = [
         [
             "env-file",
@@ -519,7 +574,7 @@ class SettingsOptions(usage.Options):
         if path:
             self._file, self._file_path = read_env_file(path), path
             self._unknown_in_file()
-        for name, environment, default, convert, _ in self.parameters:
+        for name, environment, default, convert, *_ in self.parameters:
             raw, source = self[name], f"--{name}"
             if raw is None:
                 for variable in environment:
@@ -533,7 +588,7 @@ class SettingsOptions(usage.Options):
             try:
                 self[name] = convert(raw)
             except ValueError:
-                expected = bucket_advice(raw) if convert is _bucket else _expect(name, convert)
+                expected = bucket_advice(raw) if convert is _bucket else _expect(convert)
                 raise usage.UsageError(f"{source}: invalid value {raw!r} ({expected})") from None
             self.sources[name] = source
 
@@ -678,6 +733,13 @@ class Options(SettingsOptions):
         if self["retry-initial-delay"] > self["retry-max-delay"]:
             raise usage.UsageError("--retry-initial-delay: must not exceed --retry-max-delay")
 
+    def settings_fields(self) -> dict[str, Any]:
+        """The L{Settings} these options make: the table's fields, and the rest."""
+        fields = {p.setting: self[p.name] for p in self.parameters if p.setting}
+        fields["allow"] = self["allow"]
+        fields["repair_tag_names"] = self["repair-acm-tag-names"]
+        return fields
+
     def _allow(self) -> None:
         from eventpipe.admission import parse_networks
 
@@ -727,21 +789,14 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def _expect(name: str, convert: Callable[[str], Any]) -> str:
+def _expect(convert: Callable[[str], Any]) -> str:
     """What a valid value of an option looks like, for error messages."""
-    messages: dict[Callable[[str], Any], str] = {
-        _positive_float: "a number of seconds above 0",
-        _non_negative_float: "a number of seconds, 0 or more",
-        _positive_size: "a size such as 5242880, 5MiB, 5MB or 512KiB",
-        _positive_int: "a whole number above 0",
-        _event_tag: "an XML element name",
-        _endpoint: "a Twisted server endpoint string such as tcp:9100",
-        _instance_id: "letters, digits, dots and hyphens, at most 63",
-    }
-    choices = getattr(convert, "choices", None)
-    if choices:
-        return "one of " + ", ".join(choices)
-    return messages.get(convert) or "a value"
+    return str(getattr(convert, "expected", "a value"))
+
+
+def defaults() -> dict[str, Any]:
+    """Each L{Settings} field's default, from the table."""
+    return {p.setting: p.default for p in PARAMETERS if p.setting}
 
 
 _TCP_KEYS = frozenset({"port", "interface", "backlog"})

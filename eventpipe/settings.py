@@ -1,11 +1,18 @@
-"""The pipeline's settings, already validated (see L{eventpipe.options})."""
+"""
+The pipeline's settings, already validated (see L{eventpipe.options}, whose
+table of options is the source of every default here).
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
 
+from eventpipe.options import defaults
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_DEFAULT = defaults()
 
 
 @dataclass(frozen=True)
@@ -13,22 +20,22 @@ class Settings:
     """Everything the stages need to know."""
 
     instance_id: str
-    rotation_interval: float = 60.0
-    max_file_size: int = 5 * 1024 * 1024
-    check_interval: float = 10.0
-    format: str = "xml"
-    compress: str = "none"
-    event_tag: str = "EVENT"
-    max_event_size: int = 1024 * 1024
-    shutdown_timeout: float = 30.0
-    max_spool_size: int = 1_000_000_000
-    prefix: str = ""
-    retry_initial: float = 1.0
-    retry_max: float = 60.0
-    upload_concurrency: int = 2
-    render_timeout: float = 120.0
-    upload_timeout: float = 300.0
+    rotation_interval: float = _DEFAULT["rotation_interval"]
+    max_file_size: int = _DEFAULT["max_file_size"]
+    check_interval: float = _DEFAULT["check_interval"]
+    format: str = _DEFAULT["format"]
+    compress: str = _DEFAULT["compress"]
+    event_tag: str = _DEFAULT["event_tag"]
+    max_event_size: int = _DEFAULT["max_event_size"]
+    shutdown_timeout: float = _DEFAULT["shutdown_timeout"]
+    max_spool_size: int = _DEFAULT["max_spool_size"]
+    prefix: str = _DEFAULT["prefix"]
+    retry_initial: float = _DEFAULT["retry_initial"]
+    retry_max: float = _DEFAULT["retry_max"]
+    upload_concurrency: int = _DEFAULT["upload_concurrency"]
+    render_timeout: float = _DEFAULT["render_timeout"]
+    upload_timeout: float = _DEFAULT["upload_timeout"]
+    idle_timeout: float = _DEFAULT["idle_timeout"]
+    max_connections: int = _DEFAULT["max_connections"]
     repair_tag_names: bool = False
-    idle_timeout: float = 0.0
-    max_connections: int = 1000
     allow: tuple[Network, ...] = ()

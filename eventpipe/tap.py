@@ -45,28 +45,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from eventpipe.spool import Spool, SpoolFormatError
     from eventpipe.threads import ProcessWork, ThreadedWork
 
-    settings = Settings(
-        instance_id=options["instance-id"],
-        rotation_interval=options["rotation-interval"],
-        max_file_size=options["max-file-size"],
-        check_interval=options["check-interval"],
-        format=options["format"],
-        compress=options["compress"],
-        event_tag=options["event-tag"],
-        max_event_size=options["max-event-size"],
-        shutdown_timeout=options["shutdown-timeout"],
-        max_spool_size=options["max-spool-size"],
-        prefix=options["s3-prefix"],
-        retry_initial=options["retry-initial-delay"],
-        retry_max=options["retry-max-delay"],
-        upload_concurrency=options["upload-concurrency"],
-        render_timeout=options["render-timeout"],
-        upload_timeout=options["upload-timeout"],
-        repair_tag_names=options["repair-acm-tag-names"],
-        idle_timeout=options["idle-timeout"],
-        max_connections=options["max-connections"],
-        allow=options["allow"],
-    )
+    settings = Settings(**options.settings_fields())
     try:
         spool = Spool(
             options["spool-dir"],

@@ -207,6 +207,28 @@ class OptionTests(SynchronousTestCase):
         options.parseOptions([f"--env-file={path}"])
         self.assertEqual(options.aws_from_env_file(), {})
 
+    def test_one_table(self) -> None:
+        """
+        The table of options is the one source: each setting's default is
+        its option's, every field of Settings is filled from an option, and
+        every converter says what it expects.
+        """
+        import dataclasses
+
+        from eventpipe.options import PARAMETERS
+        from eventpipe.settings import Settings
+
+        fields = {f.name: f for f in dataclasses.fields(Settings)}
+        filled = {p.setting: p for p in PARAMETERS if p.setting}
+        self.assertEqual(set(fields) - set(filled), {"allow", "repair_tag_names"})
+        for name, parameter in filled.items():
+            if name != "instance_id":
+                self.assertEqual(fields[name].default, parameter.default, name)
+            self.assertNotEqual(getattr(parameter.convert, "expected", ""), "", parameter.name)
+        options = parse(["--rotation-interval=7", "--allow=10.0.0.0/24"])
+        settings = Settings(**options.settings_fields())
+        self.assertEqual((settings.rotation_interval, len(settings.allow)), (7.0, 1))
+
     def test_sizes(self) -> None:
         self.assertEqual(parse_size("5242880"), 5242880)
         self.assertEqual(parse_size("5MiB"), 5242880)

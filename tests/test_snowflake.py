@@ -134,7 +134,9 @@ class SqlTests(SynchronousTestCase):
 
     def test_json_gzip_from_environment(self) -> None:
         self.patch(
-            os, "environ", {"S3_BUCKET": "b", "OUTPUT_FORMAT": "json", "EVENTPIPE_COMPRESS": "gzip"}
+            os,
+            "environ",
+            {"S3_BUCKET": "bkt", "OUTPUT_FORMAT": "json", "EVENTPIPE_COMPRESS": "gzip"},
         )
         sql = self.sql()
         self.assertIn("TYPE = JSON", sql)
@@ -150,6 +152,7 @@ class SqlTests(SynchronousTestCase):
             ["--pipe=1pipe"],
             ["--storage-integration=<your_storage_integration>"],
             ["--role-arn=not-an-arn"],
+            ["--s3-bucket=s3://acm-events/acm/"],
         ):
             stderr = io.StringIO()
             self.patch(sys, "stderr", stderr)
