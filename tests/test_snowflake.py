@@ -156,7 +156,11 @@ class SqlTests(SynchronousTestCase):
         ):
             stderr = io.StringIO()
             self.patch(sys, "stderr", stderr)
-            self.assertEqual(run(["snowflake-sql", *args], io.StringIO()), 1)
+            try:
+                status = run(["snowflake-sql", *args], io.StringIO())
+            except SystemExit as exit:
+                status = int(exit.code or 0)
+            self.assertEqual(status, 1)
             self.assertEqual(stderr.getvalue().count("\n"), 1, stderr.getvalue())
             self.assertIn(args[0].split("=")[0], stderr.getvalue())
         self.assertIn(
