@@ -26,34 +26,30 @@ def check_listen(description: str) -> Check:
     if port is None:
         return True, f"listen {description}: parses"
     interface = getattr(endpoint, "_interface", "") or ""
-    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((interface, port))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                return False, f"listen {description}: port {port} is in use"
-            if error.errno == errno.EACCES:
-                return False, f"listen {description}: port {port} needs privileges"
-            return False, f"listen {description}: {error.strerror}"
-    return True, f"listen {description}: port {port} is free"
+    return _bindable(f"listen {description}", socket.SOCK_STREAM, interface, port)
 
 
 def check_udp(interface: str, port: int) -> Check:
     """The UDP port can be bound now."""
     where = f"{interface}:{port}" if interface else str(port)
+    return _bindable(f"listen-udp {where}", socket.SOCK_DGRAM, interface, port)
+
+
+def _bindable(label: str, kind: int, interface: str, port: int) -> Check:
+    """Whether a port of this kind can be bound now, said as a check line."""
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+    with socket.socket(family, kind) as probe:
+        if kind == socket.SOCK_STREAM:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((interface, port))
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
-                return False, f"listen-udp {where}: port {port} is in use"
+                return False, f"{label}: port {port} is in use"
             if error.errno == errno.EACCES:
-                return False, f"listen-udp {where}: port {port} needs privileges"
-            return False, f"listen-udp {where}: {error.strerror}"
-    return True, f"listen-udp {where}: port {port} is free"
+                return False, f"{label}: port {port} needs privileges"
+            return False, f"{label}: {error.strerror}"
+    return True, f"{label}: port {port} is free"
 
 
 def check_directory(label: str, path: str, need: int = 0) -> Check:
