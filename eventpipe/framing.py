@@ -588,6 +588,10 @@ class EventFramer:
 
 
 DECLARATION = b"<?xml "
+# The bytes of an unfinished document that wait for the next read on the
+# cheap way, whatever the reads' size; past that (and past the size of the
+# read), the framer takes over, whose cost is linear in what it is fed.
+WAITING = 16 * 1024
 _LAYOUT = b" \t\r\n"
 
 
@@ -605,8 +609,9 @@ class ReadSplitter:
     document too.  Documents of another root, or anything between
     documents, go through the framer, which sets them aside (and counts
     them against the sender) at once.  Bytes wait only while they are
-    fewer than the next read brings: a sender that trickles a large event
-    goes through the framer, whose cost stays linear in what it sends.
+    fewer than L{WAITING} or than the next read brings: a sender that
+    trickles a large event goes through the framer, whose cost stays linear
+    in what it sends.
     Framing the documents later gives the same events and the same
     set-aside pieces as framing them here, wherever the reads split.
     """
@@ -634,7 +639,7 @@ class ReadSplitter:
         if framer.state is State.BETWEEN and not framer.buffered:
             pending = self._pending
             buf = pending + data if pending else data
-            if len(pending) <= len(data):
+            if len(pending) <= max(len(data), WAITING):
                 cut = buf.rfind(DECLARATION)
                 if buf.endswith(self._end_line) and self._whole(buf[cut:]):
                     # The last document is whole too: nothing waits.

@@ -353,10 +353,15 @@ def render_segment(
 
 
 def _digest(stream: BinaryIO) -> str:
-    """The SHA-256 of what C{stream} holds, read a MiB at a time."""
+    """The SHA-256 of what C{stream} holds, read into one reused buffer."""
     digest = hashlib.sha256()
-    for chunk in iter(lambda: stream.read(1 << 20), b""):
-        digest.update(chunk)
+    buffer = bytearray(1 << 16)
+    view = memoryview(buffer)
+    while True:
+        count = stream.readinto(view)  # type: ignore[attr-defined]
+        if not count:
+            break
+        digest.update(view[:count])
     return digest.hexdigest()
 
 
