@@ -458,6 +458,23 @@ class CheapPathEquivalenceTests(SynchronousTestCase):
             self.assertEqual((ways.cheap, ways.uniform), (len(cuts) + 1, len(cuts) + 1))
 
 
+class ShortReadTests(SynchronousTestCase):
+    def test_a_short_read_keeps_the_cheap_way(self) -> None:
+        """
+        One short read in an ACM stream (fewer bytes than wait from the
+        last one) does not send the connection to the framer for good.
+        """
+        wire = b"".join(DECL + make_event(n) + b"\n" for n in range(3000))
+        splitter = ReadSplitter("EVENT", 1 << 20)
+        position = cheap = framed = 0
+        for size in [65536, 65536, 100, *[65536] * 100]:
+            documents, count, events, _ = splitter.feed(wire[position : position + size])
+            position += size
+            cheap += count
+            framed += len(events)
+        self.assertEqual((cheap, framed), (3000, 0))
+
+
 class UniformTests(SynchronousTestCase):
     def test_near_misses(self) -> None:
         """
