@@ -31,6 +31,7 @@ the next free sequence number at once, within the same attempt.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from collections.abc import Callable
@@ -60,6 +61,10 @@ from eventpipe.shipment import (
 from eventpipe.spool import Segment, Spool
 
 log = Logger()
+
+# Render errors that are the machine's, not the segment's: never a reason to
+# set a segment aside.
+_NOT_THE_SEGMENTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM})
 
 RunInThread = Callable[..., "Deferred[Any]"]
 
@@ -243,9 +248,11 @@ class Shipping:
         except CancelledError:
             raise
         except Exception as error:
-            # A worker killed for another render's sake says nothing of this
-            # segment.
-            counts = not getattr(error, "innocent", False)
+            # A worker killed for another render's sake, or a full disk,
+            # says nothing of this segment.
+            counts = not getattr(error, "innocent", False) and not (
+                isinstance(error, OSError) and error.errno in _NOT_THE_SEGMENTS
+            )
             if counts:
                 shipment.render_failures += 1
             if shipment.render_failures >= RENDER_ATTEMPTS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -227,6 +228,30 @@ class IsolationTests(ServiceHarness):
         os.unlink(os.path.join(self.directory, "sequence"))
         again = self.service()
         self.assertGreater(again.spool._next_sequence, 7)
+
+    def test_full_disk_never_sets_aside(self) -> None:
+        """
+        Renders that fail because the disk is full say nothing of the
+        segment: however many, it is not set aside, and ships once there is
+        room.
+        """
+        real = shipping_module.render_segment
+        failures = [OSError(errno.ENOSPC, "No space left on device")] * 5
+
+        def render(*args: Any) -> Any:
+            if failures:
+                raise failures.pop()
+            return real(*args)
+
+        self.patch(shipping_module, "render_segment", render)
+        service = self.service()
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(3)))
+        self.clock.advance(60)
+        for delay in (1, 2, 4, 8, 16):
+            self.clock.advance(delay)
+        self.assertEqual(os.listdir(service.spool.failed_dir), [])
+        self.assertEqual(self.delivered(), [0, 1, 2])
 
     def test_hung_render_abandoned(self) -> None:
         """
