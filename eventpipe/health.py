@@ -55,7 +55,7 @@ class Status:
     # (as eventpipe_events_quarantined_total counts them: when found).
     events_received: int = 0
     events_delivered: int = 0
-    events_quarantined: int = 0
+    pieces_quarantined: int = 0
 
     @property
     def oldest_event_age(self) -> float:
@@ -92,7 +92,7 @@ class Status:
             "since_start": {
                 "events_received": self.events_received,
                 "events_delivered": self.events_delivered,
-                "pieces_quarantined": self.events_quarantined,
+                "pieces_quarantined": self.pieces_quarantined,
             },
             "spool": {
                 "waiting_bytes": self.waiting_bytes,

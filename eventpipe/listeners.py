@@ -5,6 +5,7 @@ A port that cannot be bound stops start-up with one line.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 from typing import Any, NoReturn
@@ -135,3 +136,17 @@ class DatagramService(Service):
         self.ingest.datagram_ports.remove(self.port)
         port, self.port = self.port, None
         return port.stopListening()
+
+
+def loopback_only(where: str) -> bool:
+    """Whether a listener's description binds only a loopback address."""
+    match = re.search(r"interface=([^:]+|\[[^\]]+\])", where) or re.match(r"^udp (\S+):\d+$", where)
+    if match is None:
+        return False
+    host = match.group(1).strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

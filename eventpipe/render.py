@@ -302,7 +302,7 @@ def render_segment(
 
     try:
         with open(segment_path, "rb", buffering=1 << 16) as stream:
-            result.source_sha256 = _digest(stream)
+            result.source_sha256 = sha256_of(stream)
             stream.seek(0)
             for record in read_records(stream):
                 if record.kind == KIND_EVENT:
@@ -352,8 +352,11 @@ def render_segment(
     return result
 
 
-def _digest(stream: BinaryIO) -> str:
-    """The SHA-256 of what C{stream} holds, read into one reused buffer."""
+def sha256_of(stream: BinaryIO) -> str:
+    """
+    The SHA-256 of what C{stream} holds from where it stands, read into one
+    reused buffer (a fresh MiB per read costs a process megabytes of peak).
+    """
     digest = hashlib.sha256()
     buffer = bytearray(1 << 16)
     view = memoryview(buffer)

@@ -34,6 +34,7 @@ from eventpipe.admission import Admission
 from eventpipe.destinations import IUploader
 from eventpipe.health import Status
 from eventpipe.ingest import Ingest
+from eventpipe.listeners import loopback_only
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics
 from eventpipe.records import count_events
@@ -195,7 +196,7 @@ class EventpipeService(Service):
         if not self.listening_on:
             return
         log.info("listening for events on {where}", where=", ".join(self.listening_on))
-        open_to_all = [where for where in self.listening_on if not _loopback(where)]
+        open_to_all = [where for where in self.listening_on if not loopback_only(where)]
         if open_to_all and not self.settings.allow:
             log.warn(
                 "{where}: anyone who can reach it may send events (no --allow); "
@@ -363,7 +364,7 @@ class EventpipeService(Service):
             set_aside=tuple(segment.name for segment in self.spool.set_aside()),
             events_received=self.ingest.events_received,
             events_delivered=self.shipping.events_delivered,
-            events_quarantined=self.ingest.pieces_set_aside + self.shipping.pieces_found,
+            pieces_quarantined=self.ingest.pieces_set_aside + self.shipping.pieces_found,
         )
 
 
@@ -392,23 +393,6 @@ class StopOnHangup(Service):
         self.running = False
         # A second SIGHUP during the stop must not cut it short.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-
-def _loopback(where: str) -> bool:
-    """Whether a listener's description binds only a loopback address."""
-    import ipaddress
-    import re
-
-    match = re.search(r"interface=([^:]+|\[[^\]]+\])", where) or re.match(r"^udp (\S+):\d+$", where)
-    if match is None:
-        return False
-    host = match.group(1).strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def _all(stops: Any) -> None:

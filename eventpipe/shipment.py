@@ -41,11 +41,9 @@ class Phase(enum.Enum):
 class RenderFailed(Exception):
     """The render of a segment failed (not its delivery)."""
 
-    def __init__(self, error: BaseException, counts: bool) -> None:
+    def __init__(self, error: BaseException) -> None:
         super().__init__(f"rendering failed: {describe(error)}")
         self.error = error
-        # Whether it counts toward setting the segment aside.
-        self.counts = counts
 
 
 class Shipment:

@@ -258,7 +258,7 @@ class Shipping:
             if shipment.render_failures >= RENDER_ATTEMPTS:
                 await self._set_aside(shipment, error)
                 return False
-            raise RenderFailed(error, counts) from error
+            raise RenderFailed(error) from error
         shipment.render_failures = 0
         shipment.result = result
         shipment.rendered = True

@@ -16,7 +16,6 @@ spool).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -137,8 +136,7 @@ class IUploader(Interface):
 
 
 def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
+    from eventpipe.render import sha256_of
+
     with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return sha256_of(stream)
