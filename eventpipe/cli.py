@@ -19,38 +19,66 @@ from eventpipe.options import PARAMETERS, SettingsOptions, option_lines
 from eventpipe.options import Options as ServiceOptions
 from eventpipe.snowflake import SnowflakeNames, snowflake_sql
 
-SNOWFLAKE_SETTINGS = ("s3-bucket", "s3-prefix", "format", "compress")
+SNOWFLAKE_SETTINGS = ("s3-bucket", "s3-prefix", "format", "compress", "event-tag")
 _SNOWFLAKE_PARAMETERS = [p for p in PARAMETERS if p[0] in SNOWFLAKE_SETTINGS]
+_DEFAULTS = SnowflakeNames()
 
 
 class SnowflakeOptions(SettingsOptions):
     synopsis = "[options]"
     longdesc = (
-        "Print the Snowflake SQL that loads the batches eventpipe delivers: the "
-        "storage integration and its IAM policies, file format, stage, tables, "
-        "pipe, bucket notification, backfill and typed views.  Bucket, prefix, "
-        "format and compression are read as the service reads them (options, "
-        "environment, env file)."
+        "Print the Snowflake SQL that loads the batches eventpipe delivers, in "
+        "numbered parts to run in order with the AWS steps between them: the "
+        "storage integration and a reader role, the IAM policies, warehouse, "
+        "schema, file format, stage, tables and typed view, the backfill, the "
+        "pipe, the bucket notification, the catch-up, monitoring queries and "
+        "the quarantine load.  Bucket, prefix, format, compression and event "
+        "tag are read as the service reads them (options, environment, env "
+        "file).  Object names default to acm_events_xml_* or acm_events_json_*, "
+        "so the two formats never share an object."
     )
     parameters = _SNOWFLAKE_PARAMETERS
     optParameters = [
         *option_lines(_SNOWFLAKE_PARAMETERS),
-        ["table", None, "acm_events", "Target table."],
-        ["stage", None, "acm_events_stage", "External stage on the bucket and prefix."],
-        ["pipe", None, "acm_events_pipe", "Snowpipe name."],
-        ["file-format", None, None, "File format name (default acm_events_xml or _json)."],
-        ["view", None, "acm_events_typed", "View with the ACM fields typed."],
+        ["table", None, None, "Target table (default acm_events_FORMAT)."],
+        [
+            "stage",
+            None,
+            None,
+            "External stage on the bucket and prefix (default acm_events_FORMAT_stage).",
+        ],
+        ["pipe", None, None, "Snowpipe name (default acm_events_FORMAT_pipe)."],
+        ["file-format", None, None, "File format name (default acm_events_FORMAT_format)."],
+        ["view", None, None, "View with the ACM fields typed (default acm_events_FORMAT_typed)."],
         [
             "storage-integration",
             None,
-            "acm_events_integration",
-            "Storage integration the stage uses (no keys in the SQL).",
+            None,
+            "Storage integration the stage uses; no keys in the SQL "
+            "(default acm_events_FORMAT_integration).",
+        ],
+        ["database", None, _DEFAULTS.database, "Database the objects are created in."],
+        ["schema", None, _DEFAULTS.schema, "Schema the objects are created in."],
+        [
+            "warehouse",
+            None,
+            _DEFAULTS.warehouse,
+            "Warehouse for the backfill and the queries (created X-Small, "
+            "auto-suspended, when missing; Snowpipe itself needs none).",
+        ],
+        ["admin-role", None, _DEFAULTS.admin_role, "Role that creates the integration (part 1)."],
+        ["role", None, _DEFAULTS.role, "Role that owns and runs everything else."],
+        [
+            "reader-role",
+            None,
+            _DEFAULTS.reader_role,
+            "Role for analysts: reads the view and the quarantine table, monitors the pipe.",
         ],
         [
             "role-arn",
             None,
-            "arn:aws:iam::123456789012:role/snowflake-acm-events",
-            "The IAM role the storage integration assumes.",
+            _DEFAULTS.role_arn,
+            "The IAM role the storage integration assumes (aws, aws-us-gov or aws-cn).",
         ],
     ]
 
@@ -162,17 +190,28 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
         return _simulate(sub, stream)
     if options.subCommand == "snowflake-sql":
         names = SnowflakeNames(
-            table=sub["table"],
-            stage=sub["stage"],
-            pipe=sub["pipe"],
+            table=sub["table"] or "",
+            stage=sub["stage"] or "",
+            pipe=sub["pipe"] or "",
             file_format=sub["file-format"] or "",
-            storage_integration=sub["storage-integration"],
-            view=sub["view"],
+            storage_integration=sub["storage-integration"] or "",
+            view=sub["view"] or "",
+            database=sub["database"],
+            schema=sub["schema"],
+            warehouse=sub["warehouse"],
+            admin_role=sub["admin-role"],
+            role=sub["role"],
+            reader_role=sub["reader-role"],
             role_arn=sub["role-arn"],
         )
         try:
             sql = snowflake_sql(
-                sub["s3-bucket"], sub["s3-prefix"], sub["format"], sub["compress"], names
+                sub["s3-bucket"],
+                sub["s3-prefix"],
+                sub["format"],
+                sub["compress"],
+                names,
+                event_tag=sub["event-tag"],
             )
         except ValueError as error:
             sys.stderr.write(f"eventpipe: {error}\n")

@@ -7,6 +7,7 @@ engine (DuckDB) and checked by xmllint.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -64,42 +65,131 @@ def statements(sql: str) -> list[Any]:
     return parsed
 
 
+def comment_blocks(sql: str) -> list[str]:
+    """What the script prints for reading, between /* and */."""
+    return re.findall(r"^/\*\n(.*?)\n\*/$", sql, re.S | re.M)
+
+
+def parts(sql: str) -> dict[int, str]:
+    """The numbered parts, each up to the next part or AWS step."""
+    found = re.split(r"^(-- =====.*|-- ----- In AWS.*)$", sql, flags=re.M)
+    numbered = {}
+    for title, body in zip(found[1::2], found[2::2], strict=True):
+        match = re.match(r"-- ===== Part (\d) of 7", title)
+        if match:
+            numbered[int(match.group(1))] = title + body
+    return numbered
+
+
+def created(sql: str) -> set[str]:
+    """The objects the script creates, by kind and name."""
+    return {
+        f"{kind} {name}"
+        for kind, name in re.findall(
+            r"^CREATE (?:OR REPLACE )?(STORAGE INTEGRATION|FILE FORMAT|WAREHOUSE|DATABASE|"
+            r"SCHEMA|ROLE|STAGE|TABLE|VIEW|PIPE) (?:IF NOT EXISTS )?([\w.$]+)",
+            sql,
+            re.M,
+        )
+    }
+
+
+def duckdb_view(sql: str) -> str:
+    """
+    The generated typed view as DuckDB runs it: transpiled by sqlglot, with
+    the two places where the dialects differ put right (a VARIANT path cast
+    to a string is DuckDB's ->>, and DuckDB's strptime takes the Z bare).
+    """
+    import sqlglot
+
+    match = re.search(r"^CREATE OR REPLACE VIEW .*?;$", sql, re.S | re.M)
+    assert match is not None
+    view = sqlglot.transpile(match.group(0), read="snowflake", write="duckdb")[0]
+    view = re.sub(r"CAST\((\w+) -> ('[^']+') AS TEXT\)", r"(\1 ->> \2)", view)
+    return view.replace('%S"Z"', "%SZ")
+
+
 class SqlTests(SynchronousTestCase):
     def sql(self, *args: str) -> str:
         out = io.StringIO()
         self.assertEqual(run(["snowflake-sql", *args], out), 0)
         return out.getvalue()
 
+    def refused(self, *args: str) -> str:
+        """The one line that refuses these arguments (exit status 1)."""
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        try:
+            status = run(["snowflake-sql", *args], io.StringIO())
+        except SystemExit as exit:
+            status = int(exit.code or 0)
+        self.assertEqual(status, 1, args)
+        self.assertEqual(stderr.getvalue().count("\n"), 1, stderr.getvalue())
+        return stderr.getvalue()
+
     def test_every_combination_parses(self) -> None:
-        """The SQL for every format and compression parses as Snowflake SQL."""
+        """
+        The SQL for every format, compression and prefix parses as Snowflake
+        SQL, what it prints for later parses too, and every policy and the
+        notification are valid JSON.
+        """
         import sqlglot.expressions as exp
 
         for fmt in ("xml", "json"):
             for compress in ("none", "gzip"):
-                sql = self.sql(
-                    "--s3-bucket=acm-events",
-                    "--s3-prefix=acm",
-                    f"--format={fmt}",
-                    f"--compress={compress}",
-                )
-                parsed = statements(sql)
-                kinds = [type(p).__name__ for p in parsed]
-                self.assertGreaterEqual(kinds.count("Create"), 5, (fmt, compress, kinds))
-                self.assertEqual(len([p for p in parsed if isinstance(p, exp.Copy)]), 3)
-                pattern = re.findall(r"PATTERN = '([^']+)'", sql)[0]
-                key = "2025/07/29/20250729_161500_gw1_000042." + fmt
-                key += ".gz" if compress == "gzip" else ""
-                for where in ("", "acm/"):
-                    self.assertTrue(re.fullmatch(pattern, where + key), (pattern, key))
-                    quarantine = where + "quarantine/" + key.split(".")[0] + ".jsonl"
-                    self.assertFalse(re.fullmatch(pattern, quarantine), quarantine)
-                rejected = re.findall(r"PATTERN = '([^']+)'", sql)[-1]
-                self.assertTrue(
-                    re.fullmatch(
-                        rejected, "acm/quarantine/2025/07/29/20250729_161500_gw1_000042.jsonl"
+                for prefix in ("acm", ""):
+                    where = (fmt, compress, prefix)
+                    sql = self.sql(
+                        "--s3-bucket=acm-events",
+                        f"--s3-prefix={prefix}",
+                        f"--format={fmt}",
+                        f"--compress={compress}",
                     )
-                )
-                self.assertFalse(re.fullmatch(rejected, "acm/" + key))
+                    parsed = statements(sql)
+                    kinds = [type(p).__name__ for p in parsed]
+                    self.assertGreaterEqual(kinds.count("Create"), 8, (where, kinds))
+                    self.assertEqual(len([p for p in parsed if isinstance(p, exp.Copy)]), 2, where)
+                    later = [b for b in comment_blocks(sql) if b.startswith("USE ")]
+                    self.assertEqual(len(later), 1, where)
+                    self.assertEqual(
+                        [type(p).__name__ for p in statements(later[0])],
+                        ["Use", "Use", "Use", "Copy"],
+                    )
+                    documents = [b for b in comment_blocks(sql) if b.startswith("{")]
+                    self.assertEqual(len(documents), 2, where)
+                    for block in documents:
+                        json.loads(block)
+                    [command] = [b for b in comment_blocks(sql) if b.startswith("aws ")]
+                    notification = json.loads(command.split("'", 1)[1].rsplit("'", 1)[0])
+                    rules = notification["QueueConfigurations"][0]["Filter"]["Key"]
+                    for rule in rules["FilterRules"]:
+                        self.assertTrue(rule["Value"], (where, rule))
+                    self.assertEqual(len(rules["FilterRules"]), 2 if prefix else 1, where)
+
+    def test_patterns(self) -> None:
+        """
+        Batch patterns take batches, plain or gzipped, and never a quarantine
+        object (for JSON, .json is the start of .jsonl: the $ matters); the
+        quarantine pattern takes those only.
+        """
+        key = "2025/07/29/20250729_161500_gw1_000042"
+        quarantine = "quarantine/" + key + ".jsonl"
+        for fmt in ("xml", "json"):
+            sql = self.sql("--s3-bucket=acm-events", "--s3-prefix=acm", f"--format={fmt}")
+            found = re.findall(r"PATTERN = '([^']+)'", sql)
+            self.assertEqual(len(set(found)), 2, found)
+            batches, rejected = found[0], found[-1]
+            self.assertEqual(found[:-1], [batches] * (len(found) - 1))
+            for where in ("", "acm/", "s3://acm-events/acm/"):
+                for name in (f"{key}.{fmt}", f"{key}.{fmt}.gz"):
+                    self.assertTrue(re.fullmatch(batches, where + name), (batches, name))
+                    self.assertTrue(re.match(batches, where + name))
+                    self.assertFalse(re.fullmatch(rejected, where + name))
+                self.assertTrue(re.fullmatch(rejected, where + quarantine))
+                # Snowflake's match must not stop at a prefix either.
+                self.assertFalse(re.match(batches, where + quarantine), where)
+                self.assertFalse(re.match(batches, where + key + ".xml.tmp"))
+            self.assertTrue(batches.endswith("$") and rejected.endswith("$"))
 
     def test_golden(self) -> None:
         """The default output, for each format, as reviewed."""
@@ -112,6 +202,135 @@ class SqlTests(SynchronousTestCase):
             with open(path) as stream:
                 self.assertEqual(sql, stream.read(), f"{path} (EVENTPIPE_REGENERATE_GOLDEN=1)")
 
+    def test_parts_run_in_order(self) -> None:
+        """
+        Seven numbered parts in order, each naming its role and opening with
+        USE statements; the AWS steps stand between parts 1 and 2 and
+        between 4 and 5; the backfill comes before the pipe, the REFRESH
+        after the notification, and the quarantine load is commented out.
+        """
+        sql = self.sql("--s3-bucket=acm-events", "--s3-prefix=acm")
+        numbered = parts(sql)
+        self.assertEqual(list(numbered), [1, 2, 3, 4, 5, 6, 7])
+        order = [m.group(0) for m in re.finditer(r"^-- (=====|----- In AWS)", sql, re.M)]
+        self.assertEqual(order[1], "-- ----- In AWS")
+        self.assertEqual(order[5], "-- ----- In AWS")
+        self.assertEqual(order.count("-- ----- In AWS"), 2)
+        for number, text in numbered.items():
+            role = re.match(r"-- ===== Part \d of 7, as (\w+):", text)
+            assert role is not None
+            lines = text.splitlines()
+            first = [line for line in lines if line and not line.startswith(("--", "/*"))]
+            self.assertEqual(first[0], f"USE ROLE {role.group(1)};", number)
+        self.assertIn("USE ROLE ACCOUNTADMIN;", numbered[1])
+        self.assertIn("LOAD_UNCERTAIN_FILES = TRUE;", numbered[3])
+        self.assertNotIn("CREATE PIPE", numbered[3])
+        self.assertIn("CREATE PIPE IF NOT EXISTS acm_events_xml_pipe", numbered[4])
+        self.assertIn("ALTER PIPE acm_events_xml_pipe REFRESH;", numbered[5])
+        self.assertNotIn(
+            "REFRESH", numbered[4].split("SHOW PIPES")[0].replace("do not REFRESH", "")
+        )
+        self.assertIn("SYSTEM$PIPE_STATUS('acm_events_xml_pipe')", numbered[6])
+        self.assertIn("INFORMATION_SCHEMA.COPY_HISTORY(", numbered[6])
+        active = re.sub(r"^/\*\n.*?\n\*/$", "", sql, flags=re.S | re.M)
+        self.assertNotIn("acm_events_xml_rejected\n  (received", active)
+        self.assertIn("FROM @acm_events_xml_stage/quarantine/", numbered[7])
+        self.assertNotRegex(sql, r"20[0-9]{2}/[0-9]{2}/")
+
+    def test_a_rerun_sets_what_it_says(self) -> None:
+        """
+        Run again with a fixed prefix, the script moves the stage and the
+        integration's allowed location: each CREATE ... IF NOT EXISTS that
+        holds a location is followed by an ALTER ... SET of the same.
+        """
+        sql = self.sql("--s3-bucket=acm-events", "--s3-prefix=fixed/")
+        for kind, name in (
+            ("STORAGE INTEGRATION", "acm_events_xml_integration"),
+            ("STAGE", "acm_events_xml_stage"),
+            ("FILE FORMAT", "acm_events_xml_format"),
+        ):
+            created = re.search(rf"^CREATE {kind} IF NOT EXISTS {name}\n(.*?);$", sql, re.S | re.M)
+            altered = re.search(rf"^ALTER {kind} {name} SET\n(.*?);$", sql, re.S | re.M)
+            assert created is not None and altered is not None, kind
+            self.assertTrue(created.group(1).endswith(altered.group(1)), kind)
+        self.assertIn("STORAGE_ALLOWED_LOCATIONS = ('s3://acm-events/fixed/');\n", sql)
+        self.assertRegex(
+            sql, r"ALTER STAGE acm_events_xml_stage SET\n  URL = 's3://acm-events/fixed/'"
+        )
+        self.assertIn("CREATE OR REPLACE VIEW acm_events_xml_typed COPY GRANTS AS", sql)
+        self.assertNotIn("CREATE OR REPLACE STAGE", sql)
+        self.assertNotIn("CREATE OR REPLACE TABLE", sql)
+
+    def test_formats_never_share_an_object(self) -> None:
+        """
+        The XML and the JSON set-up, with default names, create different
+        objects; only the warehouse, database, schema and reader role are
+        shared, and those are made alike by both.
+        """
+        xml = self.sql("--s3-bucket=acm-events", "--s3-prefix=acm", "--format=xml")
+        json_ = self.sql("--s3-bucket=acm-events", "--s3-prefix=acm", "--format=json")
+        self.assertEqual(
+            created(xml) & created(json_),
+            {"WAREHOUSE acm_wh", "DATABASE acm", "SCHEMA acm.events", "ROLE acm_events_reader"},
+        )
+        self.assertGreaterEqual(len(created(xml)), 12)
+
+    def test_grants(self) -> None:
+        sql = self.sql("--s3-bucket=acm-events", "--role=loader", "--reader-role=analysts")
+        for grant in (
+            "GRANT USAGE ON INTEGRATION acm_events_xml_integration TO ROLE loader;",
+            "GRANT ROLE analysts TO ROLE loader;",
+            "GRANT USAGE ON WAREHOUSE acm_wh TO ROLE analysts;",
+            "GRANT USAGE ON DATABASE acm TO ROLE analysts;",
+            "GRANT USAGE ON SCHEMA acm.events TO ROLE analysts;",
+            "GRANT SELECT ON VIEW acm_events_xml_typed TO ROLE analysts;",
+            "GRANT SELECT ON TABLE acm_events_xml_rejected TO ROLE analysts;",
+            "GRANT MONITOR ON PIPE acm_events_xml_pipe TO ROLE analysts;",
+        ):
+            self.assertIn(grant, sql)
+        self.assertEqual(parts(sql)[2].splitlines()[1], "USE ROLE loader;")
+
+    def test_qualified_pipe(self) -> None:
+        """SHOW PIPES LIKE matches the bare name, in the pipe's own schema."""
+        sql = self.sql("--s3-bucket=acm-events", "--pipe=ops.loading.acm_pipe")
+        self.assertIn("SHOW PIPES LIKE 'acm_pipe' IN SCHEMA ops.loading;", sql)
+        self.assertIn("SELECT SYSTEM$PIPE_STATUS('ops.loading.acm_pipe');", sql)
+        sql = self.sql("--s3-bucket=acm-events", "--pipe=loading.acm_pipe", "--database=ops")
+        self.assertIn("SHOW PIPES LIKE 'acm_pipe' IN SCHEMA ops.loading;", sql)
+
+    def test_partitions(self) -> None:
+        """A GovCloud or China role reads from its own partition, or is refused."""
+        for partition, provider, scheme in (
+            ("aws-us-gov", "S3GOV", "s3gov"),
+            ("aws-cn", "S3CHINA", "s3china"),
+        ):
+            sql = self.sql(
+                "--s3-bucket=acm-events",
+                "--s3-prefix=acm",
+                f"--role-arn=arn:{partition}:iam::123456789012:role/snowflake",
+            )
+            self.assertIn(f"STORAGE_PROVIDER = '{provider}'", sql)
+            self.assertIn(f"STORAGE_ALLOWED_LOCATIONS = ('{scheme}://acm-events/acm/')", sql)
+            self.assertIn(f"URL = '{scheme}://acm-events/acm/'", sql)
+            self.assertIn(f'"Resource": "arn:{partition}:s3:::acm-events/acm/*"', sql)
+            self.assertNotIn("arn:aws:", sql)
+            self.assertNotIn("'s3://", sql)
+        line = self.refused("--role-arn=arn:aws-iso:iam::123456789012:role/snowflake")
+        self.assertIn("--role-arn: partition 'aws-iso'", line)
+
+    def test_event_tag(self) -> None:
+        """
+        The JSON view reads the event tag the service frames by (from the
+        option or the environment); the XML view reads the event element
+        whatever its tag.
+        """
+        sql = self.sql("--s3-bucket=acm-events", "--format=json", "--event-tag=AcmEvent")
+        self.assertIn('event:"AcmEvent".plasectrxCardno::STRING AS card_number', sql)
+        self.assertNotIn('"EVENT"', sql)
+        self.patch(os, "environ", {"EVENTPIPE_EVENT_TAG": "acm.event", "OUTPUT_FORMAT": "json"})
+        self.assertIn('event:"acm.event".cn::STRING AS event_id', self.sql("--s3-bucket=b-1"))
+        self.assertIn("--event-tag", self.refused("--event-tag=<EVENT>"))
+
     def test_values_kept_as_sent(self) -> None:
         """
         XML keeps padding and leading zeros (PRESERVE_SPACE,
@@ -122,14 +341,13 @@ class SqlTests(SynchronousTestCase):
         self.assertIn("PRESERVE_SPACE = TRUE", sql)
         self.assertIn("DISABLE_AUTO_CONVERT = TRUE", sql)
         self.assertIn("METADATA$START_SCAN_TIME", sql)
-        self.assertNotIn("CURRENT_TIMESTAMP", sql)
+        self.assertNotIn("CURRENT_TIMESTAMP", parts(sql)[4])
         self.assertIn("METADATA$FILENAME", sql)
         self.assertIn("METADATA$FILE_ROW_NUMBER", sql)
-        self.assertIn("CREATE STORAGE INTEGRATION IF NOT EXISTS acm_events_integration", sql)
-        self.assertIn("DESC INTEGRATION acm_events_integration;", sql)
-        self.assertIn("SHOW PIPES LIKE 'acm_events_pipe';", sql)
-        self.assertIn("ALTER PIPE acm_events_pipe REFRESH;", sql)
+        self.assertIn("DESC INTEGRATION acm_events_xml_integration;", sql)
         self.assertIn('"Name": "suffix", "Value": ".xml"', sql)
+        self.assertNotIn('"Name": "prefix"', sql)
+        self.assertNotIn('"Condition": {\n        "StringLike"', sql)
         self.assertNotRegex(sql, r"(?i)aws_secret|credentials\s*=")
 
     def test_json_gzip_from_environment(self) -> None:
@@ -140,9 +358,10 @@ class SqlTests(SynchronousTestCase):
         )
         sql = self.sql()
         self.assertIn("TYPE = JSON", sql)
-        self.assertIn("COMPRESSION = GZIP", sql)
-        self.assertIn("event:EVENT:plasectrxCardno::STRING AS card_number", sql)
+        self.assertIn("COMPRESSION = AUTO", sql)
+        self.assertIn('event:"EVENT".plasectrxCardno::STRING AS card_number', sql)
         self.assertIn('"Name": "suffix", "Value": ".json.gz"', sql)
+        self.assertIn("s3://bkt/", sql)
 
     def test_names_checked(self) -> None:
         """A name that is not an identifier is refused with one line."""
@@ -151,18 +370,13 @@ class SqlTests(SynchronousTestCase):
             ["--stage=x;DROP TABLE y"],
             ["--pipe=1pipe"],
             ["--storage-integration=<your_storage_integration>"],
+            ["--database=acm.events"],
+            ["--warehouse=my wh"],
+            ["--reader-role=analysts;"],
             ["--role-arn=not-an-arn"],
             ["--s3-bucket=s3://acm-events/acm/"],
         ):
-            stderr = io.StringIO()
-            self.patch(sys, "stderr", stderr)
-            try:
-                status = run(["snowflake-sql", *args], io.StringIO())
-            except SystemExit as exit:
-                status = int(exit.code or 0)
-            self.assertEqual(status, 1)
-            self.assertEqual(stderr.getvalue().count("\n"), 1, stderr.getvalue())
-            self.assertIn(args[0].split("=")[0], stderr.getvalue())
+            self.assertIn(args[0].split("=")[0], self.refused(*args))
         self.assertIn(
             "CREATE TABLE IF NOT EXISTS acm.raw.events (", self.sql("--table=acm.raw.events")
         )
@@ -310,7 +524,7 @@ class JsonRoundTripTests(SynchronousTestCase):
 class RealEngineTests(SynchronousTestCase):
     """Batches from a real twistd run, read by DuckDB and xmllint."""
 
-    def run_service(self, *args: str, count: int = 300) -> str:
+    def run_service(self, *args: str, count: int = 300, tag: str = "EVENT") -> str:
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
         process = Twistd(workdir, ["--rotation-interval=0.5", "--check-interval=0.1", *args])
@@ -318,14 +532,19 @@ class RealEngineTests(SynchronousTestCase):
         process.start()
         with open(os.path.join(os.path.dirname(__file__), "data", "acm-sample.stream"), "rb") as f:
             sample = f.read()
-        send(process.port, make_stream(range(count)) + sample)
+        stream = make_stream(range(count)) + sample
+        if tag != "EVENT":
+            stream = stream.replace(b"<EVENT>", f"<{tag}>".encode()).replace(
+                b"</EVENT>", f"</{tag}>".encode()
+            )
+        send(process.port, stream)
         outbox = os.path.join(process.spool, "outbox")
 
         def enough() -> bool:
             lines = 0
             for path in batch_files(outbox):
                 data = read_object(path)
-                lines += data.count(b"\n") if ".json" in path else data.count(b"</EVENT>")
+                lines += data.count(b"\n") if ".json" in path else data.count(b"</" + tag.encode())
             return lines >= count + 25
 
         wait_for(enough, 30, "the batches")
@@ -359,38 +578,35 @@ class RealEngineTests(SynchronousTestCase):
         outbox = self.run_service("--format=json", "--compress=gzip")
         self.check_rows(self.duckdb_rows(outbox, ".json.gz"))
 
-    def test_duckdb_typed_view(self) -> None:
+    def typed_view_rows(self, outbox: str, *args: str) -> list[dict[str, Any]]:
         """
-        The typed view's logic, run as the equivalent DuckDB query over real
-        JSON batches: every ACM field it names is there, text keeps its
-        padding, times and flags come out typed.
+        The generated typed view, run by DuckDB over a table loaded from the
+        real JSON batches as the pipe loads them (one row per line).
         """
-        import datetime
-
         import duckdb
+
+        out = io.StringIO()
+        self.assertEqual(run(["snowflake-sql", "--format=json", *args], out), 0)
+        files = [p for p in batch_files(outbox) if p.endswith(".json")]
+        connection = duckdb.connect()
+        connection.execute(
+            "CREATE TABLE acm_events_json AS SELECT json AS event, filename AS file_name, "
+            "now() AS loaded_at FROM read_json_objects(?, format='newline_delimited', "
+            "filename=true)",
+            [files],
+        )
+        connection.execute(duckdb_view(out.getvalue()))
+        cursor = connection.execute(
+            "SELECT * FROM acm_events_json_typed WHERE event_id LIKE 'e%' ORDER BY event_id"
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def check_typed(self, rows: list[dict[str, Any]]) -> None:
+        import datetime
 
         from eventpipe.snowflake import FIELDS
 
-        outbox = self.run_service("--format=json")
-        files = [p for p in batch_files(outbox) if p.endswith(".json")]
-        duck = {
-            "text": "{v}",
-            "utc": "try_strptime({v}, '%Y%m%d%H%M%SZ')",
-            "number": "TRY_CAST(trim({v}) AS DECIMAL(18, 0))",
-            "flag": "({v} = '1')",
-        }
-        columns = ", ".join(
-            duck[kind].format(v=f"json_extract_string(line, '$.EVENT.{field}')") + f" AS {name}"
-            for name, field, kind in FIELDS
-        )
-        connection = duckdb.connect()
-        cursor = connection.execute(
-            f"SELECT {columns} FROM read_json_objects(?, format='newline_delimited') AS t(line) "
-            "WHERE json_extract_string(line, '$.EVENT.cn') LIKE 'e%' ORDER BY 1",
-            [files],
-        )
-        names = [d[0] for d in cursor.description]
-        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         self.assertEqual(len(rows), 25)
         for name, _, _ in FIELDS:
             self.assertTrue(any(row[name] is not None for row in rows), f"{name} is never set")
@@ -401,9 +617,29 @@ class RealEngineTests(SynchronousTestCase):
         self.assertIs(first["is_alarm"], False)
         self.assertEqual(first["priority"], 50)
         self.assertEqual(first["first_name"], "J\u00fcrgen")
+        self.assertTrue(first["file_name"].endswith(".json"))
         with open(SAMPLE, "rb") as stream:
             alarms = stream.read().count(b"<plasectrxIsAlarm>1</plasectrxIsAlarm>")
         self.assertEqual(sum(1 for row in rows if row["is_alarm"] is True), alarms)
+
+    def test_duckdb_typed_view(self) -> None:
+        """
+        The typed view as generated, run by DuckDB over real JSON batches:
+        every ACM field it names is there, text keeps its padding, times and
+        flags come out typed.
+        """
+        outbox = self.run_service("--format=json")
+        self.check_typed(self.typed_view_rows(outbox))
+
+    def test_duckdb_typed_view_other_event_tag(self) -> None:
+        """
+        With another event tag, the view generated for it reads every field;
+        the view for the default tag would read none.
+        """
+        outbox = self.run_service("--format=json", "--event-tag=AcmEvent", tag="AcmEvent")
+        self.check_typed(self.typed_view_rows(outbox, "--event-tag=AcmEvent"))
+        rows = self.typed_view_rows(outbox)
+        self.assertEqual(rows, [])
 
     def test_xml_batches_parse(self) -> None:
         outbox = self.run_service()
