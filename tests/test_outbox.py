@@ -37,7 +37,7 @@ def killing(*args, **kwargs):
     return real(*args, **kwargs)
 setattr(os, step, killing)
 uploader = LocalDirectoryUploader(None, directory)
-uploader._upload(UploadRequest(source, key, sha, "application/xml", source="segment-digest"))
+uploader.deliver(UploadRequest(source, key, sha, "application/xml", source="segment-digest"))
 """
 
 

@@ -284,11 +284,9 @@ class UploaderAgainstServerTests(S3ServerTestCase):
     def test_conditional_writes(self) -> None:
         self.s3.create_bucket(Bucket=BUCKET)
         uploader = self.uploader()
-        uploader._upload_classified(self.request(b"<EVENTS/>"))
-        uploader._upload_classified(self.request(b"<EVENTS/>"))
-        self.assertRaises(
-            KeyConflict, uploader._upload_classified, self.request(b"<EVENTS>x</EVENTS>")
-        )
+        uploader.deliver(self.request(b"<EVENTS/>"))
+        uploader.deliver(self.request(b"<EVENTS/>"))
+        self.assertRaises(KeyConflict, uploader.deliver, self.request(b"<EVENTS>x</EVENTS>"))
         head = self.s3.head_object(Bucket=BUCKET, Key="acm/k.xml")
         self.assertEqual(head["ContentType"], "application/xml")
         self.assertEqual(head["Metadata"]["events"], "1")
@@ -303,11 +301,9 @@ class UploaderAgainstServerTests(S3ServerTestCase):
         self.patch(s3_module, "MULTIPART_PART_SIZE", 5 << 20)
         data = os.urandom(12 << 20)
         uploader = self.uploader()
-        uploader._upload_classified(self.request(data, "big.xml"))
-        uploader._upload_classified(self.request(data, "big.xml"))
-        self.assertRaises(
-            KeyConflict, uploader._upload_classified, self.request(data[:-1], "big.xml")
-        )
+        uploader.deliver(self.request(data, "big.xml"))
+        uploader.deliver(self.request(data, "big.xml"))
+        self.assertRaises(KeyConflict, uploader.deliver, self.request(data[:-1], "big.xml"))
         self.assertEqual(self.s3.get_object(Bucket=BUCKET, Key="big.xml")["Body"].read(), data)
 
     def test_multipart_looks_before_sending_parts(self) -> None:
@@ -332,7 +328,7 @@ class UploaderAgainstServerTests(S3ServerTestCase):
         uploader._client = Recording()
         request = self.request(os.urandom(3 << 20), "big.xml")
         request = UploadRequest(**dict(vars(request), source="this segment"))
-        self.assertRaises(KeyConflict, uploader._upload_classified, request)
+        self.assertRaises(KeyConflict, uploader.deliver, request)
         self.assertEqual(calls, ["head_object"])
         self.assertEqual(self.s3.get_object(Bucket=BUCKET, Key="big.xml")["Body"].read(), b"theirs")
 
@@ -340,7 +336,7 @@ class UploaderAgainstServerTests(S3ServerTestCase):
         uploader = self.uploader()
         error = self.assertRaises(UploadError, uploader._check)
         self.assertIn("create the bucket", error.hint)
-        error = self.assertRaises(UploadError, uploader._upload_classified, self.request(b"x"))
+        error = self.assertRaises(UploadError, uploader.deliver, self.request(b"x"))
         self.assertFalse(error.transient)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
@@ -31,6 +32,10 @@ INSTANCE = "instance"
 SEGMENT = "segment"
 EVENTS = "events"
 ITEMS = "items"
+# A replayed batch: the quarantine object it came from, and which of its
+# lines (0-based ranges, "0-2,5") it holds.
+REPLAYED = "replayed"
+LINES = "lines"
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,31 @@ class IUploader(Interface):
         Probe the destination.  Fires with a short description when it is
         reachable, fails with L{UploadError} saying what is wrong otherwise.
         """
+
+
+class IObjectReader(Interface):
+    """
+    What the tools read at a destination (blocking calls: for commands, never
+    on the reactor).
+    """
+
+    description = Attribute("Where objects are, for people (no secrets).")
+
+    def keys(prefix: str) -> list[str]:
+        """The keys that start with C{prefix}, sorted."""
+
+    def open(key: str) -> BinaryIO:
+        """
+        A stream of the object's bytes (close it).
+
+        @raise KeyError: no such object.
+        """
+
+    def metadata(key: str) -> dict[str, str]:
+        """The object's metadata; empty for an object that has none or is not there."""
+
+    def deliver(request: UploadRequest) -> None:
+        """L{IUploader.upload}, blocking: the same conditional write."""
 
 
 def file_sha256(path: str) -> str:

@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from eventpipe.destinations import (
     SHA256,
+    IObjectReader,
     IUploader,
     KeyConflict,
     UploadError,
@@ -40,7 +41,7 @@ _TEMPORARY = ".part"
 METADATA = ".metadata"
 
 
-@implementer(IUploader)
+@implementer(IUploader, IObjectReader)
 class LocalDirectoryUploader:
     """
     Delivers into a directory, the key being the path below it.  A file
@@ -69,9 +70,41 @@ class LocalDirectoryUploader:
         return self.work.stop(timeout)
 
     def upload(self, request: UploadRequest) -> Deferred[None]:
-        return self.work.run(self._upload, request)
+        return self.work.run(self.deliver, request)
 
-    def _upload(self, request: UploadRequest) -> None:
+    # What the tools read (blocking; see IObjectReader).
+
+    def keys(self, prefix: str) -> list[str]:
+        base, _, start = prefix.rpartition("/")
+        top = os.path.join(self.directory, *base.split("/")) if base else self.directory
+        found = []
+        for parent, folders, names in os.walk(top):
+            folders[:] = sorted(f for f in folders if not f.startswith("."))
+            for name in names:
+                if name.startswith("."):
+                    continue
+                key = os.path.relpath(os.path.join(parent, name), self.directory)
+                key = key.replace(os.sep, "/")
+                if key.startswith(prefix):
+                    found.append(key)
+        return sorted(found)
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(os.path.join(self.directory, *key.split("/")), "rb")
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def metadata(self, key: str) -> dict[str, str]:
+        claim = os.path.join(self.directory, METADATA, *key.split("/")) + ".json"
+        try:
+            with open(claim, "rb") as stream:
+                found = json.loads(stream.read())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+    def deliver(self, request: UploadRequest) -> None:
         """
         Write aside under a name of its own and flush; claim the key (see
         L{_claim}); link the batch into place (which fails if the name

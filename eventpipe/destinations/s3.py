@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import sys
-from typing import Any
+from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
@@ -17,6 +17,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from eventpipe.destinations import (
+    IObjectReader,
     IUploader,
     KeyConflict,
     UploadError,
@@ -101,7 +102,7 @@ def classify(error: BaseException) -> UploadError:
     return UploadError(f"{type(error).__name__}: {error}", transient=True)
 
 
-@implementer(IUploader)
+@implementer(IUploader, IObjectReader)
 class S3Uploader:
     """
     Delivers to S3 (or an S3-compatible store) with boto3, in a dedicated
@@ -186,9 +187,37 @@ class S3Uploader:
         return self.work.stop(timeout)
 
     def upload(self, request: UploadRequest) -> Deferred[None]:
-        return self.work.run(self._upload_classified, request)
+        return self.work.run(self.deliver, request)
 
-    def _upload_classified(self, request: UploadRequest) -> None:
+    # What the tools read (blocking; see IObjectReader).
+
+    def keys(self, prefix: str) -> list[str]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+        except Exception as error:
+            raise classify(error) from error
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]  # type: ignore[no-any-return]
+        except Exception as error:
+            if _status(error) == 404:
+                raise KeyError(key) from None
+            raise classify(error) from error
+
+    def metadata(self, key: str) -> dict[str, str]:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as error:
+            if _status(error) == 404:
+                return {}
+            raise classify(error) from error
+        return dict(head.get("Metadata", {}))
+
+    def deliver(self, request: UploadRequest) -> None:
         try:
             self._upload(request)
         except Exception as error:
