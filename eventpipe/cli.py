@@ -15,9 +15,12 @@ from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
 from eventpipe import __version__
+from eventpipe.drain import DrainOptions
 from eventpipe.options import PARAMETERS, SettingsOptions, option_lines
 from eventpipe.options import Options as ServiceOptions
+from eventpipe.quarantine import QuarantineOptions
 from eventpipe.snowflake import SnowflakeNames, snowflake_sql
+from eventpipe.status import StatusOptions
 
 SNOWFLAKE_SETTINGS = ("s3-bucket", "s3-prefix", "format", "compress", "event-tag")
 _SNOWFLAKE_PARAMETERS = [p for p in PARAMETERS if p[0] in SNOWFLAKE_SETTINGS]
@@ -159,6 +162,9 @@ class Options(usage.Options):
 
     subCommands = [
         ["check", None, CheckOptions, "Check the listen ports, spool and destination."],
+        ["status", None, StatusOptions, "Show what the service is doing, or what its spool holds."],
+        ["quarantine", None, QuarantineOptions, "List, show and replay quarantined pieces."],
+        ["drain", None, DrainOptions, "Ship everything a spool directory holds, then exit."],
         ["simulate", None, SimulateOptions, "Send simulated ACM events (demos, load tests)."],
         ["snowflake-sql", None, SnowflakeOptions, "Print the Snowflake set-up SQL."],
     ]
@@ -186,6 +192,18 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
         from eventpipe.check import run_checks
 
         return run_checks(sub, stream)
+    if options.subCommand == "drain":
+        from eventpipe.drain import run_drain
+
+        return run_drain(sub, stream)
+    if options.subCommand == "status":
+        from eventpipe.status import run_status
+
+        return run_status(sub, stream)
+    if options.subCommand == "quarantine":
+        from eventpipe.quarantine import run_quarantine
+
+        return run_quarantine(sub, stream)
     if options.subCommand == "simulate":
         return _simulate(sub, stream)
     if options.subCommand == "snowflake-sql":

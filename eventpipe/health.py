@@ -26,7 +26,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from eventpipe import __version__
-from eventpipe.metrics import Metrics
+from eventpipe.metrics import Metrics, quarantine_reason
+from eventpipe.page import CSS, HEADERS, HTML, JS
 
 _DISK_FULL = frozenset({"disk", "disk reserve"})
 
@@ -56,6 +57,8 @@ class Status:
     events_received: int = 0
     events_delivered: int = 0
     pieces_quarantined: int = 0
+    # The last quarantine findings, oldest first: (when, reason, pieces).
+    recent_quarantine: tuple[tuple[float, str, int], ...] = ()
 
     @property
     def oldest_event_age(self) -> float:
@@ -79,10 +82,30 @@ class Status:
             return self.last_attempt_error
         return None
 
+    def health(self) -> tuple[str, str | None]:
+        """
+        C{healthy}, or C{degraded} and why: the one rule that C{eventpipe
+        status} and the status page show.
+        """
+        trouble = self.delivery_trouble()
+        if trouble:
+            return "degraded", f"delivery failing: {trouble}"
+        reason = self.not_ready_because()
+        if reason:
+            return "degraded", f"not ready: {reason}"
+        if self.paused_for:
+            return "degraded", "reading paused: " + ", ".join(sorted(self.paused_for))
+        if self.set_aside:
+            return "degraded", f"{len(self.set_aside)} segments set aside"
+        return "healthy", None
+
     def as_json(self) -> dict[str, Any]:
         trouble = self.delivery_trouble()
+        health, because = self.health()
         return {
             "version": __version__,
+            "health": health,
+            "health_because": because,
             "uptime_seconds": round(self.now - self.started_at, 3),
             "ready": self.not_ready_because() is None,
             "not_ready_because": self.not_ready_because(),
@@ -102,6 +125,15 @@ class Status:
                 "reading_paused_because": sorted(self.paused_for),
                 "segments_set_aside": list(self.set_aside),
             },
+            "recent_quarantine": [
+                {
+                    "at": _iso(at),
+                    "reason": reason,
+                    "label": quarantine_reason(reason),
+                    "pieces": count,
+                }
+                for at, reason, count in reversed(self.recent_quarantine)
+            ],
             "delivery": {
                 "destination": self.destination,
                 "state": "failing" if trouble else ("waiting" if self.segments_waiting else "idle"),
@@ -192,8 +224,14 @@ class _Text(Resource):
         return self._render(request)  # type: ignore[no-any-return]
 
 
-def health_resource(status: StatusSource, metrics: Metrics) -> Resource:
-    """The web root: /metrics, /healthz, /readyz, /status."""
+def health_resource(
+    status: StatusSource, metrics: Metrics, rates: Callable[[], dict[str, Any]] | None = None
+) -> Resource:
+    """
+    The web root: the status page at /, /metrics, /healthz, /readyz,
+    /status, and /rates (the page's chart: events per second, the last
+    minutes).
+    """
     metrics.registry.register(StatusCollector(status))
 
     def scrape(request: Request) -> bytes:
@@ -217,11 +255,30 @@ def health_resource(status: StatusSource, metrics: Metrics) -> Resource:
         request.setHeader(b"content-type", b"application/json")
         return json.dumps(status().as_json(), indent=2).encode("utf-8") + b"\n"
 
+    def page(content_type: bytes, body: bytes) -> Resource:
+        def serve(request: Request) -> bytes:
+            request.setHeader(b"content-type", content_type)
+            for name, value in HEADERS.items():
+                request.setHeader(name, value)
+            return body
+
+        return _Text(serve)
+
     root = Resource()
+    root.putChild(b"", page(b"text/html; charset=utf-8", HTML))
+    root.putChild(b"page.js", page(b"text/javascript; charset=utf-8", JS))
+    root.putChild(b"page.css", page(b"text/css; charset=utf-8", CSS))
     root.putChild(b"metrics", _Text(scrape))
     root.putChild(b"healthz", _Text(healthz))
     root.putChild(b"readyz", _Text(readyz))
     root.putChild(b"status", _Text(status_json))
+
+    def rates_json(request: Request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        found = rates() if rates is not None else {}
+        return json.dumps(found).encode("utf-8") + b"\n"
+
+    root.putChild(b"rates", _Text(rates_json))
     return root
 
 
@@ -237,8 +294,10 @@ class QuietSite(Site):
         pass
 
 
-def health_site(status: StatusSource, metrics: Metrics) -> Site:
+def health_site(
+    status: StatusSource, metrics: Metrics, rates: Callable[[], dict[str, Any]] | None = None
+) -> Site:
     """The site that serves operators: no tracebacks, no access log."""
-    site = QuietSite(health_resource(status, metrics))
+    site = QuietSite(health_resource(status, metrics, rates))
     site.displayTracebacks = False
     return site

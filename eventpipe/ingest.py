@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from eventpipe.admission import NOT_EVENTS, SHUTTING_DOWN, Admission
 from eventpipe.framing import DECLARATION, Rejected, split_documents
 from eventpipe.logs import Logger
-from eventpipe.metrics import Metrics, quarantine_reason
+from eventpipe.metrics import Metrics, quarantined
 from eventpipe.protocol import EventReceiver, Source
 from eventpipe.records import documents_record, encode_context, encode_event, encode_rejected
 from eventpipe.settings import Settings
@@ -221,7 +221,7 @@ class Ingest:
         """Spool what a source sent: whole events, and pieces set aside."""
         self.pieces_set_aside += len(rejected)
         for piece in rejected:
-            self.metrics.events_quarantined.labels(quarantine_reason(piece.reason)).inc()
+            quarantined(self.metrics, piece.reason, 1, self.clock.seconds())
             source.rejected_pieces += 1
             source.rejected_bytes += len(piece.data) + piece.dropped
             if source.rejected_pieces <= LOGGED_PIECES:

@@ -5,6 +5,8 @@ off the service's status snapshot when scraped (L{eventpipe.health}).
 
 from __future__ import annotations
 
+from collections import deque
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -20,10 +22,18 @@ from eventpipe import __version__
 disable_created_metrics()
 
 
+# Quarantine findings the status keeps, newest last.
+RECENT_QUARANTINE = 10
+# What of a reason it keeps (the reason may quote what a sender sent).
+REASON_KEPT = 200
+
+
 class Metrics:
     """The counters and the histogram, in a registry of their own."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # (when, reason, pieces): the last quarantine findings, for /status.
+        self.recent_quarantine: deque[tuple[float, str, int]] = deque(maxlen=RECENT_QUARANTINE)
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         Gauge(
@@ -91,6 +101,12 @@ class Metrics:
         self.events_delivered = Counter(
             "eventpipe_events_delivered", "Events delivered in batches.", registry=r
         )
+
+
+def quarantined(metrics: Metrics, reason: str, count: int, at: float) -> None:
+    """Count pieces quarantined for C{reason}, and keep the finding for /status."""
+    metrics.events_quarantined.labels(quarantine_reason(reason)).inc(count)
+    metrics.recent_quarantine.append((at, reason[:REASON_KEPT], count))
 
 
 def quarantine_reason(reason: str) -> str:

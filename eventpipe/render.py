@@ -352,6 +352,38 @@ def render_segment(
     return result
 
 
+def replayable(
+    data: bytes, event_tag: str = "EVENT", max_event_size: int = 1 << 20, repair: bool = False
+) -> tuple[list[bytes], str | None, int]:
+    """
+    Whether a quarantined piece passes now what the service applies to what
+    it receives: framing, then each event's validation (with the repair of
+    ACM's spaced names, when asked).
+
+    @return: (the events to spool again, None, how many were repaired) when
+        it does; ([], the reason, 0) when it does not.
+    """
+    events, aside = frame_documents(data, event_tag, max_event_size)
+    if aside:
+        return [], aside[0].reason, 0
+    if not events:
+        return [], "no event in it", 0
+    parser = make_parser()
+    good = []
+    repaired = 0
+    for event in events:
+        reason, _ = _render_event(event, parser, "xml", event_tag)
+        if reason is not None and repair:
+            fixed, changes = repair_tag_names(event)
+            if changes and _render_event(fixed, parser, "xml", event_tag)[0] is None:
+                event, reason = fixed, None
+                repaired += 1
+        if reason is not None:
+            return [], reason, 0
+        good.append(event)
+    return good, None, repaired
+
+
 def sha256_of(stream: BinaryIO) -> str:
     """
     The SHA-256 of what C{stream} holds from where it stands, read into one

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-import stat
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -35,13 +35,13 @@ from eventpipe.destinations import IUploader
 from eventpipe.health import Status
 from eventpipe.ingest import Ingest
 from eventpipe.listeners import loopback_only
+from eventpipe.lock import SpoolLock
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics
-from eventpipe.records import count_events
 from eventpipe.rotation import Rotation
 from eventpipe.settings import Settings
 from eventpipe.shipping import Shipping
-from eventpipe.spool import Spool
+from eventpipe.spool import Spool, waiting_in
 from eventpipe.threads import BlockingWork
 
 log = Logger()
@@ -56,6 +56,10 @@ STOP_MARGIN = 1.5
 MIN_STEP = 0.25
 # Seconds between two summaries of ingest in the log.
 SUMMARY_INTERVAL = 60.0
+# The counts kept for the status page's chart: one sample every RATE_INTERVAL
+# seconds, for the last RATE_SAMPLES of them (five minutes).
+RATE_INTERVAL = 2.0
+RATE_SAMPLES = 151
 # Seconds between two looks at the reactor's lateness (the benchmark sets a
 # shorter one through EVENTPIPE_LAG_INTERVAL, to catch short stalls).
 LAG_INTERVAL = float(os.environ.get("EVENTPIPE_LAG_INTERVAL", "") or 0.1)
@@ -82,8 +86,10 @@ class EventpipeService(Service):
         sealer: BlockingWork | None = None,
         jitter: Callable[[], float] = random.random,
         announcement: str = "",
+        lock: SpoolLock | None = None,
     ) -> None:
         self.settings = settings
+        self.lock = lock
         self.announcement = announcement
         self.spool = spool
         self.uploader = uploader
@@ -130,6 +136,9 @@ class EventpipeService(Service):
         self._lag = LoopingCall(self._measure_lag)
         self._lag.clock = clock
         self._lag_due = 0.0
+        self._samples: deque[tuple[float, int, int]] = deque(maxlen=RATE_SAMPLES)
+        self._sampler = LoopingCall(self._sample)
+        self._sampler.clock = clock
         self.started_at = clock.seconds()
         self.listening = False
         self.support: list[IService] = []
@@ -162,6 +171,9 @@ class EventpipeService(Service):
             settings=self.announcement or "settings given in code",
         )
         self.started_at = self.clock.seconds()
+        if self.lock is not None:
+            # twistd may have forked since the lock was taken.
+            self.lock.record(self.spool.instance_id)
         segments = self.spool.recover()
         if segments:
             log.info(
@@ -181,6 +193,9 @@ class EventpipeService(Service):
         self.rotation.start()
         self._summary.start(SUMMARY_INTERVAL, now=False).addErrback(
             lambda failure: log.failure("the ingest summary stopped", failure)
+        )
+        self._sampler.start(RATE_INTERVAL, now=True).addErrback(
+            lambda failure: log.failure("the rate samples stopped", failure)
         )
         self._lag_due = self.clock.seconds() + LAG_INTERVAL
         self._lag.start(LAG_INTERVAL, now=False).addErrback(
@@ -203,6 +218,25 @@ class EventpipeService(Service):
                 "set --allow to the ACM appliance's address",
                 where=", ".join(open_to_all),
             )
+
+    def _sample(self) -> None:
+        self._samples.append(
+            (self.clock.seconds(), self.ingest.events_received, self.shipping.events_delivered)
+        )
+
+    def rates(self) -> dict[str, Any]:
+        """Events received and delivered per second, one figure per sample, oldest first."""
+        samples = list(self._samples)
+        received, delivered = [], []
+        for (then, got, sent), (now, got_now, sent_now) in zip(samples, samples[1:]):
+            seconds = max(now - then, 1e-3)
+            received.append(round((got_now - got) / seconds, 3))
+            delivered.append(round((sent_now - sent) / seconds, 3))
+        return {
+            "interval_seconds": RATE_INTERVAL,
+            "received_per_second": received,
+            "delivered_per_second": delivered,
+        }
 
     def _measure_lag(self) -> None:
         now = self.clock.seconds()
@@ -246,7 +280,7 @@ class EventpipeService(Service):
             await _all(service.stopService for service in self.listeners)
 
         async def stop_timers() -> None:
-            for loop in (self._summary, self._lag):
+            for loop in (self._summary, self._lag, self._sampler):
                 if loop.running:
                     loop.stop()
             await maybeDeferred(self.rotation.stop)
@@ -282,6 +316,8 @@ class EventpipeService(Service):
         async def close_spool() -> None:
             self.spool.close()
             self._report_left(unwritten)
+            if self.lock is not None:
+                self.lock.release()
 
         async def stop_support() -> None:
             await _all(service.stopService for service in self.support)
@@ -310,30 +346,15 @@ class EventpipeService(Service):
     def _report_left(self, unwritten: int) -> None:
         """Say what was not delivered, and where it waits."""
         # Sealed segments, and any set aside whose seal did not finish.
-        segments = [segment.path for segment in self.spool.sealed()] + [
-            os.path.join(self.spool.sealing_dir, name)
-            for name in os.listdir(self.spool.sealing_dir)
-        ]
-        events = 0
-        for path in segments:
-            try:
-                if not stat.S_ISREG(os.lstat(path).st_mode):
-                    continue
-                with open(path, "rb") as stream:
-                    events += count_events(stream)
-            except OSError as error:
-                log.warn("cannot count the events of {path}: {error}", path=path, error=error)
-        current = self.spool.current_size
-        if current:
-            events += self.spool.current_events
-        if not segments and not current:
+        segments, events, _ = waiting_in(self.spool.directory)
+        if not segments:
             log.info("stopped: everything received was delivered")
             return
         log.warn(
             "stopping with {count} {segments}, {events} events not delivered; they stay in "
             "{spool} and ship at the next start",
-            count=len(segments) + (1 if current else 0),
-            segments="segment" if len(segments) + (1 if current else 0) == 1 else "segments",
+            count=segments,
+            segments="segment" if segments == 1 else "segments",
             events=events,
             spool=self.spool.directory,
         )
@@ -365,6 +386,7 @@ class EventpipeService(Service):
             events_received=self.ingest.events_received,
             events_delivered=self.shipping.events_delivered,
             pieces_quarantined=self.ingest.pieces_set_aside + self.shipping.pieces_found,
+            recent_quarantine=tuple(self.metrics.recent_quarantine),
         )
 
 

@@ -43,7 +43,7 @@ from twisted.python.failure import Failure
 
 from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest
 from eventpipe.logs import Logger
-from eventpipe.metrics import Metrics, quarantine_reason
+from eventpipe.metrics import Metrics, quarantined
 from eventpipe.naming import object_key
 from eventpipe.render import render_segment
 from eventpipe.retry import Retry, backoff_policy
@@ -265,7 +265,7 @@ class Shipping:
         if not shipment.counted:
             shipment.counted = True
             for reason, count in result.found.items():
-                self.metrics.events_quarantined.labels(quarantine_reason(reason)).inc(count)
+                quarantined(self.metrics, reason, count, self.clock.seconds())
                 self.pieces_found += count
         self.spool.rendered_bytes += result.batch_bytes + result.quarantine_bytes
         return True

@@ -27,6 +27,7 @@ import ctypes
 import errno
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from eventpipe.naming import (
     sequence_of,
     split_segment_file,
 )
-from eventpipe.records import encode_event, encode_rejected
+from eventpipe.records import count_events, encode_event, encode_rejected
 
 FSYNC_MODES = ("never", "seal", "always")
 
@@ -644,6 +645,46 @@ class Spool:
                     pass
             os.close(self._fd)
             self._fd = None
+
+
+def waiting_in(directory: str, count: bool = True) -> tuple[int, int, int]:
+    """
+    What a spool directory holds that is not delivered, read off the
+    directory alone (no Spool, no lock): segments and events in sealed/,
+    sealing/ and current, and the segments set aside in failed/.  What is
+    not a regular file (a directory, a FIFO) is a segment that cannot be
+    read: counted, never opened.
+
+    @param count: read the segments to count their events (else 0).
+    """
+    segments = events = 0
+    paths = [os.path.join(directory, "current")]
+    for folder in ("sealed", "sealing"):
+        try:
+            names = sorted(os.listdir(os.path.join(directory, folder)))
+        except OSError:
+            continue
+        paths += [os.path.join(directory, folder, name) for name in names]
+    for path in paths:
+        try:
+            found = os.lstat(path)
+        except OSError:
+            continue
+        if path.endswith(os.sep + "current") and not found.st_size:
+            continue
+        segments += 1
+        if not count or not stat.S_ISREG(found.st_mode):
+            continue
+        try:
+            with open(path, "rb") as stream:
+                events += count_events(stream)
+        except OSError:
+            pass
+    try:
+        aside = len(os.listdir(os.path.join(directory, "failed")))
+    except OSError:
+        aside = 0
+    return segments, events, aside
 
 
 def runs_within(

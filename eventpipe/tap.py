@@ -19,6 +19,15 @@ __all__ = ["Options", "makeService"]
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     """Build the service that twistd runs."""
+    return build(options, reactor)
+
+
+def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
+    """
+    The service, wired.  With C{serve} false it takes no events and serves
+    nothing: it ships what the spool holds (C{eventpipe drain}).  Either way
+    it holds the spool's lock, or start-up stops with one line.
+    """
     if reactor is None:
         from twisted.internet import reactor
 
@@ -38,6 +47,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         Listener,
         listening_service,
     )
+    from eventpipe.lock import SpoolBusy, acquire
     from eventpipe.naming import extension
     from eventpipe.protocol import EventReceiverFactory
     from eventpipe.service import EventpipeService, StopOnHangup
@@ -55,6 +65,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             extension=extension(options["format"], options["compress"]),
         )
     except (OSError, SpoolFormatError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        sys.stderr.write(f"eventpipe: --spool-dir: cannot use {options['spool-dir']!r}: {reason}\n")
+        raise SystemExit(1) from None
+    try:
+        lock = acquire(spool.directory, spool.instance_id)
+    except (OSError, SpoolBusy) as error:
         reason = getattr(error, "strerror", None) or str(error)
         sys.stderr.write(f"eventpipe: --spool-dir: cannot use {options['spool-dir']!r}: {reason}\n")
         raise SystemExit(1) from None
@@ -85,7 +101,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         render,
         sealer=sealer,
         announcement=options.summary(),
+        lock=lock,
     )
+    if not serve:
+        return service
     factory = EventReceiverFactory(service.ingest)
     for description in options["listen"]:
         inner = listening_service(description, factory, reactor, LISTEN_BACKLOG)
@@ -97,7 +116,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if options["metrics"]:
         from eventpipe.health import health_site
 
-        site = health_site(service.status, service.metrics)
+        site = health_site(service.status, service.metrics, service.rates)
         metrics = listening_service(options["metrics"], site, reactor)
         service.add_support(Listener(options["metrics"], metrics, option="--metrics"))
     service.add_support(StopOnHangup(reactor))

@@ -643,3 +643,20 @@ class BlackHole:
         self.listener.close()
         for connection in self.held:
             connection.close()
+
+
+EVENTPIPE_COMMAND = [sys.executable, "-c", "from eventpipe.cli import main; main()"]
+
+
+def eventpipe(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run the C{eventpipe} command as a user does, in a process of its own."""
+    return subprocess.run(
+        [*EVENTPIPE_COMMAND, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, **(env or {})),
+        stdin=subprocess.DEVNULL,
+    )

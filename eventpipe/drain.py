@@ -1,0 +1,136 @@
+"""
+C{eventpipe drain}: ship every segment of a spool directory -- the sealed
+ones, and a current one left by a process that stopped or died -- to the
+destination given, through the service's own pipeline (render, validate,
+upload, retry), without taking events or serving anything.  For a host that
+died: attach its spool disk to another host and drain it there.  The
+segments keep their names, so their keys are the ones the dead host would
+have used (a leftover current segment is sealed under the instance id the
+spool was last held with), and Snowpipe still loads each batch once.
+
+The spool's lock is held throughout: a spool that a running service holds
+is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+from twisted.internet.defer import Deferred
+from twisted.python import usage
+
+from eventpipe.lock import last_instance
+from eventpipe.naming import split_segment_file
+from eventpipe.options import Options as ServiceOptions
+from eventpipe.spool import waiting_in
+
+
+class DrainOptions(ServiceOptions):
+    synopsis = "[service options] [--timeout SECONDS]"
+    longdesc = (
+        "Ship every segment of --spool-dir (sealed, and a current one a stopped or "
+        "dead process left) to the destination, through the service's own render "
+        "and upload, with retries; then exit 0 when all is delivered, or 1 saying "
+        "what is left.  Takes no events.  Keys stay the ones the spool's own host "
+        "would have used: carry a dead host's spool disk to another host and drain "
+        "it there.  A spool a running service holds is refused."
+    )
+    optParameters = [
+        ["timeout", None, "300", "Seconds to keep trying before giving up (what is left stays)."],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        try:
+            self["timeout"] = float(self["timeout"])
+        except ValueError:
+            raise usage.UsageError(
+                f"--timeout: invalid value {self['timeout']!r} (a number of seconds)"
+            ) from None
+        if not self["timeout"] > 0:
+            raise usage.UsageError("--timeout: must be above 0")
+
+
+def spool_instance(directory: str) -> str | None:
+    """The instance id a spool was written under: as its lock says, or its segments' names."""
+    recorded = last_instance(directory)
+    if recorded:
+        return recorded
+    for folder in ("sealed", "failed"):
+        try:
+            names = sorted(os.listdir(os.path.join(directory, folder)))
+        except OSError:
+            continue
+        for name in names:
+            split = split_segment_file(name)
+            if split is not None:
+                return split[0].split("_", 2)[2].rsplit("_", 1)[0]
+    return None
+
+
+def run_drain(options: DrainOptions, out: TextIO) -> int:
+    from twisted.internet import reactor, task
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    from eventpipe.logs import LEVELS
+    from eventpipe.status import counted
+    from eventpipe.tap import build
+
+    directory = options["spool-dir"]
+    if not os.path.isdir(directory):
+        sys.stderr.write(f"eventpipe: --spool-dir: no such directory: {directory!r}\n")
+        return 1
+    instance = spool_instance(directory)
+    if instance and "instance-id" not in options.sources:
+        options["instance-id"] = instance
+    options["shutdown-timeout"] = options["timeout"]
+    before = waiting_in(directory)
+    service = build(options, reactor, serve=False)
+    globalLogBeginner.beginLoggingTo(
+        [
+            FilteringLogObserver(
+                textFileLogObserver(sys.stderr),
+                [LogLevelFilterPredicate(LEVELS[options["log-level"]])],
+            )
+        ],
+        redirectStandardIO=False,
+    )
+    out.write(
+        f"draining {directory} (instance {options['instance-id']}): "
+        f"{counted(before[0], 'segment')}, {counted(before[1], 'event')}, "
+        f"to {service.uploader.description}\n"
+    )
+    out.flush()
+
+    async def drain() -> None:
+        # Start ships every segment; the stop waits for them up to --timeout.
+        service.startService()
+        await service.stopService()
+        segments, events, aside = waiting_in(directory)
+        delivered = service.shipping.events_delivered
+        if not segments and not aside:
+            out.write(f"drained: {delivered} events delivered; nothing is left\n")
+            raise SystemExit(0)
+        if segments:
+            error = service.shipping.last_attempt_error or "not delivered within --timeout"
+            out.write(
+                f"not drained: {counted(segments, 'segment')} ({counted(events, 'event')}) "
+                f"left in {directory} "
+                f"({error}); run drain again\n"
+            )
+        if aside:
+            out.write(
+                f"{counted(aside, 'segment')} set aside in {os.path.join(directory, 'failed')} "
+                "(they cannot be rendered; see the log of the service that set them aside)\n"
+            )
+        raise SystemExit(1)
+
+    task.react(lambda _: Deferred.fromCoroutine(drain()), [])
+    return 1  # not reached: react ends the process

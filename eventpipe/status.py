@@ -1,0 +1,264 @@
+"""
+C{eventpipe status}: one screen of what the service is doing.  With the
+service running and C{--metrics} set, the figures are its own C{/status};
+otherwise they are read off the spool directory, and the screen says so.
+The exit status is for scripts and monitoring agents, as Nagios-style
+checks read it: 0 healthy, 1 degraded, 2 down.
+
+Blocking calls are fine here (no reactor).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import time
+import urllib.request
+from typing import Any, TextIO
+
+from eventpipe.lock import holder
+from eventpipe.naming import sealed_at, split_segment_file
+from eventpipe.options import Options as ServiceOptions
+from eventpipe.options import parse_endpoint
+from eventpipe.spool import waiting_in
+
+HEALTHY, DEGRADED, DOWN = 0, 1, 2
+HEALTH_NAMES = {HEALTHY: "healthy", DEGRADED: "degraded", DOWN: "down"}
+FETCH_TIMEOUT = 3.0
+
+
+class StatusOptions(ServiceOptions):
+    synopsis = "[service options] [--json]"
+    longdesc = (
+        "One screen: running or not, connections, events received, delivered and "
+        "quarantined since start, the spool against its limit, delivery state and "
+        "last error, segments set aside.  Reads the service's /status (from "
+        "--metrics) while it runs, or else the spool directory, and says which.  "
+        "Exit status: 0 healthy, 1 degraded, 2 down."
+    )
+    optFlags = [["json", None, "Print the same as one JSON object."]]
+
+
+def status_url(metrics: str) -> str:
+    """Where the service's C{/status} answers, from its C{--metrics} endpoint."""
+    endpoint = parse_endpoint(metrics)
+    port = getattr(endpoint, "_port", None)
+    interface = getattr(endpoint, "_interface", "") or ""
+    if interface in ("", "0.0.0.0"):
+        interface = "127.0.0.1"
+    elif interface == "::":
+        interface = "::1"
+    host = f"[{interface}]" if ":" in interface else interface
+    scheme = "https" if metrics.split(":", 1)[0] == "ssl" else "http"
+    return f"{scheme}://{host}:{port}/status"
+
+
+def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
+    # The service's own certificate, on this host: not checked.
+    context = ssl._create_unverified_context() if url.startswith("https") else None
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:
+        found = json.loads(answer.read())
+    if not isinstance(found, dict):
+        raise ValueError("not a status object")
+    return found
+
+
+def from_spool(directory: str, now: float) -> dict[str, Any]:
+    """What the spool directory says by itself (the service's figures unknown)."""
+    segments, events, _ = waiting_in(directory)
+    waiting = 0
+    oldest: float | None = None
+    for folder in ("sealed", "sealing", "rendered"):
+        path = os.path.join(directory, folder)
+        try:
+            names = os.listdir(path)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                waiting += os.path.getsize(os.path.join(path, name))
+            except OSError:
+                continue
+            split = split_segment_file(name)
+            if folder == "sealed" and split is not None:
+                stamp = sealed_at(split[0])
+                oldest = stamp if oldest is None else min(oldest, stamp)
+    current = os.path.join(directory, "current")
+    try:
+        stat = os.stat(current)
+        waiting += stat.st_size
+        if stat.st_size:
+            oldest = stat.st_mtime if oldest is None else min(oldest, stat.st_mtime)
+    except OSError:
+        pass
+    try:
+        aside = sorted(os.listdir(os.path.join(directory, "failed")))
+    except OSError:
+        aside = []
+    return {
+        "waiting_bytes": waiting,
+        "segments_waiting": segments,
+        "events_waiting": events,
+        "oldest_event_age_seconds": round(now - oldest, 3) if oldest is not None else 0.0,
+        "segments_set_aside": aside,
+    }
+
+
+def gather(options: StatusOptions, now: float | None = None) -> dict[str, Any]:
+    """Everything the screen shows, as one object, with C{health}."""
+    now = time.time() if now is None else now
+    directory = options["spool-dir"]
+    report: dict[str, Any] = {"spool_dir": directory}
+    try:
+        holding = holder(directory)
+    except OSError as error:
+        holding = None
+        report["spool_error"] = f"cannot read {directory}: {error.strerror}"
+    report["pid"] = holding.get("pid") if holding else None
+    live = None
+    if options["metrics"]:
+        url = status_url(options["metrics"])
+        report["source"] = url
+        try:
+            live = fetch(url)
+        except Exception as error:
+            reason = getattr(error, "reason", None) or error
+            report["source_error"] = f"{url} does not answer: {reason}"
+    report["running"] = live is not None or holding is not None
+    report["status"] = live
+    if live is None:
+        report["source"] = "the spool directory"
+        if os.path.isdir(directory):
+            report["spool"] = from_spool(directory, now)
+        else:
+            report.setdefault("spool_error", f"{directory} does not exist")
+    health, why = _health(report)
+    report["health"] = HEALTH_NAMES[health]
+    report["health_because"] = why
+    return report
+
+
+def _health(report: dict[str, Any]) -> tuple[int, str | None]:
+    live = report["status"]
+    if not report["running"]:
+        return DOWN, "not running" + (
+            f" ({report['source_error']})" if "source_error" in report else ""
+        )
+    if live is None:
+        if "source_error" in report:
+            return DEGRADED, report["source_error"]
+        if (report.get("spool") or {}).get("segments_set_aside"):
+            return DEGRADED, "segments set aside"
+        return HEALTHY, None
+    if live.get("health") == "healthy":
+        return HEALTHY, None
+    return DEGRADED, live.get("health_because") or "degraded"
+
+
+def counted(count: int, thing: str) -> str:
+    """C{1 segment}, C{3 segments}, C{no segments}."""
+    if count == 0:
+        return f"no {thing}s"
+    return f"{count} {thing}" + ("" if count == 1 else "s")
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} B"
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def screen(report: dict[str, Any]) -> str:
+    """The report as lines for a person."""
+    lines = [
+        f"eventpipe: {report['health']}"
+        + (f": {report['health_because']}" if report["health_because"] else "")
+    ]
+
+    def row(label: str, text: str) -> None:
+        lines.append(f"  {label:<12} {text}")
+
+    live = report["status"]
+    pid = f" (pid {report['pid']})" if report.get("pid") else ""
+    if live is not None:
+        row(
+            "service",
+            f"running{pid}, up {_age(live.get('uptime_seconds', 0))}, version {live.get('version')}",
+        )
+        row("figures", f"from {report['source']}")
+        row(
+            "listening",
+            f"{'yes' if live.get('listening') else 'no'}, "
+            f"{counted(live.get('connections_open', 0), 'connection')} open",
+        )
+        since = live.get("since_start", {})
+        row(
+            "since start",
+            f"{counted(since.get('events_received', 0), 'event')} received, "
+            f"{since.get('events_delivered', 0)} delivered, "
+            f"{counted(since.get('pieces_quarantined', 0), 'piece')} quarantined",
+        )
+        spool = live.get("spool", {})
+        row(
+            "spool",
+            f"{_size(spool.get('waiting_bytes', 0))} of {_size(spool.get('limit_bytes', 0))}; "
+            f"{counted(spool.get('segments_waiting', 0), 'segment')} waiting; oldest event "
+            f"{_age(spool.get('oldest_event_age_seconds', 0))} old",
+        )
+        paused = spool.get("reading_paused_because") or []
+        row("reading", "paused: " + ", ".join(paused) if paused else "not paused")
+        delivery = live.get("delivery", {})
+        last = delivery.get("last_delivery") or "none since start"
+        error = f": {delivery['last_error']}" if delivery.get("last_error") else ""
+        row(
+            "delivery",
+            f"{delivery.get('state')} to {delivery.get('destination')}{error}; last delivery {last}",
+        )
+        aside = spool.get("segments_set_aside") or []
+    else:
+        state = f"running{pid}" if report["running"] else "not running"
+        row("service", state)
+        why = f" ({report['source_error']})" if "source_error" in report else ""
+        row("figures", f"from the spool directory {report['spool_dir']}{why}")
+        if "spool_error" in report:
+            row("spool", report["spool_error"])
+            aside = []
+        else:
+            spool = report["spool"]
+            row(
+                "spool",
+                f"{_size(spool['waiting_bytes'])}; {counted(spool['segments_waiting'], 'segment')} "
+                f"({counted(spool['events_waiting'], 'event')}) waiting; oldest event "
+                f"{_age(spool['oldest_event_age_seconds'])} old",
+            )
+            aside = spool["segments_set_aside"]
+    if aside:
+        row(
+            "set aside",
+            f"{counted(len(aside), 'segment')} in {os.path.join(report['spool_dir'], 'failed')}: "
+            + ", ".join(aside),
+        )
+    else:
+        row("set aside", "none")
+    return "\n".join(lines) + "\n"
+
+
+def run_status(options: StatusOptions, out: TextIO) -> int:
+    report = gather(options)
+    if options["json"]:
+        out.write(json.dumps(report, indent=2) + "\n")
+    else:
+        out.write(screen(report))
+    return {name: code for code, name in HEALTH_NAMES.items()}[report["health"]]
