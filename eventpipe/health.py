@@ -57,6 +57,10 @@ class Status:
     events_received: int = 0
     events_delivered: int = 0
     pieces_quarantined: int = 0
+    # Events in the spool not yet delivered, and whether every segment's
+    # count is known (one found at start-up is counted when rendered).
+    events_waiting: int = 0
+    events_waiting_exact: bool = True
     # The last quarantine findings, oldest first: (when, reason, pieces).
     recent_quarantine: tuple[tuple[float, str, int], ...] = ()
 
@@ -121,6 +125,8 @@ class Status:
                 "waiting_bytes": self.waiting_bytes,
                 "limit_bytes": self.max_spool_size,
                 "segments_waiting": self.segments_waiting,
+                "events_waiting": self.events_waiting,
+                "events_waiting_exact": self.events_waiting_exact,
                 "oldest_event_age_seconds": round(self.oldest_event_age, 3),
                 "reading_paused_because": sorted(self.paused_for),
                 "segments_set_aside": list(self.set_aside),

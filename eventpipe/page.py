@@ -154,7 +154,8 @@ function show(s) {
     ' (' + (100 * share).toFixed(1) + '%)');
   $('spool-bar').style.width = Math.min(100, 100 * share).toFixed(1) + '%';
   $('spool-bar').className = share >= 0.9 ? 'full' : '';
-  text('segments', spool.segments_waiting);
+  text('segments', spool.segments_waiting + ' (' + (spool.events_waiting_exact ? '' : 'at least ') +
+    spool.events_waiting + ' events)');
   text('oldest', spool.segments_waiting || spool.waiting_bytes ? age(spool.oldest_event_age_seconds) + ' old' : 'nothing waits');
   text('reading', spool.reading_paused_because.length ? 'paused: ' + spool.reading_paused_because.join(', ') : 'not paused');
   text('destination', s.delivery.destination);

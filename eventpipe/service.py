@@ -368,6 +368,7 @@ class EventpipeService(Service):
             starts.append(oldest)
         if self.spool.current_size and self.spool.current_started is not None:
             starts.append(self.spool.current_started)
+        events, exact = self.shipping.events_waiting()
         return Status(
             now=self.clock.seconds(),
             started_at=self.started_at,
@@ -387,6 +388,8 @@ class EventpipeService(Service):
             events_delivered=self.shipping.events_delivered,
             pieces_quarantined=self.ingest.pieces_set_aside + self.shipping.pieces_found,
             recent_quarantine=tuple(self.metrics.recent_quarantine),
+            events_waiting=events + self.spool.current_events,
+            events_waiting_exact=exact,
         )
 
 

@@ -53,6 +53,9 @@ class Shipment:
         self.segment = segment
         self.started = started
         self.phase = Phase.QUEUED
+        # Events in it: known when it was sealed in this life, else once it
+        # has been rendered.
+        self.events = segment.events
         # What the last render made (its counts and digests; the files are
         # gone once its attempt ends).
         self.result: RenderResult | None = None

@@ -116,6 +116,11 @@ class Shipping:
         """Sealed segments not yet delivered."""
         return len(self.shipments)
 
+    def events_waiting(self) -> tuple[int, bool]:
+        """Events in the segments not yet delivered, and whether that is all of them."""
+        known = [s.events for s in self.shipments.values()]
+        return sum(n for n in known if n is not None), None not in known
+
     def oldest_started(self) -> float | None:
         starts = [s.segment.started for s in self.shipments.values() if s.segment.started]
         return min(starts) if starts else None
@@ -261,6 +266,8 @@ class Shipping:
             raise RenderFailed(error) from error
         shipment.render_failures = 0
         shipment.result = result
+        if shipment.events is None:
+            shipment.events = result.events + result.quarantined
         shipment.rendered = True
         if not shipment.counted:
             shipment.counted = True

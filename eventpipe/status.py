@@ -214,7 +214,9 @@ def screen(report: dict[str, Any]) -> str:
         row(
             "spool",
             f"{_size(spool.get('waiting_bytes', 0))} of {_size(spool.get('limit_bytes', 0))}; "
-            f"{counted(spool.get('segments_waiting', 0), 'segment')} waiting; oldest event "
+            f"{counted(spool.get('segments_waiting', 0), 'segment')} "
+            f"({'' if spool.get('events_waiting_exact', True) else 'at least '}"
+            f"{counted(spool.get('events_waiting', 0), 'event')}) waiting; oldest event "
             f"{_age(spool.get('oldest_event_age_seconds', 0))} old",
         )
         paused = spool.get("reading_paused_because") or []

@@ -96,6 +96,8 @@ class StatusCommandTests(SynchronousTestCase):
         self.assertEqual(shown.returncode, 1, shown.stdout + shown.stderr)
         self.assertTrue(shown.stdout.startswith("eventpipe: degraded: delivery failing: "))
         self.assertIn("delivery     failing to s3://acm-events", shown.stdout)
+        # Rendered once already: its events are counted.
+        self.assertIn("1 segment (5 events) waiting", shown.stdout)
 
     def test_stopped_reads_the_spool(self) -> None:
         """
@@ -216,6 +218,7 @@ class PageTests(SynchronousTestCase):
         self.assertEqual(text("delivered"), "30")
         self.assertEqual(text("quarantined"), "1")
         self.assertEqual(text("reading"), "not paused")
+        self.assertEqual(text("segments"), "0 (0 events)")
         self.assertIn("outbox", text("destination"))
         self.assertEqual(text("last-error"), "none")
         rows = dom.xpath('//tbody[@id="quarantine"]/tr')
