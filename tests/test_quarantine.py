@@ -223,6 +223,25 @@ class OutboxTests(Checks, SynchronousTestCase):
             self.assertEqual(process.returncode, 0, err)
         self.assertEqual(self.replayed_cns(), Counter(f"s{n}" for n in range(5)))
 
+    def test_replay_killed_between_claim_and_link(self) -> None:
+        """
+        A replay that died after claiming its key and before linking the
+        batch: the next one makes the same batch, finds its own claim, and
+        the pieces arrive once.
+        """
+        self.wait_quarantined()
+        first = self.scenario.quarantine("replay", "--repair-acm-tag-names")
+        self.assertEqual(first.returncode, 0, first.stderr)
+        [replay] = [p for p in batch_files(self.outbox) if "-r1." in p]
+        claim = os.path.join(self.outbox, ".metadata", os.path.relpath(replay, self.outbox))
+        self.assertTrue(os.path.exists(claim + ".json"))
+        os.unlink(replay)
+        again = self.scenario.quarantine("replay", "--repair-acm-tag-names")
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertIn("replayed 5 pieces (5 events)", again.stdout)
+        self.assertIn("-r1.xml", again.stdout)
+        self.assertEqual(self.replayed_cns(), Counter(f"s{n}" for n in range(5)))
+
 
 class S3Tests(Checks, SynchronousTestCase):
     def setUp(self) -> None:
@@ -247,6 +266,28 @@ class S3Tests(Checks, SynchronousTestCase):
 
 class ReplayUnitTests(SynchronousTestCase):
     """A quarantine written in an outbox by hand, replayed in this process."""
+
+    def test_window(self) -> None:
+        """--since and --until choose objects by the time in their names."""
+        from eventpipe.destinations.outbox import LocalDirectoryUploader
+        from eventpipe.quarantine import Quarantine, _since
+
+        outbox = os.path.abspath(self.mktemp())
+        for day in ("20261120_101500", "20261124_101500", "20261128_235959"):
+            key = f"quarantine/{day[:4]}/{day[4:6]}/{day[6:8]}/{day}_gw1_000001.jsonl"
+            os.makedirs(os.path.dirname(os.path.join(outbox, key)), exist_ok=True)
+            with open(os.path.join(outbox, key), "wb") as stream:
+                stream.write(quarantine_entry("not well-formed XML: x", BROKEN))
+        quarantine = Quarantine(LocalDirectoryUploader(None, outbox), "")  # type: ignore[arg-type]
+        self.assertEqual(len(quarantine.objects()), 3)
+        chosen = quarantine.objects(_since("2026-11-21"), _since("2026-11-28T23:59"))
+        self.assertEqual(chosen, ["quarantine/2026/11/24/20261124_101500_gw1_000001.jsonl"])
+        self.assertRaises(ValueError, _since, "last week")
+        listed = io.StringIO()
+        args = ["quarantine", "list", f"--outbox={outbox}", "--since=2026-11-24"]
+        args.append(f"--spool-dir={os.path.abspath(self.mktemp())}")
+        self.assertEqual(run(args, listed), 0)
+        self.assertTrue(listed.getvalue().endswith(": malformed 2\n"), listed.getvalue())
 
     def test_ranges(self) -> None:
         self.assertEqual(ranges([5, 0, 1, 2, 9, 10]), "0-2,5,9-10")
