@@ -151,6 +151,50 @@ def check_s3(client: Any, bucket: str, prefix: str, instance: str) -> Iterator[C
         yield True, f"{where}: can {verb} objects ({action})"
 
 
+def check_azure(uploader: Any, prefix: str, instance: str) -> Iterator[Check]:
+    """
+    The container exists, and a probe blob can be written, read and deleted;
+    a refusal names the role that is missing.  An endpoint that does not
+    answer ends the checks at once.
+    """
+    from eventpipe.destinations.azure import ROLE, classify
+
+    where = f"{uploader.description}/{normalize_prefix(prefix)}"
+
+    def why(error: Exception) -> str:
+        classified = classify(error)
+        status = getattr(error, "status_code", None)
+        if status == 403:
+            return f"access denied: the identity lacks the {ROLE} role on the container"
+        hint = f" ({classified.hint})" if classified.hint else ""
+        return f"{classified}{hint}"
+
+    try:
+        uploader.client.get_container_properties()
+    except Exception as error:
+        if getattr(error, "error_code", None) == "ContainerNotFound":
+            yield False, f"container {uploader.container}: does not exist"
+        else:
+            yield False, f"container {uploader.container}: {why(error)}"
+        return
+    yield True, f"container {uploader.container}: reachable"
+    blob = uploader.client.get_blob_client(
+        f"{normalize_prefix(prefix)}.eventpipe-check/{instance}-{uuid.uuid4().hex}"
+    )
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("write", lambda: blob.upload_blob(b"probe\n", overwrite=False)),
+        ("read", lambda: blob.download_blob().readall()),
+        ("delete", blob.delete_blob),
+    ]
+    for verb, call in steps:
+        try:
+            call()
+        except Exception as error:
+            yield False, f"{where}: cannot {verb} a probe blob: {why(error)}"
+            return
+        yield True, f"{where}: can {verb} blobs"
+
+
 def run_checks(options: Any, out: TextIO, s3_client: Any = None) -> int:
     """
     Run every check the options call for, printing each line as soon as it
@@ -187,5 +231,15 @@ def _checks(options: Any, s3_client: Any) -> Iterator[Check]:
         yield from check_s3(
             s3_client, options["s3-bucket"], options["s3-prefix"], options["instance-id"]
         )
+    elif options["azure-container"]:
+        from eventpipe.destinations.select import destination_for
+
+        uploader = destination_for(options, None)
+        try:
+            assert uploader.client is not None
+        except Exception as error:
+            yield False, f"container {options['azure-container']}: {error}"
+            return
+        yield from check_azure(uploader, options["azure-prefix"], options["instance-id"])
     else:
         yield check_directory("outbox", options["outbox"])

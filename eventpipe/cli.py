@@ -19,10 +19,19 @@ from eventpipe.drain import DrainOptions
 from eventpipe.options import PARAMETERS, SettingsOptions, option_lines
 from eventpipe.options import Options as ServiceOptions
 from eventpipe.quarantine import QuarantineOptions
-from eventpipe.snowflake import SnowflakeNames, snowflake_sql
+from eventpipe.snowflake import AzureTarget, SnowflakeNames, snowflake_sql
 from eventpipe.status import StatusOptions
 
-SNOWFLAKE_SETTINGS = ("s3-bucket", "s3-prefix", "format", "compress", "event-tag")
+SNOWFLAKE_SETTINGS = (
+    "s3-bucket",
+    "s3-prefix",
+    "azure-container",
+    "azure-prefix",
+    "azure-account-url",
+    "format",
+    "compress",
+    "event-tag",
+)
 _SNOWFLAKE_PARAMETERS = [p for p in PARAMETERS if p[0] in SNOWFLAKE_SETTINGS]
 _DEFAULTS = SnowflakeNames()
 
@@ -83,6 +92,25 @@ class SnowflakeOptions(SettingsOptions):
             _DEFAULTS.role_arn,
             "The IAM role the storage integration assumes (aws, aws-us-gov or aws-cn).",
         ],
+        [
+            "azure-tenant-id",
+            None,
+            AzureTarget.tenant_id,
+            "Azure: the directory (tenant) id of the storage account.",
+        ],
+        [
+            "azure-queue-url",
+            None,
+            None,
+            "Azure: the storage queue Event Grid fills for the pipe "
+            "(default https://ACCOUNT.queue.core.windows.net/CONTAINER-snowpipe).",
+        ],
+        [
+            "notification-integration",
+            None,
+            None,
+            "Azure: the notification integration (default acm_events_FORMAT_notification).",
+        ],
     ]
 
 
@@ -91,8 +119,9 @@ class CheckOptions(ServiceOptions):
     longdesc = (
         "Check what the service needs, reading the same options and environment: "
         "the listen endpoints parse and their ports are free, the spool directory "
-        "is writable with room to spare, and the destination (outbox, or S3 bucket "
-        "and prefix) can be written. One line each; exit status 0 when all pass."
+        "is writable with room to spare, and the destination (outbox, S3 bucket or "
+        "Azure container, and prefix) can be written. One line each; exit status 0 "
+        "when all pass."
     )
 
 
@@ -214,6 +243,7 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
             file_format=sub["file-format"] or "",
             storage_integration=sub["storage-integration"] or "",
             view=sub["view"] or "",
+            notification_integration=sub["notification-integration"] or "",
             database=sub["database"],
             schema=sub["schema"],
             warehouse=sub["warehouse"],
@@ -222,14 +252,37 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
             reader_role=sub["reader-role"],
             role_arn=sub["role-arn"],
         )
+        azure = None
+        if sub["azure-container"]:
+            from eventpipe.destinations.azure import _account_of
+
+            if sub["s3-bucket"]:
+                sys.stderr.write(
+                    "eventpipe: --azure-container: one destination at a time: "
+                    "--s3-bucket or --azure-container, not both\n"
+                )
+                return 1
+            connection = sub.environ.get(
+                "AZURE_STORAGE_CONNECTION_STRING"
+            ) or sub.azure_from_env_file().get("AZURE_STORAGE_CONNECTION_STRING", "")
+            host = _account_of(connection, sub["azure-account-url"])
+            azure = AzureTarget(
+                blob_host="youraccount.blob.core.windows.net"
+                if host == "?.blob.core.windows.net"
+                else host,
+                container=sub["azure-container"],
+                tenant_id=sub["azure-tenant-id"],
+                queue_url=sub["azure-queue-url"] or "",
+            )
         try:
             sql = snowflake_sql(
                 sub["s3-bucket"],
-                sub["s3-prefix"],
+                sub["azure-prefix"] if azure else sub["s3-prefix"],
                 sub["format"],
                 sub["compress"],
                 names,
                 event_tag=sub["event-tag"],
+                azure=azure,
             )
         except ValueError as error:
             sys.stderr.write(f"eventpipe: {error}\n")

@@ -155,6 +155,25 @@ def _bucket(text: str) -> str:
     return name
 
 
+_CONTAINER = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
+
+
+@_expects("3 to 63 lower-case letters, digits and single hyphens, not starting with one")
+def _container(text: str) -> str:
+    """An Azure Blob container name, by Azure's rules."""
+    name = text.strip()
+    if not _CONTAINER.match(name):
+        raise ValueError(text)
+    return name
+
+
+@_expects("https://ACCOUNT.blob.core.windows.net, or an emulator's http(s) URL")
+def _account_url(text: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", text.strip()):
+        raise ValueError(text)
+    return text.strip().rstrip("/")
+
+
 def bucket_advice(text: str) -> str:
     """What to write instead of a bucket name that is not one."""
     rest = re.sub(r"^(s3a?|https?)://", "", text.strip())
@@ -253,8 +272,9 @@ PARAMETERS: list[Parameter] = [
         ("EVENTPIPE_OUTBOX",),
         None,
         _text,
-        "Directory that receives batches when no S3 bucket is set, laid out as the "
-        "bucket would be. Default: <spool-dir>/outbox.",
+        "Directory that receives batches when no S3 bucket or Azure container is "
+        "set, laid out as the bucket would be (not together with either). "
+        "Default: <spool-dir>/outbox.",
     ),
     Parameter(
         "instance-id",
@@ -354,6 +374,31 @@ PARAMETERS: list[Parameter] = [
         "S3 region. Default: boto3's own resolution.",
     ),
     Parameter(
+        "azure-container",
+        ("EVENTPIPE_AZURE_CONTAINER", "AZURE_STORAGE_CONTAINER"),
+        None,
+        _container,
+        "Deliver to this Azure Blob Storage container instead of the outbox. "
+        "Credentials: AZURE_STORAGE_CONNECTION_STRING, or else DefaultAzureCredential "
+        "(managed identity, workload identity, environment, Azure CLI) for "
+        "--azure-account-url.",
+    ),
+    Parameter(
+        "azure-prefix",
+        ("EVENTPIPE_AZURE_PREFIX",),
+        "",
+        _prefix,
+        "Prefix of every blob name in the container (acm and acm/ mean the same).",
+    ),
+    Parameter(
+        "azure-account-url",
+        ("EVENTPIPE_AZURE_ACCOUNT_URL", "AZURE_STORAGE_ACCOUNT_URL"),
+        None,
+        _account_url,
+        "The storage account's blob endpoint, https://ACCOUNT.blob.core.windows.net "
+        "(or an emulator's). Default: the one in AZURE_STORAGE_CONNECTION_STRING.",
+    ),
+    Parameter(
         "max-connections",
         ("EVENTPIPE_MAX_CONNECTIONS",),
         1000,
@@ -426,6 +471,8 @@ AWS_FROM_ENV_FILE: dict[str, str | None] = {
     "AWS_PROFILE": "profile_name",
     "AWS_ENDPOINT_URL": None,
 }
+# The Azure credential read from an env file (passed to the SDK, never logged).
+AZURE_FROM_ENV_FILE = ("AZURE_STORAGE_CONNECTION_STRING",)
 # Variables read besides those of the parameters.
 OTHER_VARIABLES = frozenset(
     {
@@ -436,6 +483,7 @@ OTHER_VARIABLES = frozenset(
         "EVENTPIPE_LISTEN_UDP",
         "EVENTPIPE_REPAIR_ACM_TAG_NAMES",
         *AWS_FROM_ENV_FILE,
+        *AZURE_FROM_ENV_FILE,
     }
 )
 
@@ -561,6 +609,19 @@ class SettingsOptions(usage.Options):
             if key in AWS_FROM_ENV_FILE and value and not self.environ.get(key)
         }
 
+    def azure_from_env_file(self) -> dict[str, str]:
+        """The Azure connection string the env file gives, if the environment does not."""
+        return {
+            key: value
+            for key, value in self._file.items()
+            if key in AZURE_FROM_ENV_FILE and value and not self.environ.get(key)
+        }
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of the destination in use (S3's or Azure's)."""
+        return str(self["azure-prefix"] if self["azure-container"] else self["s3-prefix"])
+
     def lookup(self, variable: str) -> tuple[str, str] | None:
         """A variable's value and where it was found, or None."""
         if self.environ.get(variable, "") != "":
@@ -643,6 +704,8 @@ class SettingsOptions(usage.Options):
         if aws:
             # The names only: never a credential's value.
             parts.append(f"aws={','.join(aws)} (in {self._file_path})")
+        if self.azure_from_env_file():
+            parts.append(f"azure=AZURE_STORAGE_CONNECTION_STRING (in {self._file_path})")
         return "; ".join(parts) or "all defaults"
 
 
@@ -653,7 +716,7 @@ class Options(SettingsOptions):
     longdesc = (
         "Receive the event stream of an Avigilon ACM 'Events - Generic XML' "
         "collaboration over TCP, spool it to local disk, and ship it as batch "
-        "files (one <EVENTS> root, or JSON Lines) to S3 or a local outbox."
+        "files (one <EVENTS> root, or JSON Lines) to S3, Azure Blob Storage or a local outbox."
     )
     parameters = PARAMETERS
     optParameters = option_lines(PARAMETERS)
@@ -720,6 +783,7 @@ class Options(SettingsOptions):
         if os.path.exists(self["outbox"]) and not os.path.isdir(self["outbox"]):
             where = self.sources.get("outbox", "--outbox")
             raise usage.UsageError(f"{where}: {self['outbox']!r} is a file, not a directory")
+        self._one_destination()
         if self["check-interval"] > self["rotation-interval"]:
             sys.stderr.write(
                 f"eventpipe: warning: --check-interval {self['check-interval']:g} is longer than "
@@ -733,9 +797,24 @@ class Options(SettingsOptions):
         if self["retry-initial-delay"] > self["retry-max-delay"]:
             raise usage.UsageError("--retry-initial-delay: must not exceed --retry-max-delay")
 
+    def _one_destination(self) -> None:
+        """Exactly one destination: S3, Azure, or the outbox."""
+        given = [name for name in ("s3-bucket", "azure-container") if self[name]]
+        if len(given) > 1:
+            raise usage.UsageError(
+                f"{self.sources.get('azure-container', '--azure-container')}: one destination "
+                "at a time: --s3-bucket or --azure-container, not both"
+            )
+        if given and "outbox" in self.sources:
+            raise usage.UsageError(
+                f"{self.sources['outbox']}: one destination at a time: --outbox, or "
+                f"--{given[0]}, not both"
+            )
+
     def settings_fields(self) -> dict[str, Any]:
         """The L{Settings} these options make: the table's fields, and the rest."""
         fields = {p.setting: self[p.name] for p in self.parameters if p.setting}
+        fields["prefix"] = self.prefix
         fields["allow"] = self["allow"]
         fields["repair_tag_names"] = self["repair-acm-tag-names"]
         return fields

@@ -1,6 +1,7 @@
 """
 C{eventpipe quarantine list | show | replay}: the quarantine objects at the
-destination (outbox or S3), read with the options the service reads.
+destination (outbox, S3 or Azure Blob Storage), read with the options the
+service reads.
 
 Replay sends the pieces that pass now (after an upgrade, or with
 C{--repair-acm-tag-names}) through the service's own framing, validation
@@ -180,22 +181,11 @@ def unranges(text: str) -> set[int]:
 
 def store_for(options: ServiceOptions) -> Any:
     """The destination the options name, as an L{IObjectReader}."""
-    from twisted.internet import reactor as _reactor
+    from twisted.internet import reactor
 
-    reactor: Any = _reactor
-    if options["s3-bucket"]:
-        from eventpipe.destinations.s3 import S3Uploader
+    from eventpipe.destinations.select import destination_for
 
-        return S3Uploader(
-            reactor,
-            options["s3-bucket"],
-            endpoint_url=options["s3-endpoint-url"],
-            region=options["s3-region"],
-            environment=options.aws_from_env_file(),
-        )
-    from eventpipe.destinations.outbox import LocalDirectoryUploader
-
-    return LocalDirectoryUploader(reactor, options["outbox"])
+    return destination_for(options, reactor, concurrency=1)
 
 
 class Quarantine:
@@ -281,7 +271,7 @@ def printable(text: str) -> str:
 
 def run_quarantine(options: QuarantineOptions, out: TextIO) -> int:
     sub = options.subOptions
-    quarantine = Quarantine(store_for(sub), sub["s3-prefix"])
+    quarantine = Quarantine(store_for(sub), sub.prefix)
     try:
         if options.subCommand == "list":
             return list_pieces(quarantine, sub, out)

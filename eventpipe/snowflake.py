@@ -56,6 +56,8 @@ class SnowflakeNames:
     file_format: str = ""
     storage_integration: str = ""
     view: str = ""
+    # Azure only: how Event Grid's messages reach the pipe.
+    notification_integration: str = ""
     database: str = "acm"
     schema: str = "events"
     warehouse: str = "acm_wh"
@@ -73,6 +75,7 @@ class SnowflakeNames:
             "file_format": f"{base}_format",
             "storage_integration": f"{base}_integration",
             "view": f"{base}_typed",
+            "notification_integration": f"{base}_notification",
         }
         return replace(self, **{k: getattr(self, k) or v for k, v in defaults.items()})
 
@@ -123,6 +126,41 @@ class SnowflakeNames:
 
 
 @dataclass(frozen=True)
+class AzureTarget:
+    """Where the batches are in Azure, and what Snowflake needs to reach them."""
+
+    # ACCOUNT.blob.core.windows.net
+    blob_host: str
+    container: str
+    tenant_id: str = "00000000-0000-0000-0000-000000000000"
+    # https://ACCOUNT.queue.core.windows.net/QUEUE; default: CONTAINER-snowpipe.
+    queue_url: str = ""
+
+    @property
+    def account(self) -> str:
+        return self.blob_host.split(".", 1)[0]
+
+    @property
+    def queue(self) -> str:
+        if self.queue_url:
+            return self.queue_url
+        host = self.blob_host.replace(".blob.", ".queue.", 1)
+        return f"https://{host}/{self.container}-snowpipe"
+
+    def check(self) -> None:
+        """@raise ValueError: the tenant id or queue URL is not one; the message names the option."""
+        if not re.match(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$", self.tenant_id):
+            raise ValueError(
+                f"--azure-tenant-id: invalid value {self.tenant_id!r} (a directory's GUID)"
+            )
+        if not re.match(r"^https://[^/\s]+/[a-z0-9-]{3,63}$", self.queue):
+            raise ValueError(
+                f"--azure-queue-url: invalid value {self.queue!r} "
+                "(https://ACCOUNT.queue.core.windows.net/QUEUE)"
+            )
+
+
+@dataclass(frozen=True)
 class Setup:
     """Where the batches are and how they are written."""
 
@@ -132,9 +170,16 @@ class Setup:
     compress: str
     event_tag: str
     names: SnowflakeNames
+    azure: AzureTarget | None = None
+
+    @property
+    def cloud(self) -> str:
+        return "Azure" if self.azure else "AWS"
 
     @property
     def location(self) -> str:
+        if self.azure:
+            return f"azure://{self.azure.blob_host}/{self.azure.container}/{self.prefix}"
         scheme = PARTITIONS[self.names.partition][1]
         return f"{scheme}://{self.bucket}/{self.prefix}"
 
@@ -234,8 +279,9 @@ def _use(setup: Setup, role: str) -> list[str]:
     ]
 
 
-def _aws(title: str, *lines: str) -> str:
-    rule = f"-- ----- In AWS, {title} "
+def _outside(cloud: str, title: str, *lines: str) -> str:
+    """A step done in the cloud's own console or CLI, between two parts."""
+    rule = f"-- ----- In {cloud}, {title} "
     return "\n".join([rule + "-" * max(3, 78 - len(rule)), *lines]) + "\n"
 
 
@@ -268,7 +314,7 @@ def header(setup: Setup) -> str:
 --
 -- Run it part by part, in order.  Each part names the role that runs it and
 -- starts with its USE statements, so it runs in a session of its own; the
--- steps marked "In AWS" come between two parts.
+-- steps marked "In {setup.cloud}" come between two parts.
 --   Parts 1, 2, 4, 5 and 6 may be run again: they set what this script says
 --     (a new prefix moves the stage and the integration's allowed location).
 --   Part 3 is for the first set-up only.
@@ -339,7 +385,8 @@ def aws_role(setup: Setup) -> str:
             }
         ],
     }
-    return _aws(
+    return _outside(
+        "AWS",
         "before part 2: the IAM role Snowflake assumes",
         f"-- Create the role {names.role_arn} with this permissions",
         "-- policy (read access to the batches under the prefix, nothing else):",
@@ -486,12 +533,25 @@ def part_4_pipe(setup: Setup) -> str:
         *_use(setup, names.role),
         f"CREATE PIPE IF NOT EXISTS {names.pipe}",
         "  AUTO_INGEST = TRUE",
+        *(
+            [f"  INTEGRATION = {_literal(_bare(names.notification_integration).upper())}"]
+            if setup.azure
+            else []
+        ),
         "AS",
         _copy(setup) + ";",
         f"GRANT MONITOR ON PIPE {names.pipe} TO ROLE {names.reader_role};",
         "",
-        "-- The pipe's SQS queue, for the AWS step below, is the notification_channel",
-        "-- column.  On a re-run, its definition column shows the COPY the pipe",
+        *(
+            [
+                "-- On a re-run, the definition column shows the COPY the pipe",
+            ]
+            if setup.azure
+            else [
+                "-- The pipe's SQS queue, for the AWS step below, is the notification_channel",
+                "-- column.  On a re-run, its definition column shows the COPY the pipe",
+            ]
+        ),
         "-- runs: a pipe keeps the COPY it was created with (to change it, pause it",
         "-- with ALTER PIPE ... SET PIPE_EXECUTION_PAUSED = TRUE, CREATE OR REPLACE",
         "-- it, and resume it; do not REFRESH it afterwards).",
@@ -526,7 +586,8 @@ def aws_notification(setup: Setup) -> str:
             }
         ]
     }
-    return _aws(
+    return _outside(
+        "AWS",
         "before part 5: tell the pipe about new batches",
         "-- Point the bucket's event notifications at the pipe's queue, for batches",
         f"-- only (suffix {setup.extension}: a change of --compress needs this step again).",
@@ -634,30 +695,46 @@ def snowflake_sql(
     compress: str,
     names: SnowflakeNames = SnowflakeNames(),
     event_tag: str = "EVENT",
+    azure: AzureTarget | None = None,
 ) -> str:
     """
     The SQL that loads eventpipe's batches, one row per event, in numbered
-    parts with the AWS steps between them.
+    parts with the steps in AWS (or Azure, with C{azure}) between them.
 
     @raise ValueError: a name is not a valid identifier, or the role ARN
-        is not one Snowflake can use; the message names the option.
+        (or the Azure tenant or queue) is not one Snowflake can use; the
+        message names the option.
     """
     names = names.for_format(fmt)
     names.check()
+    if azure is not None:
+        azure.check()
     setup = Setup(
-        bucket or "your-bucket", normalize_prefix(prefix), fmt, compress, event_tag, names
+        bucket or "your-bucket", normalize_prefix(prefix), fmt, compress, event_tag, names, azure
     )
-    return "\n".join(
-        [
-            header(setup),
+    if azure is not None:
+        from eventpipe.snowflake_azure import azure_access, part_1_azure
+
+        first, access, notification = part_1_azure(setup), azure_access(setup), ""
+    else:
+        first, access, notification = (
             part_1_integration(setup),
             aws_role(setup),
+            aws_notification(setup),
+        )
+    return "\n".join(
+        part
+        for part in [
+            header(setup),
+            first,
+            access,
             part_2_objects(setup),
             part_3_backfill(setup),
             part_4_pipe(setup),
-            aws_notification(setup),
+            notification,
             part_5_catch_up(setup),
             part_6_monitoring(setup),
             part_7_quarantine(setup),
         ]
+        if part
     )

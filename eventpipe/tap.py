@@ -39,8 +39,7 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
     os.umask(0o077)
 
     from eventpipe.destinations import IUploader
-    from eventpipe.destinations.outbox import LocalDirectoryUploader
-    from eventpipe.destinations.s3 import S3Uploader
+    from eventpipe.destinations.select import destination_for
     from eventpipe.listeners import (
         LISTEN_BACKLOG,
         DatagramService,
@@ -74,20 +73,7 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
         reason = getattr(error, "strerror", None) or str(error)
         sys.stderr.write(f"eventpipe: --spool-dir: cannot use {options['spool-dir']!r}: {reason}\n")
         raise SystemExit(1) from None
-    uploader: IUploader
-    if options["s3-bucket"]:
-        uploader = S3Uploader(
-            reactor,
-            options["s3-bucket"],
-            endpoint_url=options["s3-endpoint-url"],
-            region=options["s3-region"],
-            concurrency=options["upload-concurrency"],
-            environment=options.aws_from_env_file(),
-        )
-    else:
-        uploader = LocalDirectoryUploader(
-            reactor, options["outbox"], threads=options["upload-concurrency"]
-        )
+    uploader: IUploader = destination_for(options, reactor)
     # As many render workers as segments render at once, and cores allow.
     render = ProcessWork(
         reactor, reactor, workers=min(options["upload-concurrency"], os.cpu_count() or 1)

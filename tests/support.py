@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -660,3 +661,110 @@ def eventpipe(
         env=dict(os.environ, **(env or {})),
         stdin=subprocess.DEVNULL,
     )
+
+
+# Azurite's well-known development account (public, the emulator's own).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+CONTAINER = "acm-events"
+
+
+def azurite_command() -> list[str]:
+    """Azurite's blob server: from .ci/node_modules (what .ci/run installs) or the PATH."""
+    from twisted.trial.unittest import SkipTest
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for candidate in (
+        os.environ.get("AZURITE_BLOB", ""),
+        os.path.join(root, ".ci", "node_modules", ".bin", "azurite-blob"),
+        shutil.which("azurite-blob") or "",
+    ):
+        if candidate and os.path.exists(candidate):
+            return [candidate]
+    if os.environ.get("CI"):
+        raise AssertionError("azurite-blob is missing: .ci/run installs it with npm")
+    raise SkipTest("azurite-blob is missing: npm install --prefix .ci azurite")
+
+
+class AzuriteServer:
+    """
+    Azurite, Microsoft's Azure Storage emulator, as a separate process on a
+    loopback port; its blobs persist in C{workdir} across a restart.
+    """
+
+    def __init__(self, workdir: str, port: int | None = None) -> None:
+        self.workdir = os.path.abspath(workdir)
+        self.location = os.path.join(self.workdir, "azurite")
+        os.makedirs(self.location, exist_ok=True)
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT};"
+        )
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
+
+    def start(self) -> AzuriteServer:
+        log = open(os.path.join(self.workdir, f"azurite-{self.port}.log"), "ab")
+        self.process = subprocess.Popen(
+            [
+                *azurite_command(),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.port),
+                "--location",
+                self.location,
+                "--silent",
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, 60, self.process)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None:
+            os.kill(self.process.pid, sig)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+            self.process = None
+
+    def container(self, name: str = CONTAINER):  # type: ignore[no-untyped-def]
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient.from_connection_string(
+            self.connection_string
+        ).get_container_client(name)
+
+
+def azurite_rig(testcase, workdir: str):  # type: ignore[no-untyped-def]
+    """An Azurite process with the test container; stopped when the test ends."""
+    server = AzuriteServer(workdir).start()
+    testcase.addCleanup(server.stop)
+    container = server.container()
+    container.create_container()
+    return server, container
+
+
+def blobs(container) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    """Every blob of a container, read whole."""
+    return {
+        blob.name: container.get_blob_client(blob.name).download_blob().readall()
+        for blob in container.list_blobs()
+    }

@@ -14,9 +14,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from eventpipe.lock import SpoolBusy, acquire, holder, last_instance
 from tests.support import (
     BUCKET,
+    CONTAINER,
     CREDENTIALS,
     Twistd,
+    azurite_rig,
     batch_files,
+    blobs,
     delivered_numbers,
     eventpipe,
     exactly_once_problems,
@@ -137,6 +140,20 @@ class DrainTests(SynchronousTestCase):
             exactly_once_problems(numbers_in_objects(objects), range(30)), ([], [], [])
         )
         self.assertTrue(all("_test_" in key for key in objects), list(objects))
+
+    def test_drain_to_azure(self) -> None:
+        dead = leave_a_spool(self, 30)
+        server, container = azurite_rig(self, os.path.abspath(self.mktemp()))
+        drained = eventpipe(
+            "drain",
+            f"--spool-dir={dead.spool}",
+            f"--azure-container={CONTAINER}",
+            env=server.environment,
+        )
+        self.assertEqual(drained.returncode, 0, drained.stdout + drained.stderr)
+        found = blobs(container)
+        self.assertEqual(exactly_once_problems(numbers_in_objects(found), range(30)), ([], [], []))
+        self.assertTrue(all("_test_" in key for key in found), list(found))
 
     def test_refused_while_the_service_runs(self) -> None:
         workdir = os.path.abspath(self.mktemp())

@@ -23,11 +23,14 @@ from eventpipe.render import quarantine_entry
 from eventpipe.snowflake import batch_pattern
 from tests.support import (
     BUCKET,
+    CONTAINER,
     CREDENTIALS,
     DECLARATION,
     EVENTPIPE_COMMAND,
     Twistd,
+    azurite_rig,
     batch_files,
+    blobs,
     eventpipe,
     quarantine_files,
     read_object,
@@ -262,6 +265,18 @@ class S3Tests(Checks, SynchronousTestCase):
         self.assertTrue(metadata["replayed"].startswith("quarantine/"))
         self.assertEqual(len(unranges(metadata["lines"])), 5)
         self.assertEqual(metadata["events"], "5")
+
+
+class AzureTests(Checks, SynchronousTestCase):
+    def setUp(self) -> None:
+        workdir = os.path.abspath(self.mktemp())
+        server, self.container = azurite_rig(self, workdir)
+        self.scenario = Scenario(
+            self, f"--azure-container={CONTAINER}", "--azure-prefix=acm", env=server.environment
+        )
+
+    def delivered(self) -> dict[str, bytes]:
+        return {key[len("acm/") :]: data for key, data in blobs(self.container).items()}
 
 
 class ReplayUnitTests(SynchronousTestCase):

@@ -381,6 +381,83 @@ class SqlTests(SynchronousTestCase):
             "CREATE TABLE IF NOT EXISTS acm.raw.events (", self.sql("--table=acm.raw.events")
         )
 
+    def azure(self, *args: str) -> str:
+        return self.sql(
+            "--azure-container=acm-events",
+            "--azure-account-url=https://acmstore.blob.core.windows.net",
+            "--azure-prefix=acm",
+            "--azure-tenant-id=11111111-2222-3333-4444-555555555555",
+            *args,
+        )
+
+    def test_azure_parses_and_golden(self) -> None:
+        """
+        The Azure set-up, for every format and compression, parses like the
+        S3 one; its default output is kept as a golden file.
+        """
+        import sqlglot.expressions as exp
+
+        for fmt in ("xml", "json"):
+            for compress in ("none", "gzip"):
+                sql = self.azure(f"--format={fmt}", f"--compress={compress}")
+                parsed = statements(sql)
+                self.assertEqual(len([p for p in parsed if isinstance(p, exp.Copy)]), 2)
+                self.assertEqual(list(parts(sql)), [1, 2, 3, 4, 5, 6, 7])
+                self.assertNotIn("In AWS", sql)
+                self.assertNotIn("arn:aws", sql)
+        sql = self.azure()
+        path = os.path.join(GOLDEN, "setup-azure-xml.sql")
+        if os.environ.get("EVENTPIPE_REGENERATE_GOLDEN"):
+            with open(path, "w") as stream:
+                stream.write(sql)
+        with open(path) as stream:
+            self.assertEqual(sql, stream.read(), f"{path} (EVENTPIPE_REGENERATE_GOLDEN=1)")
+
+    def test_azure_steps(self) -> None:
+        """
+        The storage integration on Azure, the consent and the roles, the queue
+        that Event Grid fills, and the pipe on the notification integration.
+        """
+        sql = self.azure()
+        numbered = parts(sql)
+        self.assertIn("STORAGE_PROVIDER = 'AZURE'", numbered[1])
+        self.assertIn("AZURE_TENANT_ID = '11111111-2222-3333-4444-555555555555'", numbered[1])
+        self.assertIn(
+            "STORAGE_ALLOWED_LOCATIONS = ('azure://acmstore.blob.core.windows.net/acm-events/acm/')",
+            numbered[1],
+        )
+        self.assertIn("NOTIFICATION_PROVIDER = AZURE_STORAGE_QUEUE", numbered[1])
+        self.assertIn(
+            "AZURE_STORAGE_QUEUE_PRIMARY_URI = "
+            "'https://acmstore.queue.core.windows.net/acm-events-snowpipe'",
+            numbered[1],
+        )
+        self.assertIn("DESC INTEGRATION acm_events_xml_notification;", numbered[1])
+        self.assertIn("-- ----- In Azure, before part 2", sql)
+        self.assertIn('--role "Storage Blob Data Reader"', sql)
+        self.assertIn('--role "Storage Queue Data Contributor"', sql)
+        self.assertIn(
+            "--subject-begins-with /blobServices/default/containers/acm-events/blobs/acm/", sql
+        )
+        self.assertIn("--subject-ends-with .xml", sql)
+        self.assertIn("URL = 'azure://acmstore.blob.core.windows.net/acm-events/acm/'", numbered[2])
+        self.assertIn("  INTEGRATION = 'ACM_EVENTS_XML_NOTIFICATION'\nAS\n", numbered[4])
+        self.assertNotIn("notification_channel", sql)
+        self.assertEqual(sql.count("-- ----- In "), 1)
+        queue = self.azure("--azure-queue-url=https://other.queue.core.windows.net/q-1")
+        self.assertIn("'https://other.queue.core.windows.net/q-1'", queue)
+
+    def test_azure_refusals(self) -> None:
+        self.assertIn(
+            "--azure-tenant-id",
+            self.refused("--azure-container=acm-events", "--azure-tenant-id=not-a-guid"),
+        )
+        self.assertIn(
+            "one destination at a time",
+            self.refused("--azure-container=acm-events", "--s3-bucket=acm-events"),
+        )
+        self.assertIn("--azure-container", self.refused("--azure-container=Not_Valid"))
+
     def test_usage_errors(self) -> None:
         self.assertEqual(run([]), 1)
         self.assertEqual(run(["no-such-command"]), 1)

@@ -1,0 +1,97 @@
+"""
+The Azure parts of the Snowflake set-up (L{eventpipe.snowflake}): a storage
+integration with C{STORAGE_PROVIDER = 'AZURE'}, a notification integration
+on the storage queue Event Grid fills, and the steps in Azure between them
+(consent, role assignments, the queue and the Event Grid subscription).
+Every other part is the one the S3 set-up runs.  Pure text.
+"""
+
+from __future__ import annotations
+
+from eventpipe.snowflake import Setup, _bare, _comment, _create_then_set, _literal, _outside, _part
+
+# What Snowflake's own application needs, and no more.
+BLOB_ROLE = "Storage Blob Data Reader"
+QUEUE_ROLE = "Storage Queue Data Contributor"
+
+
+def part_1_azure(setup: Setup) -> str:
+    names = setup.names
+    azure = setup.azure
+    assert azure is not None
+    return _part(
+        1,
+        names.admin_role,
+        "the storage and notification integrations, the reader role",
+        f"USE ROLE {names.admin_role};",
+        "",
+        *_create_then_set(
+            "STORAGE INTEGRATION",
+            names.storage_integration,
+            ["TYPE = EXTERNAL_STAGE", "STORAGE_PROVIDER = 'AZURE'"],
+            [
+                "ENABLED = TRUE",
+                f"AZURE_TENANT_ID = {_literal(azure.tenant_id)}",
+                f"STORAGE_ALLOWED_LOCATIONS = ({_literal(setup.location)})",
+            ],
+        ),
+        f"GRANT USAGE ON INTEGRATION {names.storage_integration} TO ROLE {names.role};",
+        "",
+        "-- New batches reach the pipe through a storage queue that Event Grid fills.",
+        f"CREATE NOTIFICATION INTEGRATION IF NOT EXISTS {names.notification_integration}",
+        "  ENABLED = TRUE",
+        "  TYPE = QUEUE",
+        "  NOTIFICATION_PROVIDER = AZURE_STORAGE_QUEUE",
+        f"  AZURE_STORAGE_QUEUE_PRIMARY_URI = {_literal(azure.queue)}",
+        f"  AZURE_TENANT_ID = {_literal(azure.tenant_id)};",
+        "-- (The queue is fixed when it is created: for another one, DROP INTEGRATION",
+        "-- and run this part again.  A prefix lives in the Event Grid filter below.)",
+        f"GRANT USAGE ON INTEGRATION {names.notification_integration} TO ROLE {names.role};",
+        "",
+        "-- Analysts: reads the typed view and the quarantine table, sees the pipe's status.",
+        f"CREATE ROLE IF NOT EXISTS {names.reader_role};",
+        f"GRANT ROLE {names.reader_role} TO ROLE {names.role};",
+        "",
+        "-- AZURE_CONSENT_URL and AZURE_MULTI_TENANT_APP_NAME, for the Azure step below:",
+        f"DESC INTEGRATION {names.storage_integration};",
+        f"DESC INTEGRATION {names.notification_integration};",
+    )
+
+
+def azure_access(setup: Setup) -> str:
+    azure = setup.azure
+    assert azure is not None
+    account = (
+        "/subscriptions/<subscription>/resourceGroups/<group>/providers/"
+        f"Microsoft.Storage/storageAccounts/{azure.account}"
+    )
+    queue = azure.queue.rsplit("/", 1)[1]
+    subject = f"/blobServices/default/containers/{azure.container}/blobs/{setup.prefix}"
+    app = "<the application id of AZURE_MULTI_TENANT_APP_NAME>"
+    return _outside(
+        "Azure",
+        "before part 2: Snowflake's access, the queue and Event Grid",
+        "-- 1. Open each AZURE_CONSENT_URL that DESC printed and accept, as a",
+        "--    tenant administrator: it adds Snowflake's application to the tenant.",
+        f"-- 2. Let that application read the container ({BLOB_ROLE}) and take",
+        f"--    messages off the queue ({QUEUE_ROLE}), nothing else:",
+        _comment(
+            f"az storage queue create --name {queue} --account-name {azure.account} "
+            "--auth-mode login\n"
+            f'az role assignment create --assignee "{app}" --role "{BLOB_ROLE}" \\\n'
+            f"  --scope {account}/blobServices/default/containers/{azure.container}\n"
+            f'az role assignment create --assignee "{app}" --role "{QUEUE_ROLE}" \\\n'
+            f"  --scope {account}/queueServices/default/queues/{queue}"
+        ),
+        "-- 3. Send the container's new batches (not the quarantine) to the queue:",
+        _comment(
+            f"az eventgrid event-subscription create --name {_bare(setup.names.pipe).replace('_', '-')} \\\n"
+            f"  --source-resource-id {account} \\\n"
+            "  --endpoint-type storagequeue \\\n"
+            f"  --endpoint {account}/queueservices/default/queues/{queue} \\\n"
+            "  --included-event-types Microsoft.Storage.BlobCreated \\\n"
+            f"  --subject-begins-with {subject} \\\n"
+            f"  --subject-ends-with {setup.extension}"
+        ),
+        f"--    (the suffix {setup.extension}: a change of --compress needs this step again).",
+    )
