@@ -412,6 +412,18 @@ def s3_service(workdir: str, endpoint: str, *args: str) -> Twistd:
     )
 
 
+def end_process(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
+    """Signal a server process and wait for it; SIGKILL after 10 s."""
+    if process is None:
+        return
+    os.kill(process.pid, sig)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 class MotoServer:
     """
     moto's S3 server as a separate process on a loopback port.  Stopped by
@@ -442,14 +454,8 @@ class MotoServer:
         return self
 
     def stop(self) -> None:
-        if self.process is not None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-            self.process = None
+        end_process(self.process)
+        self.process = None
 
     def client(self, endpoint: str | None = None):  # type: ignore[no-untyped-def]
         import boto3
@@ -736,14 +742,8 @@ class AzuriteServer:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None:
-            os.kill(self.process.pid, sig)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-            self.process = None
+        end_process(self.process, sig)
+        self.process = None
 
     def container(self, name: str = CONTAINER):  # type: ignore[no-untyped-def]
         from azure.storage.blob import BlobServiceClient

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
@@ -163,6 +163,33 @@ class IObjectReader(Interface):
 
     def deliver(request: UploadRequest) -> None:
         """L{IUploader.upload}, blocking: the same conditional write."""
+
+
+class PooledUploader:
+    """
+    An uploader whose blocking calls run in a thread pool of its own
+    (C{self.work}): C{upload} runs C{deliver} there, C{check} runs C{_check}.
+    """
+
+    work: Any
+
+    def start(self) -> None:
+        self.work.start()
+
+    def stop(self, timeout: float = 5.0) -> Deferred[None]:
+        return self.work.stop(timeout)  # type: ignore[no-any-return]
+
+    def upload(self, request: UploadRequest) -> Deferred[None]:
+        return self.work.run(self.deliver, request)  # type: ignore[no-any-return]
+
+    def check(self) -> Deferred[str]:
+        return self.work.run(self._check)  # type: ignore[no-any-return]
+
+    def deliver(self, request: UploadRequest) -> None:
+        raise NotImplementedError
+
+    def _check(self) -> str:
+        raise NotImplementedError
 
 
 def file_sha256(path: str) -> str:

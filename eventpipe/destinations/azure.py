@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -34,6 +33,7 @@ from eventpipe.destinations import (
     IObjectReader,
     IUploader,
     KeyConflict,
+    PooledUploader,
     UploadError,
     UploadRequest,
     delivered_before,
@@ -132,7 +132,7 @@ class _Chunks(io.RawIOBase):
 
 
 @implementer(IUploader, IObjectReader)
-class AzureBlobUploader:
+class AzureBlobUploader(PooledUploader):
     """
     Delivers to a container of Azure Blob Storage (or Azurite), in a
     dedicated pool of C{concurrency} threads.
@@ -207,15 +207,6 @@ class AzureBlobUploader:
                 )
             self._client = service.get_container_client(self.container)
         return self._client
-
-    def start(self) -> None:
-        self.work.start()
-
-    def stop(self, timeout: float = 5.0) -> Deferred[None]:
-        return self.work.stop(timeout)
-
-    def upload(self, request: UploadRequest) -> Deferred[None]:
-        return self.work.run(self.deliver, request)
 
     def deliver(self, request: UploadRequest) -> None:
         try:
@@ -303,9 +294,6 @@ class AzureBlobUploader:
         if delivered_before(request, dict(properties.metadata or {})):
             return True
         raise KeyConflict(request.key)
-
-    def check(self) -> Deferred[str]:
-        return self.work.run(self._check)
 
     def _check(self) -> str:
         try:

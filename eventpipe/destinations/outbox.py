@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Callable
 from typing import BinaryIO
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from zope.interface import implementer
 
@@ -28,6 +27,7 @@ from eventpipe.destinations import (
     IObjectReader,
     IUploader,
     KeyConflict,
+    PooledUploader,
     UploadError,
     UploadRequest,
     delivered_before,
@@ -42,7 +42,7 @@ METADATA = ".metadata"
 
 
 @implementer(IUploader, IObjectReader)
-class LocalDirectoryUploader:
+class LocalDirectoryUploader(PooledUploader):
     """
     Delivers into a directory, the key being the path below it.  A file
     appears whole or not at all (written aside, then linked into place; the
@@ -62,15 +62,6 @@ class LocalDirectoryUploader:
         # Marks the temporaries of this process (a pid repeats: in a
         # container every life is pid 1).
         self._life = uuid.uuid4().hex[:12]
-
-    def start(self) -> None:
-        self.work.start()
-
-    def stop(self, timeout: float = 5.0) -> Deferred[None]:
-        return self.work.stop(timeout)
-
-    def upload(self, request: UploadRequest) -> Deferred[None]:
-        return self.work.run(self.deliver, request)
 
     # What the tools read (blocking; see IObjectReader).
 
@@ -183,9 +174,6 @@ class LocalDirectoryUploader:
             _unlink(temporary)
             raise
         return temporary
-
-    def check(self) -> Deferred[str]:
-        return self.work.run(self._check)
 
     def _check(self) -> str:
         try:

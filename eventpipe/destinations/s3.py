@@ -11,7 +11,6 @@ import os
 import sys
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -20,6 +19,7 @@ from eventpipe.destinations import (
     IObjectReader,
     IUploader,
     KeyConflict,
+    PooledUploader,
     UploadError,
     UploadRequest,
     delivered_before,
@@ -103,7 +103,7 @@ def classify(error: BaseException) -> UploadError:
 
 
 @implementer(IUploader, IObjectReader)
-class S3Uploader:
+class S3Uploader(PooledUploader):
     """
     Delivers to S3 (or an S3-compatible store) with boto3, in a dedicated
     thread pool of C{concurrency} threads.
@@ -179,15 +179,6 @@ class S3Uploader:
                 ),
             )
         return self._client
-
-    def start(self) -> None:
-        self.work.start()
-
-    def stop(self, timeout: float = 5.0) -> Deferred[None]:
-        return self.work.stop(timeout)
-
-    def upload(self, request: UploadRequest) -> Deferred[None]:
-        return self.work.run(self.deliver, request)
 
     # What the tools read (blocking; see IObjectReader).
 
@@ -330,9 +321,6 @@ class S3Uploader:
         if delivered_before(request, head.get("Metadata", {})):
             return True
         raise KeyConflict(request.key)
-
-    def check(self) -> Deferred[str]:
-        return self.work.run(self._check)
 
     def _check(self) -> str:
         try:
