@@ -51,6 +51,7 @@ from eventpipe.destinations import (
 from eventpipe.metrics import quarantine_reason
 from eventpipe.naming import QUARANTINE, extension, normalize_prefix, sealed_at
 from eventpipe.options import Options as ServiceOptions
+from eventpipe.status import counted
 
 # A quarantine object's key, below the prefix: the day and the segment name.
 _QUARANTINE_KEY = re.compile(r"(\d{4}/\d{2}/\d{2})/([^/]+)\.jsonl$")
@@ -309,11 +310,10 @@ def list_pieces(quarantine: Quarantine, options: Any, out: TextIO) -> int:
                 + "\n"
             )
     total = sum(reasons.values())
-    counted = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common())
+    by_reason = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common())
     out.write(
-        f"{total} pieces in {len(objects)} objects at {quarantine.store.description}"
-        + (f": {counted}" if counted else "")
-        + "\n"
+        f"{counted(total, 'piece')} in {counted(len(objects), 'object')} at "
+        f"{quarantine.store.description}" + (f": {by_reason}" if by_reason else "") + "\n"
     )
     return 0
 
@@ -406,7 +406,7 @@ def replay(quarantine: Quarantine, options: Any, out: TextIO) -> int:
     still = {k[6:]: v for k, v in totals.items() if k.startswith("still:")}
     out.write(
         f"{'would replay' if options['dry-run'] else 'replayed'} {totals['replayed']} pieces "
-        f"({totals['events']} events) from {len(keys)} objects; {totals['before']} replayed "
+        f"({totals['events']} events) from {counted(len(keys), 'object')}; {totals['before']} replayed "
         f"before; {sum(still.values())} still fail\n"
     )
     return 0

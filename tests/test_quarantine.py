@@ -144,7 +144,7 @@ class Checks:
         self.assertEqual(listed.returncode, 0, listed.stderr)
         lines = listed.stdout.splitlines()
         summary = lines[-1]
-        self.assertRegex(summary, r"^\d+ pieces in \d+ objects at ")
+        self.assertRegex(summary, r"^\d+ pieces in \d+ objects? at ")
         self.assertIn("malformed", summary)
         self.assertIn("cn=b0", listed.stdout)
         self.assertIn("cn=s0", listed.stdout)
@@ -335,7 +335,7 @@ class ReplayUnitTests(SynchronousTestCase):
         again = io.StringIO()
         self.assertEqual(run(args, again), 0)
         self.assertIn(
-            f"replayed 0 pieces (0 events) from 1 objects; {count // 2} replayed before",
+            f"replayed 0 pieces (0 events) from 1 object; {count // 2} replayed before",
             again.getvalue(),
         )
         for replay in replays:
