@@ -87,6 +87,12 @@ def run_drain(options: DrainOptions, out: TextIO) -> int:
     if not os.path.isdir(directory):
         sys.stderr.write(f"eventpipe: --spool-dir: no such directory: {directory!r}\n")
         return 1
+    owner = os.stat(directory).st_uid
+    if owner != os.geteuid():
+        sys.stderr.write(
+            f"eventpipe: warning: {directory} belongs to uid {owner}, drain runs as uid "
+            f"{os.geteuid()}: what it leaves in the spool would not be readable by that user\n"
+        )
     instance = spool_instance(directory)
     if instance and "instance-id" not in options.sources:
         options["instance-id"] = instance
