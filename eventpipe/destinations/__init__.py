@@ -173,6 +173,11 @@ class PooledUploader:
 
     work: Any
 
+    def _pool(self, reactor: Any, clock: Any, threads: int, name: str, pool: Any = None) -> None:
+        from eventpipe.threads import ThreadedWork
+
+        self.work = ThreadedWork(reactor, clock or reactor, threads, name, pool)
+
     def start(self) -> None:
         self.work.start()
 

@@ -38,7 +38,6 @@ from eventpipe.destinations import (
     UploadRequest,
     delivered_before,
 )
-from eventpipe.threads import ThreadedWork
 
 BLOCK_THRESHOLD = 8 * 1024 * 1024
 BLOCK_SIZE = 4 * 1024 * 1024
@@ -155,13 +154,7 @@ class AzureBlobUploader(PooledUploader):
         clock: IReactorTime | None = None,
         environment: dict[str, str] | None = None,
     ) -> None:
-        self.work = ThreadedWork(
-            reactor,
-            clock or reactor,  # type: ignore[arg-type]
-            concurrency,
-            "eventpipe-azure",
-            pool,
-        )
+        self._pool(reactor, clock, concurrency, "eventpipe-azure", pool)
         self.container = container
         self.account_url = account_url
         self._client = client

@@ -34,7 +34,6 @@ from eventpipe.destinations import (
     file_sha256,
 )
 from eventpipe.spool import fsync_directory, private_makedirs
-from eventpipe.threads import ThreadedWork
 
 _TEMPORARY = ".part"
 # Where the claims are, below the outbox.
@@ -56,7 +55,7 @@ class LocalDirectoryUploader(PooledUploader):
         threads: int = 2,
         clock: IReactorTime | None = None,
     ) -> None:
-        self.work = ThreadedWork(reactor, clock or reactor, threads, "eventpipe-outbox")  # type: ignore[arg-type]
+        self._pool(reactor, clock, threads, "eventpipe-outbox")
         self.directory = os.path.abspath(directory)
         self.description = f"outbox {self.directory}"
         # Marks the temporaries of this process (a pid repeats: in a

@@ -24,7 +24,6 @@ from eventpipe.destinations import (
     UploadRequest,
     delivered_before,
 )
-from eventpipe.threads import ThreadedWork
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MULTIPART_PART_SIZE = 8 * 1024 * 1024
@@ -129,13 +128,7 @@ class S3Uploader(PooledUploader):
         clock: IReactorTime | None = None,
         environment: dict[str, str] | None = None,
     ) -> None:
-        self.work = ThreadedWork(
-            reactor,
-            clock or reactor,  # type: ignore[arg-type]
-            concurrency,
-            "eventpipe-s3",
-            pool,
-        )
+        self._pool(reactor, clock, concurrency, "eventpipe-s3", pool)
         self.bucket = bucket
         self.endpoint_url = endpoint_url
         self.region = region
