@@ -254,7 +254,7 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
         )
         azure = None
         if sub["azure-container"]:
-            from eventpipe.destinations.azure import _account_of
+            from eventpipe.destinations.azure import account_host
 
             if sub["s3-bucket"]:
                 sys.stderr.write(
@@ -265,11 +265,8 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
             connection = sub.environ.get(
                 "AZURE_STORAGE_CONNECTION_STRING"
             ) or sub.azure_from_env_file().get("AZURE_STORAGE_CONNECTION_STRING", "")
-            host = _account_of(connection, sub["azure-account-url"])
             azure = AzureTarget(
-                blob_host="youraccount.blob.core.windows.net"
-                if host == "?.blob.core.windows.net"
-                else host,
+                blob_host=account_host(connection, sub["azure-account-url"], "youraccount"),
                 container=sub["azure-container"],
                 tenant_id=sub["azure-tenant-id"],
                 queue_url=sub["azure-queue-url"] or "",

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from eventpipe.lock import last_instance
-from eventpipe.naming import split_segment_file
+from eventpipe.naming import instance_of, split_segment_file
 from eventpipe.options import Options as ServiceOptions
 from eventpipe.spool import waiting_in
 
@@ -66,7 +66,7 @@ def spool_instance(directory: str) -> str | None:
         for name in names:
             split = split_segment_file(name)
             if split is not None:
-                return split[0].split("_", 2)[2].rsplit("_", 1)[0]
+                return instance_of(split[0])
     return None
 
 
@@ -110,7 +110,7 @@ def run_drain(options: DrainOptions, out: TextIO) -> int:
     )
     out.write(
         f"draining {directory} (instance {options['instance-id']}): "
-        f"{counted(before[0], 'segment')}, {counted(before[1], 'event')}, "
+        f"{counted(before.segments, 'segment')}, {counted(before.events, 'event')}, "
         f"to {service.uploader.description}\n"
     )
     out.flush()
@@ -119,7 +119,8 @@ def run_drain(options: DrainOptions, out: TextIO) -> int:
         # Start ships every segment; the stop waits for them up to --timeout.
         service.startService()
         await service.stopService()
-        segments, events, aside = waiting_in(directory)
+        left = waiting_in(directory)
+        segments, events, aside = left.segments, left.events, len(left.set_aside)
         delivered = service.shipping.events_delivered
         if not segments and not aside:
             out.write(f"drained: {delivered} events delivered; nothing is left\n")

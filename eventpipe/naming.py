@@ -91,6 +91,14 @@ def object_key(name: str, extension: str, prefix: str = "") -> str:
     return f"{normalize_prefix(prefix)}{day[:4]}/{day[4:6]}/{day[6:]}/{name}{extension}"
 
 
+def instance_of(name: str) -> str:
+    """The instance id in a segment name."""
+    match = _SEGMENT_NAME.match(name)
+    if match is None:
+        raise ValueError(f"not a segment name: {name!r}")
+    return match.group(3)
+
+
 def quarantine_key(name: str, prefix: str = "") -> str:
     """The key of the quarantine object made from the segment C{name}."""
     return object_key(name, ".jsonl", normalize_prefix(prefix) + QUARANTINE)

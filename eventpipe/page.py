@@ -104,7 +104,7 @@ footer{padding:0 1em 1em;color:#5a6272}
 JS = b"""'use strict';
 const $ = (id) => document.getElementById(id);
 const text = (id, value) => { $(id).textContent = value === null || value === undefined ? '-' : String(value); };
-const EVERY = 2000, KEEP = 150;
+const EVERY = 2000;
 
 function size(bytes) {
   const units = ['B', 'KiB', 'MiB', 'GiB'];
@@ -120,8 +120,8 @@ function age(seconds) {
   return Math.floor(seconds / 3600) + 'h ' + Math.floor(seconds % 3600 / 60) + 'm';
 }
 
-function chart(id, rates, peak) {
-  const step = 600 / (KEEP - 1), first = KEEP - rates.length;
+function chart(id, rates, peak, slots) {
+  const step = 600 / Math.max(1, slots - 1), first = slots - rates.length;
   $(id).setAttribute('points', rates.map((r, i) =>
     ((first + i) * step).toFixed(1) + ',' + (118 - 116 * r / peak).toFixed(1)).join(' '));
 }
@@ -178,8 +178,9 @@ function show(s) {
 function plot(r) {
   const received = r.received_per_second || [], delivered = r.delivered_per_second || [];
   const peak = Math.max(1, ...received, ...delivered);
-  chart('line-received', received, peak);
-  chart('line-delivered', delivered, peak);
+  const slots = Math.max(r.slots || 0, received.length, 2);
+  chart('line-received', received, peak, slots);
+  chart('line-delivered', delivered, peak, slots);
   text('rate-received', received.length ? received[received.length - 1].toFixed(1) : '-');
   text('rate-delivered', delivered.length ? delivered[delivered.length - 1].toFixed(1) : '-');
   text('chart-peak', peak.toFixed(1));

@@ -64,12 +64,12 @@ RENUMBERS = 16
 MAX_RUNS = 100
 
 
-def _since(text: str) -> float:
-    """C{7d}, C{24h}, C{30m} ago, or an ISO date or time in UTC."""
+def _since(text: str, now: float) -> float:
+    """C{7d}, C{24h}, C{30m} before C{now}, or an ISO date or time in UTC."""
     match = re.fullmatch(r"(\d+)([dhm])", text.strip())
     if match:
         seconds = int(match.group(1)) * {"d": 86400, "h": 3600, "m": 60}[match.group(2)]
-        return time.time() - seconds
+        return now - seconds
     import calendar
 
     for form in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
@@ -88,10 +88,11 @@ class _Window(ServiceOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
+        now = time.time()
         for name in ("since", "until"):
             if self[name] is not None:
                 try:
-                    self[name] = _since(self[name])
+                    self[name] = _since(self[name], now)
                 except ValueError:
                     raise usage.UsageError(
                         f"--{name}: invalid value {self[name]!r} "

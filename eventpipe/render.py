@@ -282,12 +282,10 @@ def render_segment(
             strict=True,
         ):
             if reason is not None and repair:
-                repaired, changes = repair_tag_names(data)
-                if changes:
-                    again, rendered = _render_event(repaired, parser, fmt, event_tag)
-                    if again is None:
-                        reason = None
-                        result.repaired += 1
+                fixed = _repaired(data, parser, fmt, event_tag)
+                if fixed is not None:
+                    reason, rendered = None, fixed[1]
+                    result.repaired += 1
             if reason is None:
                 good.append(rendered)
                 result.events += 1
@@ -374,9 +372,9 @@ def replayable(
     for event in events:
         reason, _ = _render_event(event, parser, "xml", event_tag)
         if reason is not None and repair:
-            fixed, changes = repair_tag_names(event)
-            if changes and _render_event(fixed, parser, "xml", event_tag)[0] is None:
-                event, reason = fixed, None
+            fixed = _repaired(event, parser, "xml", event_tag)
+            if fixed is not None:
+                event, reason = fixed[0], None
                 repaired += 1
         if reason is not None:
             return [], reason, 0
@@ -516,6 +514,20 @@ def _render_events(
 def _json_line(element: Any, namespaced: bool) -> bytes:
     document = event_to_json(element, namespaced=namespaced)
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def _repaired(
+    data: bytes, parser: etree.XMLParser, fmt: str, event_tag: str
+) -> tuple[bytes, bytes] | None:
+    """
+    An event that fails as it came, with ACM's spaced names joined: (the
+    repaired event, what to write) when that makes it pass, else None.
+    """
+    fixed, changes = repair_tag_names(data)
+    if not changes:
+        return None
+    reason, rendered = _render_event(fixed, parser, fmt, event_tag)
+    return (fixed, rendered) if reason is None else None
 
 
 def _render_event(

@@ -234,6 +234,7 @@ class EventpipeService(Service):
             delivered.append(round((sent_now - sent) / seconds, 3))
         return {
             "interval_seconds": RATE_INTERVAL,
+            "slots": RATE_SAMPLES - 1,
             "received_per_second": received,
             "delivered_per_second": delivered,
         }
@@ -346,7 +347,8 @@ class EventpipeService(Service):
     def _report_left(self, unwritten: int) -> None:
         """Say what was not delivered, and where it waits."""
         # Sealed segments, and any set aside whose seal did not finish.
-        segments, events, _ = waiting_in(self.spool.directory)
+        left = waiting_in(self.spool.directory)
+        segments, events = left.segments, left.events
         if not segments:
             log.info("stopped: everything received was delivered")
             return

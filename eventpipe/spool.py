@@ -647,19 +647,31 @@ class Spool:
             self._fd = None
 
 
-def waiting_in(directory: str, count: bool = True) -> tuple[int, int, int]:
+@dataclass(frozen=True)
+class Contents:
+    """What a spool directory holds that is not delivered (see L{waiting_in})."""
+
+    segments: int
+    events: int
+    bytes: int
+    # When the oldest waiting segment was sealed (or the current one last
+    # written); None when nothing waits.
+    oldest: float | None
+    set_aside: tuple[str, ...]
+
+
+def waiting_in(directory: str) -> Contents:
     """
     What a spool directory holds that is not delivered, read off the
     directory alone (no Spool, no lock): segments and events in sealed/,
-    sealing/ and current, and the segments set aside in failed/.  What is
-    not a regular file (a directory, a FIFO) is a segment that cannot be
-    read: counted, never opened.
-
-    @param count: read the segments to count their events (else 0).
+    sealing/ and current, their bytes (rendered/ included), and the
+    segments set aside in failed/.  What is not a regular file (a directory,
+    a FIFO) is a segment that cannot be read: counted, never opened.
     """
-    segments = events = 0
+    segments = events = size = 0
+    oldest: float | None = None
     paths = [os.path.join(directory, "current")]
-    for folder in ("sealed", "sealing"):
+    for folder in ("sealed", "sealing", "rendered"):
         try:
             names = sorted(os.listdir(os.path.join(directory, folder)))
         except OSError:
@@ -670,10 +682,21 @@ def waiting_in(directory: str, count: bool = True) -> tuple[int, int, int]:
             found = os.lstat(path)
         except OSError:
             continue
-        if path.endswith(os.sep + "current") and not found.st_size:
+        folder, name = os.path.split(path)
+        if name == "current":
+            if not found.st_size:
+                continue
+            stamp: float | None = found.st_mtime
+        else:
+            split = split_segment_file(name)
+            stamp = sealed_at(split[0]) if split and folder.endswith("sealed") else None
+        size += found.st_size
+        if folder.endswith("rendered"):
             continue
         segments += 1
-        if not count or not stat.S_ISREG(found.st_mode):
+        if stamp is not None:
+            oldest = stamp if oldest is None else min(oldest, stamp)
+        if not stat.S_ISREG(found.st_mode):
             continue
         try:
             with open(path, "rb") as stream:
@@ -681,10 +704,10 @@ def waiting_in(directory: str, count: bool = True) -> tuple[int, int, int]:
         except OSError:
             pass
     try:
-        aside = len(os.listdir(os.path.join(directory, "failed")))
+        aside = tuple(sorted(os.listdir(os.path.join(directory, "failed"))))
     except OSError:
-        aside = 0
-    return segments, events, aside
+        aside = ()
+    return Contents(segments, events, size, oldest, aside)
 
 
 def runs_within(

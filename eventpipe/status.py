@@ -18,7 +18,6 @@ import urllib.request
 from typing import Any, TextIO
 
 from eventpipe.lock import holder
-from eventpipe.naming import sealed_at, split_segment_file
 from eventpipe.options import Options as ServiceOptions
 from eventpipe.options import parse_endpoint
 from eventpipe.spool import waiting_in
@@ -66,48 +65,18 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
 
 def from_spool(directory: str, now: float) -> dict[str, Any]:
     """What the spool directory says by itself (the service's figures unknown)."""
-    segments, events, _ = waiting_in(directory)
-    waiting = 0
-    oldest: float | None = None
-    for folder in ("sealed", "sealing", "rendered"):
-        path = os.path.join(directory, folder)
-        try:
-            names = os.listdir(path)
-        except OSError:
-            continue
-        for name in names:
-            try:
-                waiting += os.path.getsize(os.path.join(path, name))
-            except OSError:
-                continue
-            split = split_segment_file(name)
-            if folder == "sealed" and split is not None:
-                stamp = sealed_at(split[0])
-                oldest = stamp if oldest is None else min(oldest, stamp)
-    current = os.path.join(directory, "current")
-    try:
-        stat = os.stat(current)
-        waiting += stat.st_size
-        if stat.st_size:
-            oldest = stat.st_mtime if oldest is None else min(oldest, stat.st_mtime)
-    except OSError:
-        pass
-    try:
-        aside = sorted(os.listdir(os.path.join(directory, "failed")))
-    except OSError:
-        aside = []
+    found = waiting_in(directory)
     return {
-        "waiting_bytes": waiting,
-        "segments_waiting": segments,
-        "events_waiting": events,
-        "oldest_event_age_seconds": round(now - oldest, 3) if oldest is not None else 0.0,
-        "segments_set_aside": aside,
+        "waiting_bytes": found.bytes,
+        "segments_waiting": found.segments,
+        "events_waiting": found.events,
+        "oldest_event_age_seconds": round(now - found.oldest, 3) if found.oldest else 0.0,
+        "segments_set_aside": list(found.set_aside),
     }
 
 
-def gather(options: StatusOptions, now: float | None = None) -> dict[str, Any]:
+def gather(options: StatusOptions, now: float) -> dict[str, Any]:
     """Everything the screen shows, as one object, with C{health}."""
-    now = time.time() if now is None else now
     directory = options["spool-dir"]
     report: dict[str, Any] = {"spool_dir": directory}
     try:
@@ -258,7 +227,7 @@ def screen(report: dict[str, Any]) -> str:
 
 
 def run_status(options: StatusOptions, out: TextIO) -> int:
-    report = gather(options)
+    report = gather(options, time.time())
     if options["json"]:
         out.write(json.dumps(report, indent=2) + "\n")
     else:

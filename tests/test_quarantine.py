@@ -295,9 +295,10 @@ class ReplayUnitTests(SynchronousTestCase):
                 stream.write(quarantine_entry("not well-formed XML: x", BROKEN))
         quarantine = Quarantine(LocalDirectoryUploader(None, outbox), "")  # type: ignore[arg-type]
         self.assertEqual(len(quarantine.objects()), 3)
-        chosen = quarantine.objects(_since("2026-11-21"), _since("2026-11-28T23:59"))
+        chosen = quarantine.objects(_since("2026-11-21", 0.0), _since("2026-11-28T23:59", 0.0))
         self.assertEqual(chosen, ["quarantine/2026/11/24/20261124_101500_gw1_000001.jsonl"])
-        self.assertRaises(ValueError, _since, "last week")
+        self.assertRaises(ValueError, _since, "last week", 0.0)
+        self.assertEqual(_since("2d", 200000.0), 200000.0 - 2 * 86400)
         listed = io.StringIO()
         args = ["quarantine", "list", f"--outbox={outbox}", "--since=2026-11-24"]
         args.append(f"--spool-dir={os.path.abspath(self.mktemp())}")

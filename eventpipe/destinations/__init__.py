@@ -16,6 +16,7 @@ spool).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -165,7 +166,7 @@ class IObjectReader(Interface):
         """L{IUploader.upload}, blocking: the same conditional write."""
 
 
-class PooledUploader:
+class PooledUploader(abc.ABC):
     """
     An uploader whose blocking calls run in a thread pool of its own
     (C{self.work}): C{upload} runs C{deliver} there, C{check} runs C{_check}.
@@ -190,11 +191,13 @@ class PooledUploader:
     def check(self) -> Deferred[str]:
         return self.work.run(self._check)  # type: ignore[no-any-return]
 
+    @abc.abstractmethod
     def deliver(self, request: UploadRequest) -> None:
-        raise NotImplementedError
+        """Deliver C{request}, blocking (see L{IUploader.upload})."""
 
+    @abc.abstractmethod
     def _check(self) -> str:
-        raise NotImplementedError
+        """Probe the destination, blocking (see L{IUploader.check})."""
 
 
 def file_sha256(path: str) -> str:

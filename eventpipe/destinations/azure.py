@@ -159,7 +159,7 @@ class AzureBlobUploader(PooledUploader):
         self.account_url = account_url
         self._client = client
         self._environment = dict(environment or {})
-        where = _account_of(self._connection_string(), account_url)
+        where = account_host(self._connection_string(), account_url)
         self.description = f"azure://{where}/{container}"
 
     def _connection_string(self) -> str:
@@ -338,13 +338,17 @@ def _md5_of(path: str) -> bytes:
     return digest.digest()
 
 
-def _account_of(connection: str, account_url: str | None) -> str:
-    """The account's host (or emulator URL) for descriptions, never a key."""
+def account_host(connection: str, account_url: str | None, unknown: str = "?") -> str:
+    """
+    The account's blob host (or an emulator's host and path), from the URL or
+    the connection string, never its key; C{unknown}'s host when neither
+    names an account.
+    """
     if account_url:
         return account_url.split("://", 1)[-1].rstrip("/")
     parts = dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
     if "BlobEndpoint" in parts:
         return parts["BlobEndpoint"].split("://", 1)[-1].rstrip("/")
-    name = parts.get("AccountName", "?")
+    name = parts.get("AccountName", unknown)
     suffix = parts.get("EndpointSuffix", "core.windows.net")
     return f"{name}.blob.{suffix}"
