@@ -593,6 +593,7 @@ DECLARATION = b"<?xml "
 # read), the framer takes over, whose cost is linear in what it is fed.
 WAITING = 16 * 1024
 _LAYOUT = b" \t\r\n"
+_LAYOUT_BYTES = (b" ", b"\t", b"\r", b"\n")
 
 
 class ReadSplitter:
@@ -622,7 +623,7 @@ class ReadSplitter:
         self.max_event_size = max_event_size
         self._open = b"<" + event_tag.encode("utf-8")
         self._close = b"</" + event_tag.encode("utf-8")
-        self._end_line = self._close + b">\n"
+        self._close_tag = self._close + b">"
         self._pending = b""
 
     @property
@@ -639,22 +640,26 @@ class ReadSplitter:
         if framer.state is State.BETWEEN and not framer.buffered:
             pending = self._pending
             buf = pending + data if pending else data
+            if not pending and buf[:1] in _LAYOUT_BYTES:
+                # Layout between documents is nothing, for the framer too.
+                buf = buf.lstrip(_LAYOUT)
+                if not buf:
+                    return b"", 0, [], []
             if len(pending) <= max(len(data), WAITING):
                 cut = buf.rfind(DECLARATION)
-                if buf.endswith(self._end_line) and self._whole(buf[cut:]):
-                    # The last document is whole too: nothing waits.
-                    cut = len(buf)
+                if self._ends_whole(buf, cut):
+                    # The last document is whole too: nothing need wait.
+                    count = self._documents(buf, len(buf))
+                    if count is not None:
+                        self._pending = b""
+                        return buf, count, [], []
                 if cut <= 0:
                     if cut == 0 and len(buf) <= self.max_event_size:
                         # The start of one document: wait for the rest.
                         self._pending = buf
                         return b"", 0, [], []
-                elif (
-                    len(buf) - cut <= self.max_event_size
-                    # No instruction left open at the cut.
-                    and buf.rfind(b"<?", 0, cut) < buf.rfind(b"?>", 0, cut)
-                ):
-                    count = uniform_documents(buf, self.event_tag, cut)
+                else:
+                    count = self._documents(buf, cut)
                     if count is not None:
                         self._pending = buf[cut:]
                         return buf[:cut], count, [], []
@@ -664,10 +669,34 @@ class ReadSplitter:
         events, rejected = framer.feed(data)
         return b"", 0, events, rejected
 
+    def _documents(self, buf: bytes, cut: int) -> int | None:
+        """How many documents all alike stand before C{cut}, if they do."""
+        if (
+            len(buf) - cut <= self.max_event_size
+            # No instruction left open at the cut.
+            and buf.rfind(b"<?", 0, cut) < buf.rfind(b"?>", 0, cut)
+        ):
+            return uniform_documents(buf, self.event_tag, cut)
+        return None
+
+    def _ends_whole(self, buf: bytes, cut: int) -> bool:
+        """
+        Whether a read ends with an end tag of the last document and layout
+        only, and that document is whole (see L{_whole}).
+        """
+        if cut < 0:
+            return False
+        closed = buf.rfind(self._close_tag, cut)
+        return (
+            closed >= 0
+            and not buf[closed + len(self._close_tag) :].strip(_LAYOUT)
+            and self._whole(buf[cut:])
+        )
+
     def _whole(self, last: bytes) -> bool:
         """
         Whether the last document of a read, which ends with an end tag and
-        a newline, is whole: one start tag and one end tag (a nested root
+        layout, is whole: one start tag and one end tag (a nested root
         would still be open), so that nothing of it waits for more bytes.
         """
         return last.count(self._open) == 1 and last.count(self._close) == 1
@@ -738,34 +767,60 @@ def uniform_documents(documents: bytes, event_tag: str = "EVENT", end: int = -1)
     ingest (L{ReadSplitter}) and at render (L{uniform_events}): whether the
     bytes up to C{end} (all of them by default) are documents all alike --
     the same UTF-8 declaration and layout, then C{<EVENT>}, the event's
-    content, C{</EVENT>} and a newline -- and how many; None when not.
+    content, C{</EVENT>} and the same layout after every document (nothing,
+    a newline, CRLF, spaces: whatever the sender writes, as long as it
+    writes it every time) -- and how many; None when not.
+    """
+    found = _uniform(documents, event_tag, end)
+    return None if found is None else found[0]
 
-    Two scans for long needles and one for a byte, no loop over the
+
+def _uniform(documents: bytes, event_tag: str, end: int) -> tuple[int, bytes, bytes] | None:
+    """
+    L{uniform_documents}, with the declaration (and the layout after it)
+    and the separator that follows every end tag.
+
+    Three scans for long needles and one for a byte, no loop over the
     documents: every declaration stands at the start or right after an end
-    tag and its newline, and right before a start tag, so every document's
-    root is the event tag and nothing stands between documents; and there
-    is no C{!} (a comment, CDATA or DOCTYPE could hide an end tag or a
-    declaration).  What is inside the events is not looked at here
-    (L{uniform_events} looks before it splits them without the framer).
+    tag and the separator, and right before a start tag, so every
+    document's root is the event tag and nothing but the one separator
+    stands between documents; and there is no C{!} (a comment, CDATA or
+    DOCTYPE could hide an end tag or a declaration).  What is inside the
+    events is not looked at here (L{uniform_events} looks before it splits
+    them without the framer).
     """
     if end < 0:
         end = len(documents)
     tag = event_tag.encode("utf-8")
     open_tag = b"<" + tag + b">"
-    end_line = b"</" + tag + b">\n"
+    close_tag = b"</" + tag + b">"
     first = documents.find(open_tag, 0, min(end, 512))
-    if first <= 0 or documents[end - len(end_line) : end] != end_line:
+    if first <= 0:
         return None
     declaration = documents[:first]
     if not _plain_declaration(declaration, tag):
         return None
+    # The separator: what follows the first document's end tag, up to the
+    # next declaration (or the end).  A wrong guess (an end tag inside the
+    # first event) fails the counts below.
+    closed = documents.find(close_tag, first, end)
+    if closed < 0:
+        return None
+    closed += len(close_tag)
+    following = documents.find(DECLARATION, closed, end)
+    separator = documents[closed : end if following < 0 else following]
+    if separator.strip(_LAYOUT):
+        return None
+    ending = close_tag + separator
+    if documents[end - len(ending) : end] != ending:
+        return None
     count = documents.count(declaration, 0, end)
     if (
-        documents.count(end_line + declaration + open_tag, 0, end) != count - 1
+        documents.count(ending + declaration + open_tag, 0, end) != count - 1
         or documents.find(b"!", 0, end) >= 0
     ):
         return None
-    return count
+    return count, declaration, separator
 
 
 def uniform_events(
@@ -774,23 +829,27 @@ def uniform_events(
     """
     The events of whole documents that are all alike (L{uniform_documents})
     as one run of bytes, one event a line (what the framer makes of them,
-    joined), and how many; None when they are not all so, when an event
-    holds an instruction or the tag's name (a nested root, a declaration:
-    the framer is needed), or when they are longer than C{max_event_size}
-    (which then bounds every event in them).  The declarations are removed
-    where they stand, in one pass: this is what ACM sends, and render's
-    fast path.
+    each followed by a newline, whatever the sender wrote between them), and
+    how many; None when they are not all so, when an event holds an
+    instruction or the tag's name (a nested root, a declaration: the framer
+    is needed), or when they are longer than C{max_event_size} (which then
+    bounds every event in them).  The declarations are removed where they
+    stand, in one pass (and the separators made newlines in another, unless
+    they are newlines): this is what ACM sends, and render's fast path.
     """
     if len(documents) > max_event_size:
         return None
-    count = uniform_documents(documents, event_tag)
-    if count is None:
+    found = _uniform(documents, event_tag, -1)
+    if found is None:
         return None
+    count, declaration, separator = found
     tag = event_tag.encode("utf-8")
-    declaration = documents[: documents.find(b"<" + tag + b">")]
     events = documents.replace(declaration, b"")
     if events.count(tag) != 2 * count or b"?" in events:
         return None
+    if separator != b"\n":
+        close_tag = b"</" + tag + b">"
+        events = events.replace(close_tag + separator, close_tag + b"\n")
     return events, count
 
 

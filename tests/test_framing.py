@@ -5,6 +5,7 @@ test_basic does) and at hypothesis-chosen splits.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from hypothesis import given, settings
@@ -487,6 +488,7 @@ class UniformTests(SynchronousTestCase):
             DECL + b"\n<EVENT>a<EVENT>b</EVENT>\n",
             DECL + b"\n<EVENT><EVENTS/></EVENT>\n",
             DECL + b"\n<EVENT>x</EVENT>\ny\n",
+            # Another separator: alike alone, not beside the newline.
             DECL + b"\n<EVENT>x</EVENT>\n\n",
             DECL + b"\n<EVENT>x</EVENT>",
             DECL + b"\n<EVENT>x</EVENT>\r\n",
@@ -498,13 +500,84 @@ class UniformTests(SynchronousTestCase):
             DECL + b"\n<EVENT><!-- c --></EVENT>\n",
             b"\n" + DECL + b"\n<EVENT>x</EVENT>\n",
         ]
-        alike_alone = misses[8]  # another declaration, but the same throughout
+        # Alike throughout: another separator, another declaration.
+        alike_alone = {misses[4], misses[5], misses[6], misses[8]}
         for miss in misses:
             for documents in (miss, good + miss, miss + good, good + miss + good):
                 render_frames(self, documents, 1 << 20, Ways())
-                if documents != alike_alone:
+                if documents not in alike_alone:
                     self.assertIsNone(uniform_events(documents), documents)
-        self.assertEqual(uniform_events(alike_alone), (b"<EVENT>z</EVENT>\n", 1))
+        self.assertEqual(uniform_events(misses[8]), (b"<EVENT>z</EVENT>\n", 1))
+        for miss in (misses[4], misses[5], misses[6]):
+            self.assertEqual(uniform_events(miss), (b"<EVENT>x</EVENT>\n", 1))
+
+
+# What senders write between one document's end tag and the next
+# declaration, and after the declaration.
+SEPARATORS = [b"", b"\n", b"\r\n", b" ", b"  \t", b"\n\n"]
+
+
+def laid_out(count: int, separator: bytes, after_declaration: bytes = b"\n") -> list[bytes]:
+    """ACM-style documents, one a write, with the given layout."""
+    return [DECL + after_declaration + make_event(n) + separator for n in range(count)]
+
+
+class LayoutTests(SynchronousTestCase):
+    """
+    Every layout a sender may use between documents takes the cheap way at
+    ingest and the uniform way at render, one write per event as well as
+    in large writes, and gives what the framer gives.
+    """
+
+    def test_every_separator_every_write_pattern(self) -> None:
+        for separator in SEPARATORS:
+            for after in (b"", b"\n", b"\r\n"):
+                writes = laid_out(300, separator, after)
+                wire = b"".join(writes)
+                per_event = list(itertools.accumulate(len(w) for w in writes))[:-1]
+                for cuts in (per_event, list(range(65536, len(wire), 65536)), [len(wire) // 2]):
+                    ways = Ways()
+                    events, rejected = split_then_frame(self, wire, cuts, ways=ways)
+                    case = (separator, after, len(cuts))
+                    self.assertEqual((events, rejected), exact(wire, cuts), case)
+                    self.assertEqual(len(events), 300, case)
+                    # Every read but the last (which waits for its end) is
+                    # kept as read, and found uniform at render.
+                    self.assertGreaterEqual(ways.cheap, len(cuts), case)
+                    self.assertEqual(ways.uniform, ways.cheap, case)
+
+    def test_separator_split_from_its_document(self) -> None:
+        """
+        A read that ends between an end tag and its newline keeps the
+        cheap way: the next read begins with the newline.
+        """
+        writes = laid_out(50, b"\n")
+        wire = b"".join(writes)
+        cuts = [wire.index(b"</EVENT>", 4000) + len(b"</EVENT>")]
+        cuts.append(cuts[0] + 1)
+        ways = Ways()
+        events, rejected = split_then_frame(self, wire, cuts, ways=ways)
+        self.assertEqual((events, rejected), exact(wire, cuts))
+        self.assertEqual((ways.cheap, ways.uniform), (3, 3))
+
+    def test_back_to_back_at_ingest(self) -> None:
+        """The splitter hands on reads of documents back to back, framing none."""
+        splitter = ReadSplitter("EVENT", 1 << 20)
+        cheap = framed = 0
+        for write in laid_out(2000, b"", b""):
+            _, count, events, rejected = splitter.feed(write)
+            cheap += count
+            framed += len(events) + len(rejected)
+        # Each write ends with a whole document: nothing waits.
+        self.assertEqual((cheap, framed, splitter.buffered), (2000, 0, 0))
+        self.assertEqual(splitter.close(), ([], []))
+
+    def test_mixed_separators_go_to_the_framer(self) -> None:
+        """Documents laid out differently in one read are framed, and give the same."""
+        wire = b"".join(laid_out(3, b"\n") + laid_out(3, b"") + laid_out(3, b"\r\n"))
+        self.assertIsNone(uniform_events(wire))
+        events, rejected = split_then_frame(self, wire, [])
+        self.assertEqual((events, rejected), exact(wire, []))
 
 
 class IngestCountTests(SynchronousTestCase):

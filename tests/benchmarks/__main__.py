@@ -12,7 +12,9 @@ Events vary (names, numbers, times), so that gzip figures are honest.
 
 1. raw limit: a minimal receiver that only writes the bytes to a file;
 2. ingest: a real ``twistd -n eventpipe`` until every event is spooled
-   (``eventpipe_events_received_total``);
+   (``eventpipe_events_received_total``); and for every layout a sender
+   may use between documents (nothing, a newline, CRLF, spaces), one
+   write per event, beside the raw receiver fed the same way;
 3. end to end, XML, JSON Lines and gzip, into the outbox and into a real S3
    server (moto): the total (first send to last delivery) and the steady
    rate (20 % to 80 % delivered); and moto's own PUT rate alone;
@@ -124,14 +126,32 @@ def bench_event(number: int) -> bytes:
     return "\n".join(lines).encode("utf-8")
 
 
-def stream_for(numbers: range) -> bytes:
-    return b"".join(DECLARATION + bench_event(n) + b"\n" for n in numbers)
+# What senders write between documents (see the layout runs).
+LAYOUTS = {"lf": b"\n", "none": b"", "crlf": b"\r\n", "spaces": b"  "}
 
 
-def send_all(port: int, streams: list[bytes]) -> None:
-    def one(data: bytes) -> None:
+def documents_for(numbers: range, separator: bytes = b"\n") -> list[bytes]:
+    return [DECLARATION + bench_event(n) + separator for n in numbers]
+
+
+def stream_for(numbers: range, separator: bytes = b"\n") -> bytes:
+    return b"".join(documents_for(numbers, separator))
+
+
+# A connection's bytes: one stream sent at once (large writes), or a list
+# of writes (one per event, as ACM-style senders write).
+Stream = bytes | list[bytes]
+
+
+def send_all(port: int, streams: list[Stream]) -> None:
+    def one(data: Stream) -> None:
         with socket.create_connection(("127.0.0.1", port)) as connection:
-            connection.sendall(data)
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if isinstance(data, bytes):
+                connection.sendall(data)
+            else:
+                for write in data:
+                    connection.sendall(write)
 
     threads = [threading.Thread(target=one, args=(data,)) for data in streams]
     for thread in threads:
@@ -172,9 +192,13 @@ while total < expected:
 """
 
 
-def raw_limit(workdir: str, streams: list[bytes]) -> dict[str, float]:
+def stream_bytes(streams: list[Stream]) -> int:
+    return sum(len(s) if isinstance(s, bytes) else sum(map(len, s)) for s in streams)
+
+
+def raw_limit(workdir: str, streams: list[Stream]) -> dict[str, float]:
     port = free_port()
-    total = sum(map(len, streams))
+    total = stream_bytes(streams)
     receiver = subprocess.Popen(
         [
             sys.executable,
@@ -278,7 +302,7 @@ class Service:
 
 
 def run_until(
-    service: Service, streams: list[bytes], metric: str, events: int
+    service: Service, streams: list[Stream], metric: str, events: int
 ) -> tuple[float, list[tuple[float, float]]]:
     """
     Send the streams and poll C{metric} until it reaches C{events}.
@@ -312,7 +336,7 @@ def steady(samples: list[tuple[float, float]], events: int) -> float:
 # 2. Ingest.
 
 
-def ingest(workdir: str, streams: list[bytes], events: int, args: list[str]) -> dict[str, float]:
+def ingest(workdir: str, streams: list[Stream], events: int, args: list[str]) -> dict[str, float]:
     with Service(workdir, ["--rotation-interval=3600", "--check-interval=1", *args]) as service:
         seconds, _ = run_until(service, streams, "eventpipe_events_received_total", events)
         return {"seconds": seconds, "peak_rss_mib": service.rss()}
@@ -521,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         action="append",
         default=[],
-        help="skip a section (raw, ingest, e2e, s3, moto, stall, partial, render)",
+        help="skip a section (raw, ingest, layouts, e2e, s3, moto, stall, partial, render)",
     )
     options = parser.parse_args(argv)
     from eventpipe.options import parse_size
@@ -568,13 +592,30 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if step("raw"):
                 measured("raw", lambda d: raw_limit(os.makedirs(d) or d, streams))
+            ingest_args = ["--max-file-size=1GiB", "--max-spool-size=8GB"]
             if step("ingest"):
-                measured(
-                    "ingest",
-                    lambda d: ingest(
-                        d, streams, events, ["--max-file-size=1GiB", "--max-spool-size=8GB"]
-                    ),
-                )
+                measured("ingest", lambda d: ingest(d, streams, events, ingest_args))
+            if step("layouts"):
+                # Every layout between documents, one write per event (and
+                # back to back in large writes): the raw receiver fed the
+                # same way is the reference of the per-event runs.
+                for layout, separator in LAYOUTS.items():
+                    writes: list[Stream] = [
+                        documents_for(range(i, events, CONNECTIONS), separator)
+                        for i in range(CONNECTIONS)
+                    ]
+                    if layout == "none":
+                        measured(
+                            "raw_per_event", lambda d, w=writes: raw_limit(os.makedirs(d) or d, w)
+                        )
+                        bulk: list[Stream] = [b"".join(w) for w in writes]  # type: ignore[arg-type]
+                        measured(
+                            "ingest_none_bulk", lambda d, b=bulk: ingest(d, b, events, ingest_args)
+                        )
+                    measured(
+                        f"ingest_{layout}_per_event",
+                        lambda d, w=writes: ingest(d, w, events, ingest_args),
+                    )
             if step("e2e"):
                 for name, args in [
                     ("e2e_xml", []),
@@ -633,9 +674,13 @@ def report(results: dict[str, Any]) -> None:
     print(
         f"  {'run':<30} {'events/s':>10} {'MB/s':>8} {'÷ raw':>6} {'steady/s':>10} {'peak RSS':>9} {'worker':>7}  check"
     )
+    per_event = results.get("raw_per_event", {}).get("events_per_s")
     for name in [
         "raw",
         "ingest",
+        "ingest_none_bulk",
+        "raw_per_event",
+        *(f"ingest_{layout}_per_event" for layout in LAYOUTS),
         "e2e_xml",
         "e2e_json",
         "e2e_gzip",
@@ -650,8 +695,11 @@ def report(results: dict[str, Any]) -> None:
         steady_rate = f"{r['steady_events_per_s']:,.0f}" if "steady_events_per_s" in r else "-"
         check = f"lost {r['lost']}, dup {r['duplicated']}" if "lost" in r else ""
         worker = f"{r['worker_peak_rss_mib']:.0f} MiB" if r.get("worker_peak_rss_mib") else "-"
+        shown = ratio(name)
+        if name.endswith("_per_event") and per_event and name != "raw_per_event":
+            shown += f" ({r['events_per_s'] / per_event:.2f} of raw per event)"
         print(
-            f"  {name:<30} {r['events_per_s']:>10,.0f} {r['mb_per_s']:>8.1f} {ratio(name):>6} "
+            f"  {name:<30} {r['events_per_s']:>10,.0f} {r['mb_per_s']:>8.1f} {shown:>6} "
             f"{steady_rate:>10} {rss:>9} {worker:>7}  {check}"
         )
     if "moto_put" in results:
