@@ -94,7 +94,17 @@ def run_drain(options: DrainOptions, out: TextIO) -> int:
             f"{os.geteuid()}: what it leaves in the spool would not be readable by that user\n"
         )
     instance = spool_instance(directory)
-    if instance and "instance-id" not in options.sources:
+    if instance and instance != options["instance-id"]:
+        # The spool's own id wins over any setting (an env file's
+        # EVENTPIPE_INSTANCE_ID is this host's): its segments keep the keys
+        # their own host gave them, and no id gets two writers.
+        if options.sources.get("instance-id") == "--instance-id":
+            sys.stderr.write(
+                f"eventpipe: --instance-id: {directory} was written as instance {instance!r}, "
+                f"not {options['instance-id']!r}: drain it as {instance!r} (leave "
+                "--instance-id out)\n"
+            )
+            return 1
         options["instance-id"] = instance
     options["shutdown-timeout"] = options["timeout"]
     before = waiting_in(directory)

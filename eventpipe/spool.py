@@ -148,15 +148,19 @@ def _renameat2() -> Callable[..., int] | None:
 _RENAMEAT2 = _renameat2()
 
 
-def rename_noreplace(source: str, target: str) -> None:
+def rename_noreplace(source: str, target: str) -> OSError | None:
     """
     Rename C{source} to C{target}, atomically, unless C{target} exists.
 
     Linux's C{renameat2(RENAME_NOREPLACE)} where the system and filesystem
-    have it; otherwise a hard link (which fails on an existing name) and an
-    unlink.  A crash between those two leaves C{source} as a second link to
-    C{target}: L{Spool.recover} recognises it by its link count.
+    have it; otherwise (NFS, CIFS, some FUSE mounts) a hard link, which
+    fails on an existing name, then an unlink.  A crash between those two
+    leaves the data under both names: L{Spool.recover} finds the pair by
+    identity (device and inode) and keeps one.
 
+    @return: None; or, when the link was made but the old name could not be
+        removed (EIO, EACCES), why: the move is done (C{target} holds the
+        data), and C{source} is a second name the caller must remove.
     @raise FileExistsError: C{target} exists; nothing was changed.
     """
     if _RENAMEAT2 is not None:
@@ -166,12 +170,29 @@ def rename_noreplace(source: str, target: str) -> None:
             )
             == 0
         ):
-            return
+            return None
         number = ctypes.get_errno()
         if number not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
             raise OSError(number, os.strerror(number), source, None, target)
     os.link(source, target)
-    os.unlink(source)
+    try:
+        os.unlink(source)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return error
+    return None
+
+
+def identity(path: str) -> tuple[int, int] | None:
+    """A regular file's identity (device, inode), or None for anything else."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(found.st_mode):
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _fsync_file(fd: int) -> None:
@@ -200,6 +221,9 @@ class Spool:
     @param fsync: C{never}, C{seal} (fsync a segment before sealing it and
         the directory after the rename) or C{always} (also after every
         append).
+    @param notice: told, as C{notice(format, **fields)} (a logger's
+        C{warn}), of what recovery removes and of moves that left a second
+        name behind.
     """
 
     def __init__(
@@ -210,6 +234,7 @@ class Spool:
         fsync: str = "seal",
         monotonic: Callable[[], float] = time.monotonic,
         extension: str = ".xml",
+        notice: Callable[..., None] = lambda format, **fields: None,
     ) -> None:
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}")
@@ -218,6 +243,11 @@ class Spool:
         self.fsync = fsync
         self._now = now
         self._monotonic = monotonic
+        self._notice = notice
+        # Second names that moves left behind (the old name could not be
+        # removed after the link), by the path that now holds the data:
+        # they go before it does, so that no later start finds them alone.
+        self._second_names: dict[str, list[str]] = {}
         format_of(extension)
         self.extension = extension
         self.current_path = os.path.join(directory, "current")
@@ -252,14 +282,22 @@ class Spool:
 
     def recover(self) -> list[Segment]:
         """
-        Make the spool ready after a start: remove half-made rendered files,
-        raise the sequence counter above every sealed name (the C{sequence}
-        file may be lost or damaged), seal a leftover current segment, and
+        Make the spool ready after a start: remove half-made rendered files;
+        give every segment found under two names (a move cut short between
+        its link and its unlink) one name; raise the sequence counter above
+        every sealed name (the C{sequence} file may be lost or damaged);
+        finish unfinished seals and seal a leftover current segment; and
         return every sealed segment, oldest first.  Their names -- and so
         their keys -- are the ones they had.
+
+        What is already sealed is known by identity (device and inode),
+        never by a link count: another link (a backup made with C{cp -al},
+        an operator's C{ln}) changes nothing.  Nothing holding data is
+        removed without a L{notice} that names it.
         """
         for name in os.listdir(self.rendered_dir):
             os.unlink(os.path.join(self.rendered_dir, name))
+        known = self._one_name_each()
         segments = self.sealed()
         # Set-aside segments keep their numbers too: one moved back by hand
         # must not meet a new segment under its name.
@@ -267,22 +305,73 @@ class Spool:
         if numbers:
             self._next_sequence = max(self._next_sequence, max(numbers) + 1)
         for name in sorted(os.listdir(self.sealing_dir)):
-            detached = self._found_detached(name)
+            detached = self._found_detached(name, known)
             if detached is not None:
                 self.finish(detached)
         if os.path.exists(self.current_path):
-            stat = os.stat(self.current_path)
-            if stat.st_nlink > 1 or not stat.st_size:
-                # A second link to a segment already sealed (the process
-                # died between link and unlink), or nothing at all.
+            found = os.lstat(self.current_path)
+            if self._already_sealed(self.current_path, known):
+                pass
+            elif not found.st_size:
                 os.unlink(self.current_path)
             else:
-                self.current_size = stat.st_size
+                self.current_size = found.st_size
                 self.current_started = self._now()
                 self.seal()
         segments = self.sealed()
         self.sealed_bytes = sum(segment.size for segment in segments)
         return segments
+
+    def _one_name_each(self) -> dict[tuple[int, int], str]:
+        """
+        Give every segment in C{sealed/} and C{failed/} one name, and return
+        them by identity.  Two names of one file in C{sealed/} are a
+        renumbering cut short: the higher number is the one it was moving
+        to (the lower one's key was taken).  A name in C{sealed/} of a file
+        in C{failed/} is a setting aside cut short: it stays set aside.
+        """
+        names: dict[tuple[int, int], list[tuple[int, str]]] = {}
+        for rank, directory in ((1, self.failed_dir), (0, self.sealed_dir)):
+            for filename in os.listdir(directory):
+                path = os.path.join(directory, filename)
+                # A set-aside name may carry a suffix (see put_aside).
+                parts = split_segment_file(re.sub(r"\.\d+$", "", filename))
+                key = identity(path)
+                if parts is None or key is None:
+                    continue
+                names.setdefault(key, []).append((rank * 2**62 + sequence_of(parts[0]), path))
+        known = {}
+        for key, paths in names.items():
+            paths.sort()
+            kept = paths[-1][1]
+            for _, path in paths[:-1]:
+                self._notice(
+                    "removed {path}: a second name of {kept} (the same file), left by a move "
+                    "that was cut short; the segment ships once, as {kept}",
+                    path=path,
+                    kept=kept,
+                )
+                os.unlink(path)
+            known[key] = kept
+        return known
+
+    def _already_sealed(self, path: str, known: dict[tuple[int, int], str]) -> bool:
+        """
+        Whether C{path} is the same file as a segment sealed (or set aside)
+        already: a seal cut short between its link and its unlink.  If so,
+        the extra name is removed, and said.
+        """
+        key = identity(path)
+        if key is None or key not in known:
+            return False
+        self._notice(
+            "removed {path}: it is {kept} (the same file), sealed already by a seal that was "
+            "cut short; the segment ships once, as {kept}",
+            path=path,
+            kept=known[key],
+        )
+        os.unlink(path)
+        return True
 
     def _check_format(self) -> None:
         """
@@ -312,19 +401,18 @@ class Spool:
             finally:
                 os.close(fd)
 
-    def _found_detached(self, name: str) -> Detached | None:
+    def _found_detached(self, name: str, known: dict[tuple[int, int], str]) -> Detached | None:
         """A segment set aside by an earlier life that did not finish sealing it."""
         path = os.path.join(self.sealing_dir, name)
         match = re.match(r"^(\d+)-\d+((?:\.xml|\.json)(?:\.gz)?)$", name)
-        stat = os.stat(path)
-        if match is None:
+        if match is None or self._already_sealed(path, known):
             return None
-        if stat.st_nlink > 1 or not stat.st_size:
-            # Sealed already (died between link and unlink), or empty.
+        found = os.lstat(path)
+        if not found.st_size:
             os.unlink(path)
             return None
         stamp = int(match.group(1)) / 1000
-        return Detached(path, stat.st_size, stamp, stamp, None, match.group(2))
+        return Detached(path, found.st_size, stamp, stamp, None, match.group(2))
 
     def sealed(self) -> list[Segment]:
         """The sealed segments on disk, oldest (lowest sequence) first."""
@@ -527,6 +615,24 @@ class Spool:
             fsync_directory(self.sealed_dir)
         return Segment(name, path, segment.size, segment.started, segment.events, segment.extension)
 
+    def _moved(self, source: str, target: str, left: OSError | None) -> None:
+        """
+        Account for a move: the second names of C{source} are now those of
+        C{target}, and C{source} is one too when it could not be removed.
+        """
+        second = self._second_names.pop(source, [])
+        if left is not None:
+            second.append(source)
+            self._notice(
+                "moved {source} to {target}, but the old name stays ({error}); it is "
+                "removed before the segment is, and at the next start",
+                source=source,
+                target=target,
+                error=left.strerror or str(left),
+            )
+        if second:
+            self._second_names[target] = second
+
     def _move_to_free_name(self, source: str, stamp: float, extension: str) -> tuple[str, str]:
         """
         Rename C{source} into C{sealed/} under the next sequence number whose
@@ -542,9 +648,10 @@ class Spool:
             self._write_sequence(sequence + 1)
             self._next_sequence = sequence + 1
             try:
-                rename_noreplace(source, path)
+                left = rename_noreplace(source, path)
             except FileExistsError:
                 continue
+            self._moved(source, path, left)
             return name, path
         raise OSError(errno.EEXIST, "no free segment name", self.sealed_dir)
 
@@ -581,13 +688,21 @@ class Spool:
         """Forget a delivered segment (the "reset"): L{remove}, then L{forget}."""
         self.forget(segment, self.remove(segment))
 
-    @staticmethod
-    def remove(segment: Segment) -> bool:
+    def remove(self, segment: Segment) -> bool:
         """
-        Remove a delivered segment's file (for a thread).
+        Remove a delivered segment's file (for a thread): its second names
+        first (see L{rename_noreplace}), so that none is ever found alone.
 
         @return: whether it was there.
+        @raise OSError: a name could not be removed; the segment stays.
         """
+        for path in list(self._second_names.get(segment.path, ())):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            self._second_names[segment.path].remove(path)
+        self._second_names.pop(segment.path, None)
         try:
             os.unlink(segment.path)
         except FileNotFoundError:
@@ -607,10 +722,11 @@ class Spool:
         target = os.path.join(self.failed_dir, filename)
         for attempt in range(1, 1000):
             try:
-                rename_noreplace(segment.path, target)
+                left = rename_noreplace(segment.path, target)
             except FileExistsError:
                 target = os.path.join(self.failed_dir, f"{filename}.{attempt}")
                 continue
+            self._moved(segment.path, target, left)
             if self.fsync != "never":
                 fsync_directory(self.failed_dir)
                 fsync_directory(self.sealed_dir)

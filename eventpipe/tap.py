@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.application.service import IService
 
+from eventpipe.logs import Logger
 from eventpipe.options import Options
+
+log = Logger()
 
 __all__ = ["Options", "makeService"]
 
@@ -51,28 +54,36 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
     from eventpipe.protocol import EventReceiverFactory
     from eventpipe.service import EventpipeService, StopOnHangup
     from eventpipe.settings import Settings
-    from eventpipe.spool import Spool, SpoolFormatError
+    from eventpipe.spool import Spool, SpoolFormatError, private_makedirs
     from eventpipe.threads import ProcessWork, ThreadedWork
 
     settings = Settings(**options.settings_fields())
+    directory = options["spool-dir"]
+
+    def refuse(error: Exception) -> NoReturn:
+        reason = getattr(error, "strerror", None) or str(error)
+        sys.stderr.write(f"eventpipe: --spool-dir: cannot use {directory!r}: {reason}\n")
+        raise SystemExit(1) from None
+
+    # The lock first: a spool another process holds is not touched at all
+    # (not even its format file, which an older release may still read).
+    try:
+        private_makedirs(directory)
+        lock = acquire(directory, options["instance-id"])
+    except (OSError, SpoolBusy) as error:
+        refuse(error)
     try:
         spool = Spool(
-            options["spool-dir"],
+            directory,
             options["instance-id"],
             reactor.seconds,
             options["fsync"],
             extension=extension(options["format"], options["compress"]),
+            notice=log.warn,
         )
     except (OSError, SpoolFormatError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        sys.stderr.write(f"eventpipe: --spool-dir: cannot use {options['spool-dir']!r}: {reason}\n")
-        raise SystemExit(1) from None
-    try:
-        lock = acquire(spool.directory, spool.instance_id)
-    except (OSError, SpoolBusy) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        sys.stderr.write(f"eventpipe: --spool-dir: cannot use {options['spool-dir']!r}: {reason}\n")
-        raise SystemExit(1) from None
+        lock.release()
+        refuse(error)
     uploader: IUploader = destination_for(options, reactor)
     # As many render workers as segments render at once, and cores allow.
     render = ProcessWork(

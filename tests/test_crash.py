@@ -19,12 +19,13 @@ import time
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from eventpipe.records import KIND_DOCUMENTS, KIND_EVENT, read_records
+from eventpipe.records import KIND_DOCUMENTS, KIND_EVENT, count_events, read_records
 from tests.support import (
     BUCKET,
     FAST_S3,
     Twistd,
     delivered_numbers,
+    exactly_once_problems,
     make_event,
     make_stream,
     numbers_in_objects,
@@ -34,6 +35,7 @@ from tests.support import (
     s3_objects,
     s3_rig,
     s3_service,
+    send,
     wait_for,
 )
 
@@ -245,6 +247,42 @@ class OutageTests(SynchronousTestCase):
         self.assertLess(peak, 150, "peak RSS in MiB")
         print(f"\n    peak_rss_mib={peak:.1f} spool_bytes_at_outage={waiting}")
         process.stop()
+
+
+class ExtraLinkTests(SynchronousTestCase):
+    def test_backup_links_lose_nothing(self) -> None:
+        """
+        A backup tool hard-linked the spool (cp -al) while a killed service
+        left a current segment: the next start seals and ships every event,
+        and deletes nothing.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        outbox = os.path.join(workdir, "outbox")
+        process = Twistd(workdir, ["--rotation-interval=3600", f"--outbox={outbox}"])
+        self.addCleanup(process.cleanup)
+        process.start()
+        send(process.port, make_stream(range(1000)))
+        current = os.path.join(process.spool, "current")
+        wait_for(lambda: _events_in(current) == 1000, 30, "1000 events in the current segment")
+        process.kill()
+        backup = os.path.join(workdir, "backup")
+        subprocess.run(["cp", "-al", process.spool, backup], check=True)
+        self.assertEqual(os.stat(current).st_nlink, 2)
+        process.start()
+        wait_for(lambda: len(delivered_numbers(outbox)) >= 1000, 30, "every event")
+        self.assertEqual(
+            exactly_once_problems(delivered_numbers(outbox), range(1000)), ([], [], [])
+        )
+        self.assertNotIn("removed", process.log())
+        process.stop()
+
+
+def _events_in(path: str) -> int:
+    try:
+        with open(path, "rb") as stream:
+            return count_events(stream)
+    except FileNotFoundError:
+        return 0
 
 
 class DiskFullTests(SynchronousTestCase):

@@ -68,6 +68,27 @@ class LockTests(SynchronousTestCase):
         send(first.port, make_stream(range(3)))
         first.stop()
 
+    def test_refused_start_touches_nothing(self) -> None:
+        """
+        A spool of the previous format (no format file) that another
+        process holds: a second service is refused before it writes
+        anything into it.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        spool = os.path.join(workdir, "spool")
+        os.makedirs(os.path.join(spool, "sealed"))
+        held = acquire(spool, "old")
+        self.addCleanup(held.release)
+        before = sorted(os.listdir(spool))
+        second = Twistd(workdir, [])
+        self.addCleanup(second.cleanup)
+        second.start(wait=False)
+        assert second.process is not None
+        self.assertEqual(second.process.wait(60), 1)
+        self.assertEqual(sorted(os.listdir(spool)), before)
+        self.assertFalse(os.path.exists(os.path.join(spool, "format")))
+        self.assertEqual(last_instance(spool), "old")
+
 
 def leave_a_spool(testcase: SynchronousTestCase, count: int) -> Twistd:
     """
@@ -122,6 +143,36 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertIn("no segments, no events", again.stdout)
         self.assertEqual(sorted(delivered_numbers(outbox)), sorted(numbers))
+
+    def test_the_spools_own_instance_wins(self) -> None:
+        """
+        drain with the service's env file (which names this host's
+        EVENTPIPE_INSTANCE_ID) ships the dead host's spool under the dead
+        host's id, and leaves the lock saying so; an explicit different
+        --instance-id is refused with one line.
+        """
+        dead = leave_a_spool(self, 20)
+        outbox = os.path.abspath(self.mktemp())
+        env_file = os.path.abspath(self.mktemp())
+        with open(env_file, "w") as stream:
+            stream.write(f"EVENTPIPE_INSTANCE_ID=thishost\nEVENTPIPE_OUTBOX={outbox}\n")
+        refused = eventpipe(
+            "drain", f"--spool-dir={dead.spool}", f"--outbox={outbox}", "--instance-id=other"
+        )
+        self.assertEqual(refused.returncode, 1, refused.stdout + refused.stderr)
+        self.assertRegex(
+            refused.stderr, r"^eventpipe: --instance-id: .* written as instance 'test'"
+        )
+        self.assertEqual(refused.stderr.count("\n"), 1, refused.stderr)
+        self.assertEqual(last_instance(dead.spool), "test")
+        drained = eventpipe("drain", f"--spool-dir={dead.spool}", f"--env-file={env_file}")
+        self.assertEqual(drained.returncode, 0, drained.stdout + drained.stderr)
+        self.assertIn("(instance test)", drained.stdout)
+        self.assertEqual(last_instance(dead.spool), "test")
+        for path in batch_files(outbox):
+            self.assertRegex(os.path.basename(path), r"^\d{8}_\d{6}_test_\d{6}\.xml$")
+        numbers = delivered_numbers(outbox)
+        self.assertEqual(exactly_once_problems(numbers, range(20)), ([], [], []))
 
     def test_drain_to_s3(self) -> None:
         dead = leave_a_spool(self, 30)

@@ -80,7 +80,7 @@ class ShippingTests(ServiceHarness):
         segment goes, and the spool's accounting comes back to zero.
         """
         service = self.service()
-        real_remove = Spool.remove
+        real_remove = service.spool.remove
         refusals = [PermissionError(13, "Permission denied")]
 
         def remove(segment: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -297,21 +298,6 @@ class SpoolTests(SynchronousTestCase):
         spool_module.rename_noreplace(source, target + "2")
         self.assertFalse(os.path.exists(source))
 
-    def test_died_between_link_and_unlink(self) -> None:
-        """
-        Where the rename is a link and an unlink, a death between the two
-        leaves current as a second link to the sealed segment: recovery
-        drops that link instead of sealing the events a second time.
-        """
-        spool = self.spool()
-        spool.append([b"<EVENT>a</EVENT>"])
-        segment = spool.seal()
-        assert segment is not None
-        os.link(segment.path, spool.current_path)
-        segments = self.spool().recover()
-        self.assertEqual([s.name for s in segments], [segment.name])
-        self.assertFalse(os.path.exists(spool.current_path))
-
     def test_format_fixed_at_seal(self) -> None:
         """
         A segment keeps the format it was sealed with, whatever the next
@@ -322,7 +308,7 @@ class SpoolTests(SynchronousTestCase):
         segment = spool.seal()
         assert segment is not None
         self.assertEqual(segment.format, ("json", "gzip"))
-        os.link(segment.path, os.path.join(spool.sealed_dir, "20250729_161500_gw1_000007"))
+        shutil.copy(segment.path, os.path.join(spool.sealed_dir, "20250729_161500_gw1_000007"))
         [mine, legacy] = self.spool(extension=".xml").recover()
         self.assertEqual((mine.name, mine.extension), (segment.name, ".json.gz"))
         self.assertEqual((legacy.sequence, legacy.extension), (7, ".xml"))
@@ -415,3 +401,221 @@ class DetachTests(SynchronousTestCase):
         )
         self.assertEqual(segments[1].name.split("_")[1], "161500")
         self.assertEqual(segments[2].name.split("_")[1], "171500")
+
+
+class Crash(BaseException):
+    """The process died here (nothing after this step ran)."""
+
+
+class CrashingOs:
+    """
+    The C{os} module as the spool sees it, dying at the C{at}-th step that
+    changes the disk (a link, an unlink, a rename, a write, an fsync).
+    """
+
+    STEPS = frozenset({"link", "unlink", "rename", "pwrite", "write", "writev", "fsync"})
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.steps: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        real = getattr(os, name)
+        if name not in self.STEPS:
+            return real
+
+        def step(*args: object) -> object:
+            self.steps.append(name)
+            if len(self.steps) == self.at:
+                raise Crash(name)
+            return real(*args)
+
+        return step
+
+
+def events_in(path: str) -> list[bytes]:
+    with open(path, "rb") as stream:
+        return [r.data for r in read_records(stream) if r.kind == KIND_EVENT]
+
+
+class CrashWindowTests(SynchronousTestCase):
+    """
+    Every move of a segment (seal, renumber, set aside), on the path taken
+    where the filesystem has no atomic no-replace rename (NFS, CIFS, some
+    FUSE mounts: a link, then an unlink), killed at each of its steps, then
+    started again: each event is in exactly one segment under one name,
+    never in two, never lost -- and another hard link (a backup tool's)
+    changes nothing.
+    """
+
+    def setUp(self) -> None:
+        self.patch(spool_module, "_RENAMEAT2", None)
+        self.time = FakeTime()
+        self.notices: list[str] = []
+
+    def spool(self, directory: str) -> Spool:
+        return Spool(
+            directory,
+            "gw1",
+            self.time,
+            monotonic=self.time,
+            notice=lambda text, **fields: self.notices.append(text.format(**fields)),
+        )
+
+    def shipped(self, directory: str) -> tuple[list[bytes], list[bytes]]:
+        """What a new start ships, and what stays set aside; each file once."""
+        spool = self.spool(directory)
+        segments = spool.recover()
+        shipped = [event for s in segments for event in events_in(s.path)]
+        aside = [event for s in spool.set_aside() for event in events_in(s.path)]
+        names: dict[tuple[int, int], list[str]] = {}
+        for folder in (spool.sealed_dir, spool.failed_dir, spool.sealing_dir):
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                names.setdefault((os.stat(path).st_dev, os.stat(path).st_ino), []).append(path)
+        self.assertEqual([n for n in names.values() if len(n) > 1], [], "one name each")
+        self.assertEqual(os.listdir(spool.sealing_dir), [])
+        return shipped, aside
+
+    def crash_everywhere(self, prepare: object, move: object) -> int:
+        """
+        Run C{move} on a spool C{prepare}d alike, dying at its first step,
+        then its second, ... until it runs through; check each restart.
+        """
+        at = 1
+        while True:
+            directory = self.mktemp()
+            spool = self.spool(directory)
+            expected, extra = prepare(spool)  # type: ignore[operator]
+            crashing = CrashingOs(at)
+            self.patch(spool_module, "os", crashing)
+            try:
+                move(spool)  # type: ignore[operator]
+                done = True
+            except Crash:
+                done = False
+            finally:
+                self.patch(spool_module, "os", os)
+            shipped, aside = self.shipped(directory)
+            self.assertEqual(sorted(shipped + aside), sorted(expected), (at, crashing.steps))
+            if extra is not None:
+                extra(shipped, aside, done)
+            if done:
+                return at
+            at += 1
+
+    def events(self, spool: Spool, *numbers: int) -> list[bytes]:
+        events = [b"<EVENT>%d</EVENT>" % n for n in numbers]
+        spool.append(events)
+        return events
+
+    def test_seal(self) -> None:
+        def prepare(spool: Spool) -> tuple[list[bytes], None]:
+            spool.recover()
+            return self.events(spool, 1, 2, 3), None
+
+        steps = self.crash_everywhere(prepare, lambda spool: spool.seal())
+        self.assertGreaterEqual(steps, 5)  # fsync, write the counter, link, unlink, ...
+
+    def test_seal_of_a_leftover_current_segment(self) -> None:
+        def prepare(spool: Spool) -> tuple[list[bytes], None]:
+            spool.recover()
+            events = self.events(spool, 1, 2)
+            spool.close()
+            return events, None
+
+        self.crash_everywhere(prepare, lambda spool: self.spool(spool.directory).recover())
+
+    def test_renumber(self) -> None:
+        def prepare(spool: Spool) -> tuple[list[bytes], object]:
+            spool.recover()
+            events = self.events(spool, 1, 2)
+            self.segment = spool.seal()
+            events += self.events(spool, 3)
+            spool.seal()
+
+            def check(shipped: list[bytes], aside: list[bytes], done: bool) -> None:
+                # Renumbered: it ships under its new number, not the old.
+                numbers = [s.sequence for s in self.spool(spool.directory).sealed()]
+                if done:
+                    self.assertEqual(numbers, [1, 2])
+
+            return events, check
+
+        self.crash_everywhere(prepare, lambda spool: spool.renumber(self.segment))
+
+    def test_put_aside(self) -> None:
+        def prepare(spool: Spool) -> tuple[list[bytes], object]:
+            spool.recover()
+            events = self.events(spool, 1, 2)
+            self.segment = spool.seal()
+
+            def check(shipped: list[bytes], aside: list[bytes], done: bool) -> None:
+                if done:
+                    self.assertEqual((shipped, len(aside)), ([], 2))
+
+            return events, check
+
+        self.crash_everywhere(prepare, lambda spool: spool.put_aside(self.segment))
+
+    def test_old_name_cannot_be_removed(self) -> None:
+        """
+        The unlink after the link fails (EIO, EACCES): the move is done all
+        the same (no second sequence number), the old name goes before the
+        segment does, and a start in between keeps one name.
+        """
+        directory = self.mktemp()
+        spool = self.spool(directory)
+        spool.recover()
+        events = self.events(spool, 1, 2)
+        real_unlink = os.unlink
+        refused = []
+
+        def unlink(path: str) -> None:
+            if not refused:
+                refused.append(path)
+                raise PermissionError(errno.EACCES, "Permission denied", path)
+            real_unlink(path)
+
+        self.patch(os, "unlink", unlink)
+        segment = spool.seal()
+        assert segment is not None
+        self.assertEqual(segment.sequence, 0)
+        self.assertEqual(len(os.listdir(spool.sealing_dir)), 1)
+        self.assertIn("the old name stays (Permission denied)", self.notices[-1])
+        # A start now finds the pair and keeps the sealed name.
+        shipped, _ = self.shipped(directory)
+        self.assertEqual(shipped, events)
+        # Or the same life delivers it: both names go.
+        spool = self.spool(self.mktemp())
+        spool.recover()
+        self.events(spool, 3)
+        refused.clear()
+        segment = spool.seal()
+        assert segment is not None
+        self.assertTrue(spool.remove(segment))
+        self.assertEqual(os.listdir(spool.sealing_dir), [])
+        self.assertEqual(os.listdir(spool.sealed_dir), [])
+
+    def test_other_links_change_nothing(self) -> None:
+        """
+        A backup that hard-links the spool (cp -al, rsnapshot) or an
+        operator's ln: the current segment and an unfinished seal are
+        sealed and shipped at the next start, not deleted.
+        """
+        directory = self.mktemp()
+        backup = self.mktemp()
+        os.mkdir(backup)
+        spool = self.spool(directory)
+        spool.recover()
+        events = self.events(spool, *range(500))
+        detached = spool.detach()
+        assert detached is not None
+        events += self.events(spool, *range(500, 1000))
+        spool.close()
+        os.link(spool.current_path, os.path.join(backup, "current"))
+        os.link(detached.path, os.path.join(backup, "sealing"))
+        shipped, _ = self.shipped(directory)
+        self.assertEqual(sorted(shipped), sorted(events))
+        self.assertEqual(len(shipped), 1000)
+        self.assertEqual(self.notices, [])
