@@ -12,7 +12,6 @@ from zope.interface.verify import verifyObject
 from eventpipe import shipment as shipment_module
 from eventpipe import shipping as shipping_module
 from eventpipe.destinations import IUploader, UploadError
-from eventpipe.spool import Spool
 from tests.harness import ServiceHarness, SynchronousWork
 from tests.support import DECLARATION, make_stream, numbers_in_xml_batch
 
