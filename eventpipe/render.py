@@ -38,6 +38,7 @@ import io
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -237,6 +238,28 @@ def repair_tag_names(data: bytes) -> tuple[bytes, int]:
     return _SPACED_NAME.subn(rb"<\1\2\3\4", data)
 
 
+class UnrenderableSegment(Exception):
+    """
+    The segment itself cannot be rendered, whatever the machine does (it is
+    not a regular file): the render says so, and shipping counts it
+    against the segment.
+    """
+
+    segments_own = True
+
+
+def _kind_of(found: os.stat_result) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(found.st_mode):
+            return kind
+    return "a device"
+
+
 def render_segment(
     segment_path: str,
     batch_path: str,
@@ -258,6 +281,10 @@ def render_segment(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
+    found = os.lstat(segment_path)
+    if not stat.S_ISREG(found.st_mode):
+        # Never opened: a FIFO would block, a directory cannot be read.
+        raise UnrenderableSegment(f"{segment_path} is not a regular file ({_kind_of(found)})")
     result = RenderResult()
     parser = make_parser()
     well_formed = _WellFormed()

@@ -17,6 +17,8 @@ from eventpipe.naming import object_key, quarantine_key
 from eventpipe.render import CONTENT_TYPES, RenderResult
 from eventpipe.retry import Retry
 from eventpipe.spool import Segment
+from eventpipe.worker import MACHINE, UNCLEAR
+from eventpipe.worker import SEGMENT as SEGMENTS_OWN
 
 # Renders in a row that may fail before a segment is set aside.
 RENDER_ATTEMPTS = 3
@@ -38,12 +40,36 @@ class Phase(enum.Enum):
     STOPPED = "stopped; it stays in the spool"
 
 
+def render_fault(error: BaseException) -> str:
+    """
+    Whose fault a failed render is: C{segment} (the render names the
+    segment itself: not a regular file), C{machine} (a system error -- EIO,
+    ESTALE, a full disk --, memory, a worker killed from outside or that
+    could not start), or C{unclear} (a render past its time limit, a crash
+    of the worker on it, an error of the render code): an unclear failure is
+    the segment's only when it repeats while other segments render (see
+    L{Shipment.counts}).
+    """
+    fault = getattr(error, "fault", None)
+    if getattr(error, "segments_own", False):
+        return SEGMENTS_OWN
+    if isinstance(fault, str) and fault in (SEGMENTS_OWN, MACHINE, UNCLEAR):
+        return fault
+    if isinstance(error, (OSError, MemoryError)):
+        return MACHINE
+    return UNCLEAR
+
+
 class RenderFailed(Exception):
     """The render of a segment failed (not its delivery)."""
 
-    def __init__(self, error: BaseException) -> None:
+    def __init__(self, error: BaseException, counted: bool = True, fault: str = UNCLEAR) -> None:
         super().__init__(f"rendering failed: {describe(error)}")
         self.error = error
+        # Whether it counted toward setting the segment aside, and whose
+        # fault it was (see render_fault).
+        self.counted = counted
+        self.fault = fault
 
 
 class Shipment:
@@ -64,6 +90,10 @@ class Shipment:
         # Whether the rendered files are on disk now.
         self.rendered = False
         self.render_failures = 0
+        # Renders of any segment done when this one's last attempt began
+        # (see L{counts}).
+        self.renders_at_attempt: int | None = None
+        self.renders_at_previous_attempt: int | None = None
         # Whether what the render set aside was counted (the first render).
         self.counted = False
         # Where its quarantine object was delivered: a segment renumbered
@@ -73,6 +103,26 @@ class Shipment:
         # The retries that ship it; their result fires when it is delivered
         # or set aside (or the shipping is cancelled at shutdown).
         self.retry: Retry | None = None
+
+    def attempting(self, renders_done: int) -> None:
+        """An attempt begins, when C{renders_done} renders have succeeded."""
+        self.renders_at_previous_attempt = self.renders_at_attempt
+        self.renders_at_attempt = renders_done
+
+    def counts(self, fault: str, renders_done: int) -> bool:
+        """
+        Whether a failed render counts toward setting the segment aside: a
+        failure the segment's own does; one of the machine never does; an
+        unclear one does when another segment has rendered since this one's
+        previous attempt began (the machine works, a fresh worker rendered
+        something else, and this segment failed again).
+        """
+        if fault == SEGMENTS_OWN:
+            return True
+        if fault == MACHINE:
+            return False
+        before = self.renders_at_previous_attempt
+        return before is not None and renders_done > before
 
     @property
     def deferred(self) -> Deferred[Any] | None:

@@ -31,7 +31,6 @@ the next free sequence number at once, within the same attempt.
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 from collections.abc import Callable
@@ -56,15 +55,13 @@ from eventpipe.shipment import (
     RenderFailed,
     Shipment,
     describe,
+    render_fault,
     upload_requests,
 )
 from eventpipe.spool import Segment, Spool
+from eventpipe.worker import MACHINE
 
 log = Logger()
-
-# Render errors that are the machine's, not the segment's: never a reason to
-# set a segment aside.
-_NOT_THE_SEGMENTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM})
 
 RunInThread = Callable[..., "Deferred[Any]"]
 
@@ -108,6 +105,8 @@ class Shipping:
         # aside (counted at the first render of a segment).
         self.events_delivered = 0
         self.pieces_found = 0
+        # Renders that succeeded (whose fault a failure is, see Shipment.counts).
+        self.renders_done = 0
         self._policy = backoff_policy(settings.retry_initial, settings.retry_max, jitter=jitter)
         self._slots = DeferredSemaphore(settings.upload_concurrency)
 
@@ -209,6 +208,7 @@ class Shipping:
         try:
             began = self.clock.seconds()
             shipment.phase = Phase.RENDERING
+            shipment.attempting(self.renders_done)
             if not await self._render(shipment):
                 return attempt
             shipment.phase = Phase.UPLOADING
@@ -253,18 +253,19 @@ class Shipping:
         except CancelledError:
             raise
         except Exception as error:
-            # A worker killed for another render's sake, or a full disk,
-            # says nothing of this segment.
-            counts = not getattr(error, "innocent", False) and not (
-                isinstance(error, OSError) and error.errno in _NOT_THE_SEGMENTS
-            )
-            if counts:
+            # Only a failure that belongs to the segment counts: one of the
+            # machine (an OOM kill, EIO, a worker that cannot start) is
+            # retried with backoff for as long as it lasts, like an outage.
+            fault = render_fault(error)
+            counted = shipment.counts(fault, self.renders_done)
+            if counted:
                 shipment.render_failures += 1
             if shipment.render_failures >= RENDER_ATTEMPTS:
                 await self._set_aside(shipment, error)
                 return False
-            raise RenderFailed(error) from error
+            raise RenderFailed(error, counted, fault) from error
         shipment.render_failures = 0
+        self.renders_done += 1
         shipment.result = result
         if shipment.events is None:
             shipment.events = result.events + result.quarantined
@@ -354,12 +355,16 @@ class Shipping:
         description = describe(error)
         shipment.last_error = description
         if isinstance(error, RenderFailed):
+            if error.counted:
+                whose = f"{shipment.render_failures} of {RENDER_ATTEMPTS} before it is set aside"
+            elif error.fault == MACHINE:
+                whose = "a fault of the machine, not of the segment: not counted against it"
+            else:
+                whose = "not counted against it until other segments render meanwhile"
             log.error(
-                "rendering {name} failed ({failures} of {limit} before it is set aside): "
-                "{error}; next attempt in {delay:.1f} s",
+                "rendering {name} failed ({whose}): {error}; next attempt in {delay:.1f} s",
                 name=shipment.segment.name,
-                failures=shipment.render_failures,
-                limit=RENDER_ATTEMPTS,
+                whose=whose,
                 error=describe(error.error),
                 delay=delay,
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from eventpipe.logs import Logger
-from eventpipe.worker import ALLOWED, RESULTS, resolve
+from eventpipe.worker import ALLOWED, MACHINE, RESULTS, UNCLEAR, resolve
 
 T = TypeVar("T")
 
@@ -162,13 +163,47 @@ class WorkerDied(Exception):
     """
     The worker ended before it answered.
 
-    @ivar innocent: it was killed for another request's sake (one that ran
-        past its time): nothing is known against this one.
+    @ivar fault: whose fault (see L{eventpipe.worker.fault_of}):
+        C{machine} when it was killed from outside (the OOM killer, an
+        operator), could not start or ended by itself (an upgrade in place),
+        or was killed for another request's sake, or when this request
+        waited behind the one it was working on; C{unclear} when it crashed
+        (a signal such as SIGSEGV) working on this request.
     """
 
-    def __init__(self, message: str, innocent: bool = False) -> None:
+    def __init__(self, message: str, fault: str = MACHINE) -> None:
         super().__init__(message)
-        self.innocent = innocent
+        self.fault = fault
+
+
+class WorkFailed(Exception):
+    """The worker answered that the work failed (C{fault} as for L{WorkerDied})."""
+
+    def __init__(self, message: str, fault: str = UNCLEAR) -> None:
+        super().__init__(message)
+        self.fault = fault
+
+
+# Signals that come from outside the worker, never from what it renders.
+_FROM_OUTSIDE = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
+def death_fault(reason: Failure, killed: bool, first: bool) -> tuple[str, str]:
+    """
+    Whose fault a worker's death is for one of its requests, and why: the
+    request it was working on (C{first}), or one waiting behind it.
+    """
+    number = getattr(reason.value, "signal", None)
+    code = getattr(reason.value, "exitCode", None)
+    if killed:
+        return MACHINE, "killed for another render's sake"
+    if not first:
+        return MACHINE, "it was waiting behind another render"
+    if number in _FROM_OUTSIDE:
+        return MACHINE, f"killed from outside by signal {number} (the OOM killer?)"
+    if number is not None:
+        return UNCLEAR, f"it crashed (signal {number}) on this segment"
+    return MACHINE, f"it exited with status {code} (could it start? upgraded in place?)"
 
 
 class _Worker(ProcessProtocol):
@@ -213,17 +248,16 @@ class _Worker(ProcessProtocol):
         elif answer.get("errno") is not None:
             d.errback(OSError(answer["errno"], answer["error"]))
         else:
-            d.errback(RuntimeError(answer["error"]))
+            d.errback(WorkFailed(answer["error"], answer.get("fault", UNCLEAR)))
 
     def processEnded(self, reason: Failure) -> None:
         self.alive = False
         self.work._ended(self)
         waiting, self.waiting = self.waiting, {}
-        for d in waiting.values():
-            d.errback(
-                WorkerDied(
-                    f"the render worker ended: {reason.getErrorMessage()}", innocent=self.killed
-                )
+        for number in sorted(waiting):
+            fault, why = death_fault(reason, self.killed, number == min(waiting))
+            waiting[number].errback(
+                WorkerDied(f"the render worker ended: {reason.getErrorMessage()}; {why}", fault)
             )
         if not reason.check(ProcessDone) and self.work.running and not self.killed:
             log.warn(

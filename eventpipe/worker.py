@@ -39,6 +39,22 @@ def resolve(name: str) -> Any:
     return value
 
 
+# Whose fault a failed render is (see eventpipe.shipment): the segment's
+# own (the render names it so), the machine's (a system error, memory, an
+# import that fails after an upgrade in place), or not known from one
+# failure (anything else: known once it repeats while other segments
+# render).
+SEGMENT, MACHINE, UNCLEAR = "segment", "machine", "unclear"
+
+
+def fault_of(error: BaseException) -> str:
+    if getattr(error, "segments_own", False):
+        return SEGMENT
+    if isinstance(error, (OSError, MemoryError, ImportError)):
+        return MACHINE
+    return UNCLEAR
+
+
 # The worker's side.
 
 
@@ -64,6 +80,7 @@ def serve(requests: Any, answers: Any) -> None:
             answer["ok"] = False
             answer["error"] = f"{type(error).__name__}: {error}"
             answer["errno"] = getattr(error, "errno", None)
+            answer["fault"] = fault_of(error)
         answers.write(json.dumps(answer).encode("utf-8") + b"\n")
         answers.flush()
 

@@ -149,10 +149,10 @@ class TwinTests(SynchronousTestCase):
 class UnrenderableTests(SynchronousTestCase):
     def test_unrenderable_entries_beside_good_traffic(self) -> None:
         """
-        Two directories and a FIFO in sealed/ with segment names (a render
-        that fails at once, and one that blocks forever): the good events
-        are delivered meanwhile, each bad entry is moved to failed/ after
-        three renders, the blocked worker is replaced, and the metric,
+        Two directories and a FIFO in sealed/ with segment names: the
+        render names each as not a regular file (never opening the FIFO,
+        which would block), the good events are delivered meanwhile, each
+        bad entry is moved to failed/ after three renders, and the metric,
         /status and the log say so.
         """
         process, metrics = watched(
@@ -186,12 +186,74 @@ class UnrenderableTests(SynchronousTestCase):
         )
         self.assertEqual(exactly_once_problems(delivered_numbers(outbox), range(40)), ([], [], []))
         log = process.log()
-        self.assertIn("killing render worker", log)
+        self.assertIn("is not a regular file (a FIFO)", log)
+        self.assertIn("is not a regular file (a directory)", log)
+        self.assertNotIn("killing render worker", log)
         self.assertEqual(log.count("set aside 20250729_"), 3)
         self.assertEqual(process.stop(), -signal.SIGTERM)
         self.assertLess(took, 15)
         # Still there, whole, after the stop: never deleted.
         self.assertEqual(sorted(os.listdir(os.path.join(process.spool, "failed"))), bad)
+
+
+def render_workers(pid: int) -> list[int]:
+    """The render worker processes of a twistd process."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stream:
+                parent = int(stream.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as stream:
+                command = stream.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid and b"eventpipe.worker" in command:
+            found.append(int(entry))
+    return found
+
+
+class MachineFaultTests(SynchronousTestCase):
+    def test_render_workers_killed_from_outside(self) -> None:
+        """
+        The render workers are killed from outside (as the OOM killer does)
+        again and again while events arrive: no segment is set aside, every
+        event is delivered once the killing stops, and the log says whose
+        fault it was.
+        """
+        process, metrics = watched(
+            self, "--retry-initial-delay=0.2", "--retry-max-delay=0.5", "--render-timeout=5"
+        )
+        process.start()
+        assert process.process is not None
+        outbox = os.path.join(process.spool, "outbox")
+        connection = socket.create_connection(("127.0.0.1", process.port))
+        self.addCleanup(connection.close)
+        kills = 0
+        sent = 0
+        began = time.monotonic()
+        while time.monotonic() - began < 5:
+            connection.sendall(make_stream(range(sent, sent + 5)))
+            sent += 5
+            for pid in render_workers(process.process.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    kills += 1
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.08)
+        self.assertGreaterEqual(kills, 6)
+        wait_for(lambda: len(delivered_numbers(outbox)) >= sent, 30, "every event")
+        self.assertEqual(
+            exactly_once_problems(delivered_numbers(outbox), range(sent)), ([], [], [])
+        )
+        self.assertEqual(os.listdir(os.path.join(process.spool, "failed")), [])
+        self.assertEqual(metric(metrics, "eventpipe_segments_set_aside_total"), 0)
+        log = process.log()
+        self.assertIn("a fault of the machine, not of the segment", log)
+        self.assertIn("killed from outside by signal 9", log)
+        self.assertEqual(process.stop(), -signal.SIGTERM)
 
 
 class DeclaredJunkTests(SynchronousTestCase):

@@ -7,13 +7,25 @@ import os
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessTerminated
+from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
+from eventpipe import render as render_module
 from eventpipe import shipment as shipment_module
 from eventpipe import shipping as shipping_module
+from eventpipe import threads
 from eventpipe.destinations import IUploader, UploadError
 from tests.harness import ServiceHarness, SynchronousWork
 from tests.support import DECLARATION, make_stream, numbers_in_xml_batch
+
+
+def _killed(number: int) -> Failure:
+    return Failure(ProcessTerminated(None, number))
+
+
+def _exited(code: int) -> Failure:
+    return Failure(ProcessTerminated(code))
 
 
 class ShippingTests(ServiceHarness):
@@ -251,6 +263,86 @@ class IsolationTests(ServiceHarness):
             self.clock.advance(delay)
         self.assertEqual(os.listdir(service.spool.failed_dir), [])
         self.assertEqual(self.delivered(), [0, 1, 2])
+
+    def poison(self, fail: Any) -> list[str]:
+        """
+        Renders of the first segment sealed fail as C{fail()} says (an
+        exception, or None to render); the others render.
+        """
+        real = shipping_module.render_segment
+        first: list[str] = []
+
+        def render(path: str, *args: Any) -> Any:
+            name = os.path.basename(path)
+            if not first:
+                first.append(name)
+            if name == first[0]:
+                error = fail()
+                if error is not None:
+                    raise error
+            return real(path, *args)
+
+        self.patch(shipping_module, "render_segment", render)
+        return first
+
+    def test_machine_faults_never_set_aside(self) -> None:
+        """
+        Renders that fail for the machine's sake (EIO and ESTALE on a network
+        filesystem, a worker killed from outside or that cannot start, memory)
+        say nothing of the segment, even while other segments render: it is
+        retried with backoff, never set aside, and ships once they pass.
+        """
+        errors = [
+            OSError(errno.EIO, "Input/output error"),
+            OSError(errno.ESTALE, "Stale file handle"),
+            threads.WorkerDied("killed", threads.death_fault(_killed(9), False, True)[0]),
+            threads.WorkerDied("exited", threads.death_fault(_exited(1), False, True)[0]),
+            MemoryError(),
+        ] * 3
+        self.poison(lambda: errors.pop() if errors else None)
+        service = self.service()
+        receiver, _ = self.connect(service)
+        for round in range(20):
+            receiver.dataReceived(make_stream(range(round * 3, round * 3 + 3)))
+            self.clock.advance(60)
+        self.assertEqual(os.listdir(service.spool.failed_dir), [])
+        self.assertEqual(sorted(self.delivered()), list(range(60)))
+        self.assertEqual(errors, [])
+
+    def test_unclear_failure_counts_once_others_render(self) -> None:
+        """
+        A render that fails in a way that does not say whose fault it is (a
+        crash of the worker on it, its time limit, an error of the render)
+        counts against the segment only when other segments render between
+        its attempts: alone, it is retried for ever; beside good traffic,
+        it is set aside after three, and the others are delivered.
+        """
+        crash = threads.death_fault(_killed(11), False, True)[0]
+        self.assertEqual(crash, "unclear")
+        self.poison(lambda: threads.WorkerDied("crashed", crash))
+        service = self.service(retry_max=2.0)
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(3)))
+        self.clock.advance(60)
+        for _ in range(20):
+            self.clock.advance(2)
+        self.assertEqual(os.listdir(service.spool.failed_dir), [])
+        for round in range(1, 6):
+            receiver.dataReceived(make_stream(range(round * 3, round * 3 + 3)))
+            self.clock.advance(60)
+        self.assertEqual(len(os.listdir(service.spool.failed_dir)), 1)
+        self.assertEqual(sorted(self.delivered()), list(range(3, 18)))
+
+    def test_the_segments_own_failure_counts(self) -> None:
+        """A render that names the segment itself counts at once, alone or not."""
+        self.poison(lambda: render_module.UnrenderableSegment("not a regular file"))
+        service = self.service()
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(3)))
+        self.clock.advance(60)
+        for delay in (1, 2, 4):
+            self.clock.advance(delay)
+        self.assertEqual(len(os.listdir(service.spool.failed_dir)), 1)
 
     def test_hung_render_abandoned(self) -> None:
         """

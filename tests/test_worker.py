@@ -102,9 +102,43 @@ class WorkerTests(TestCase):
             await _sleep(0.2)
             assert work.pid is not None
             os.kill(work.pid, signal.SIGKILL)
-            with self.assertRaises(WorkerDied):
+            with self.assertRaises(WorkerDied) as caught:
                 await pending
+            self.assertEqual(caught.exception.fault, "machine")
+            self.assertIn("killed from outside by signal 9", str(caught.exception))
             await work.stop()
+
+        return Deferred.fromCoroutine(go())
+
+    def test_whose_fault_a_death_is(self) -> Deferred[None]:
+        """
+        A worker that cannot start (an upgrade in place broke its import) is
+        the machine's fault for every request; one that crashes on a request
+        is unclear for that request and the machine's for those behind it.
+        """
+
+        async def go() -> None:
+            path = self.segment()
+            cases = [
+                ([sys.executable, "-c", "import eventpipe.no_such_module"], ["machine", "machine"]),
+                (
+                    [sys.executable, "-c", "import os, sys; sys.stdin.readline(); os.abort()"],
+                    ["unclear", "machine"],
+                ),
+            ]
+            for argv, expected in cases:
+                work = ProcessWork(reactor, reactor, argv=argv)
+                work.start()
+                pending = [
+                    work.run(render_segment, path, path + ".xml", path + ".q") for _ in range(2)
+                ]
+                faults = []
+                for d in pending:
+                    with self.assertRaises(WorkerDied) as caught:
+                        await d
+                    faults.append(caught.exception.fault)
+                self.assertEqual(faults, expected, argv)
+                await work.stop()
 
         return Deferred.fromCoroutine(go())
 
