@@ -218,6 +218,9 @@ class Shipping:
             shipment.phase = Phase.REMOVING
             segment = shipment.segment
             self.spool.forget(segment, await self.in_sealer(self.spool.remove, segment))
+            if shipment.quarantine_key is not None:
+                assert shipment.result is not None
+                await self.in_sealer(self.spool.forget_written, shipment.result.source_sha256)
             shipment.phase = Phase.DELIVERED
             self.metrics.upload_seconds.observe(self.clock.seconds() - began)
             return attempt
@@ -335,11 +338,18 @@ class Shipping:
 
     async def _upload(self, shipment: Shipment) -> None:
         # The quarantine first, once: if the batch's key is taken, the
-        # segment is renumbered and its quarantine object stays where it is.
+        # segment is renumbered and its quarantine object stays where it is
+        # -- remembered on disk, so that a restart does not write it again
+        # under the new number.
+        result = shipment.result
+        assert result is not None
+        if result.quarantined and shipment.quarantine_key is None:
+            shipment.quarantine_key = await self.in_sealer(self.spool.written, result.source_sha256)
         for request in upload_requests(shipment, self.settings.instance_id, self.settings.prefix):
             await self._send(request)
             if request.content_type == QUARANTINE_TYPE:
                 shipment.quarantine_key = request.key
+                await self.in_sealer(self.spool.note_written, result.source_sha256, request.key)
 
     async def _send(self, request: UploadRequest) -> None:
         sending = self.uploader.upload(request)

@@ -10,6 +10,10 @@ Layout of the spool directory::
     failed/<name><ext>   sealed segments set aside because they could not
                          be rendered; never deleted (move one back into
                          sealed/ and restart to ship it again)
+    written/<digest>     what a segment's delivery already wrote, by the
+                         segment's digest (its quarantine object's key):
+                         kept until the segment is delivered, so that a
+                         renumbered segment never writes it twice
     sequence             the next sequence number (never reused)
     format               the record format this spool is written in
 
@@ -255,6 +259,7 @@ class Spool:
         self.rendered_dir = os.path.join(directory, "rendered")
         self.sealing_dir = os.path.join(directory, "sealing")
         self.failed_dir = os.path.join(directory, "failed")
+        self.written_dir = os.path.join(directory, "written")
         self._sequence_path = os.path.join(directory, "sequence")
         for path in (
             directory,
@@ -262,6 +267,7 @@ class Spool:
             self.rendered_dir,
             self.sealing_dir,
             self.failed_dir,
+            self.written_dir,
         ):
             private_makedirs(path)
         self._check_format()
@@ -708,6 +714,49 @@ class Spool:
         except FileNotFoundError:
             return False
         return True
+
+    def written(self, source: str) -> str | None:
+        """
+        The key of the quarantine object a delivery of the segment whose
+        digest is C{source} already wrote, in this life or an earlier one.
+        """
+        try:
+            with open(self._written_path(source), "rb") as stream:
+                return stream.read().decode("utf-8").strip() or None
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+
+    def note_written(self, source: str, key: str) -> None:
+        """
+        Remember, durably (for a thread), that the delivery of segment
+        C{source} wrote its quarantine object under C{key}.
+        """
+        path = self._written_path(source)
+        partial = path + ".partial"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        try:
+            os.write(fd, key.encode("utf-8") + b"\n")
+            if self.fsync != "never":
+                _fsync_file(fd)
+        finally:
+            os.close(fd)
+        os.replace(partial, path)
+        if self.fsync != "never":
+            fsync_directory(self.written_dir)
+
+    def forget_written(self, source: str) -> None:
+        """The segment C{source} is delivered: what it wrote need not be remembered."""
+        try:
+            os.unlink(self._written_path(source))
+        except OSError:
+            # A note left behind costs a few bytes; it names no other
+            # segment (every segment has its own digest).
+            pass
+
+    def _written_path(self, source: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{16,128}", source):
+            raise ValueError(f"not a digest: {source!r}")
+        return os.path.join(self.written_dir, source)
 
     def put_aside(self, segment: Segment) -> str:
         """

@@ -6,7 +6,7 @@ import errno
 import os
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ProcessTerminated
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
@@ -384,6 +384,41 @@ class IsolationTests(ServiceHarness):
         )
         self.assertEqual(service.metrics.key_conflicts._value.get(), 3)
         self.assertEqual(service.shipping.last_attempt_error, None)
+
+    def test_quarantine_written_once_across_a_restart(self) -> None:
+        """
+        The quarantine object is written under N, the batch's key N is
+        taken, the segment is renumbered to N+1, its upload fails, and the
+        process restarts: the new life does not write the quarantine again
+        under N+1 (a replay would deliver both), and delivers the batch.
+        """
+        service = self.service()
+        key = "2025/07/29/20250729_161600_gw1_000000.xml"
+        self.uploader.objects[key] = b"the twin's"
+        self.uploader.metadata[key] = {"source": "the twin's segment", "sha256": "x"}
+        real_upload = self.uploader.upload
+
+        def upload(request: Any) -> Deferred[None]:
+            if request.key.endswith("_000001.xml"):
+                return fail(UploadError("503", transient=True))
+            return real_upload(request)
+
+        self.patch(self.uploader, "upload", upload)
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream([1]) + DECLARATION + b"<EVENT><bad></EVENT>\n")
+        self.clock.advance(60)
+        self.assertEqual(os.listdir(service.spool.sealed_dir), ["20250729_161600_gw1_000001.xml"])
+        service.stopService()
+        self.patch(self.uploader, "upload", real_upload)
+        again = self.service()
+        self.clock.advance(1)
+        quarantine = [k for k in self.uploader.objects if k.startswith("quarantine/")]
+        self.assertEqual(quarantine, ["quarantine/2025/07/29/20250729_161600_gw1_000000.jsonl"])
+        self.assertEqual(
+            numbers_in_xml_batch(self.uploader.objects[key.replace("000000", "000001")]), [1]
+        )
+        # Delivered: nothing is remembered for it any more.
+        self.assertEqual(os.listdir(again.spool.written_dir), [])
 
     def test_quarantine_written_once_when_the_key_is_taken(self) -> None:
         """
