@@ -364,11 +364,18 @@ def replay(quarantine: Quarantine, options: Any, out: TextIO) -> int:
         conflicts = 0
         seen = 0
         first = True
+        # The lowest replay number not yet found taken: a number whose key
+        # is claimed but holds nothing listed (a replay killed between its
+        # claim and its link) is stepped over, not tried again.
+        floor = 0
         while True:
             try:
-                one, target = replay_one(quarantine, key, options)
-            except KeyConflict:
+                one, target = replay_one(quarantine, key, options, floor)
+            except KeyConflict as conflict:
                 # Another replay took the number: read again, take the next.
+                taken = _REPLAY_NUMBER.search(conflict.key.rpartition("/")[2])
+                if taken is not None:
+                    floor = int(taken.group(1)) + 1
                 conflicts += 1
                 if conflicts >= RENUMBERS:
                     sys.stderr.write(f"eventpipe: {key}: every replay number was taken\n")
@@ -413,9 +420,12 @@ def replay(quarantine: Quarantine, options: Any, out: TextIO) -> int:
     return 0
 
 
-def replay_one(quarantine: Quarantine, key: str, options: Any) -> tuple[Counter[str], str | None]:
+def replay_one(
+    quarantine: Quarantine, key: str, options: Any, floor: int = 0
+) -> tuple[Counter[str], str | None]:
     """
-    Replay one quarantine object's pieces that no earlier replay holds.
+    Replay one quarantine object's pieces that no earlier replay holds,
+    under the next replay number (C{floor} at least).
 
     @raise KeyConflict: another replay took the next number meanwhile.
     """
@@ -475,7 +485,7 @@ def replay_one(quarantine: Quarantine, key: str, options: Any) -> tuple[Counter[
                 f"{key}: the replay rendered {result.events} events of {outcome['events']}",
                 transient=False,
             )
-        number = max(earlier, default=0) + 1
+        number = max(max(earlier, default=0) + 1, floor)
         target = quarantine.replay_key(key, number, ext)
         day_name = quarantine.day_and_name(key)[1]
         quarantine.store.deliver(

@@ -304,6 +304,7 @@ class Shipping:
         object gives the segment the next free sequence number, at once,
         up to L{RENUMBERS} times in a row.
         """
+        first = self.key_for(shipment.segment)
         for _ in range(RENUMBERS):
             try:
                 await self._upload(shipment)
@@ -311,10 +312,13 @@ class Shipping:
             except KeyConflict as conflict:
                 await self._renumber(shipment, conflict)
         raise UploadError(
-            f"{RENUMBERS} keys in a row hold another writer's objects",
+            f"{RENUMBERS} keys in a row, {first} to the one before "
+            f"{self.key_for(shipment.segment)}, hold another writer's objects",
             transient=False,
-            hint="another writer uses this prefix and instance id: give every instance "
-            "its own --instance-id",
+            hint="another writer delivers under this prefix and instance id "
+            f"({self.settings.instance_id}): stop it, or give every instance its own "
+            "--instance-id; the segment stays in the spool and is tried again at the "
+            "longest retry delay, and the other segments go on",
         )
 
     async def _renumber(self, shipment: Shipment, conflict: KeyConflict) -> None:

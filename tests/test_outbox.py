@@ -6,6 +6,7 @@ before each step of a write.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -105,6 +106,30 @@ class OutboxTests(SynchronousTestCase):
         self.successResultOf(outbox.upload(self.other(b"<EVENTS></EVENTS>\n", "segment-digest")))
         with open(self.target(), "rb") as stream:
             self.assertEqual(stream.read(), b"<EVENTS><EVENT/></EVENTS>\n")
+
+    def test_claim_of_a_killed_render(self) -> None:
+        """
+        A claim left by a render killed before its link (bytes A), then
+        another render of the same segment delivered (bytes B: another
+        --event-tag, a new release), then a third redelivery (bytes C):
+        each finds the segment delivered, none is a conflict, and the claim
+        says what is under the key.
+        """
+        outbox = uploader(self.directory)
+        killed = self.other(b"<EVENTS>render A</EVENTS>\n", "segment-digest")
+        claim = os.path.join(self.directory, ".metadata", *KEY.split("/")) + ".json"
+        os.makedirs(os.path.dirname(claim))
+        with open(claim, "w") as stream:
+            json.dump(killed.object_metadata(), stream)
+        second = self.other(b"<EVENTS>render B</EVENTS>\n", "segment-digest")
+        self.successResultOf(outbox.upload(second))
+        self.assertEqual(outbox.metadata(KEY)["sha256"], second.sha256)
+        third = self.other(b"<EVENTS>render C</EVENTS>\n", "segment-digest")
+        self.successResultOf(outbox.upload(third))
+        with open(self.target(), "rb") as stream:
+            self.assertEqual(stream.read(), b"<EVENTS>render B</EVENTS>\n")
+        self.assertEqual(outbox.metadata(KEY)["sha256"], second.sha256)
+        self.assertEqual(self.leftovers(), [])
 
     def test_file_of_an_earlier_release(self) -> None:
         """

@@ -6,10 +6,12 @@ delivers each piece that passes now exactly once, however often it runs.
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -226,24 +228,65 @@ class OutboxTests(Checks, SynchronousTestCase):
             self.assertEqual(process.returncode, 0, err)
         self.assertEqual(self.replayed_cns(), Counter(f"s{n}" for n in range(5)))
 
+    def killed_replay(self, *args: str) -> None:
+        """A replay killed (SIGKILL) after claiming its key, before linking its batch."""
+        killing = (
+            "import os, signal\n"
+            "real = os.link\n"
+            "def link(source, target, *args, **kwargs):\n"
+            "    if '/.metadata/' not in target:\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return real(source, target, *args, **kwargs)\n"
+            "os.link = link\n"
+            "from eventpipe.cli import main; main()\n"
+        )
+        killed = subprocess.run(
+            [sys.executable, "-c", killing, "quarantine", "replay", *self.scenario.options, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.assertEqual(killed.returncode, -signal.SIGKILL, killed.stderr)
+        self.assertEqual([p for p in batch_files(self.outbox) if "-r1." in p], [])
+        claims = glob.glob(
+            os.path.join(self.outbox, ".metadata", "**", "*-r1.xml.json"), recursive=True
+        )
+        self.assertEqual(len(claims), 1)
+
     def test_replay_killed_between_claim_and_link(self) -> None:
         """
-        A replay that died after claiming its key and before linking the
+        A replay killed after claiming its key and before linking the
         batch: the next one makes the same batch, finds its own claim, and
         the pieces arrive once.
         """
         self.wait_quarantined()
-        first = self.scenario.quarantine("replay", "--repair-acm-tag-names")
-        self.assertEqual(first.returncode, 0, first.stderr)
-        [replay] = [p for p in batch_files(self.outbox) if "-r1." in p]
-        claim = os.path.join(self.outbox, ".metadata", os.path.relpath(replay, self.outbox))
-        self.assertTrue(os.path.exists(claim + ".json"))
-        os.unlink(replay)
+        self.killed_replay("--repair-acm-tag-names")
         again = self.scenario.quarantine("replay", "--repair-acm-tag-names")
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertIn("replayed 5 pieces (5 events)", again.stdout)
         self.assertIn("-r1.xml", again.stdout)
         self.assertEqual(self.replayed_cns(), Counter(f"s{n}" for n in range(5)))
+
+    def test_orphaned_claim_of_other_lines(self) -> None:
+        """
+        A replay killed between claim and link leaves a claim of its lines;
+        a later replay of other lines (another --event-tag) steps over that
+        number instead of meeting it again and again, and a replay of the
+        first lines afterwards delivers them once.
+        """
+        self.wait_quarantined()
+        self.killed_replay("--repair-acm-tag-names")
+        other = self.scenario.quarantine("replay", "--event-tag=Event")
+        self.assertEqual(other.returncode, 0, other.stderr)
+        self.assertIn("-r2.xml", other.stdout)
+        self.assertIn("replayed 3 pieces (3 events)", other.stdout)
+        first = self.scenario.quarantine("replay", "--repair-acm-tag-names")
+        self.assertEqual(first.returncode, 0, first.stderr)
+        self.assertIn("replayed 5 pieces (5 events)", first.stdout)
+        self.assertEqual(
+            self.replayed_cns(),
+            Counter([*(f"s{n}" for n in range(5)), *(f"t{n}" for n in range(3))]),
+        )
 
 
 class S3Tests(Checks, SynchronousTestCase):

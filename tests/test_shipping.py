@@ -385,6 +385,39 @@ class IsolationTests(ServiceHarness):
         self.assertEqual(service.metrics.key_conflicts._value.get(), 3)
         self.assertEqual(service.shipping.last_attempt_error, None)
 
+    def test_many_taken_keys_in_a_row(self) -> None:
+        """
+        More taken keys in a row than one attempt steps over: the segment
+        stays, the log says what a person must do, the next segment is
+        delivered, and the first at its next try.
+        """
+        service = self.service(retry_max=30.0)
+        for sequence in range(20):
+            key = f"2025/07/29/20250729_161600_gw1_{sequence:06d}.xml"
+            self.uploader.objects[key] = b"the twin's"
+            self.uploader.metadata[key] = {"source": "the twin's segment", "sha256": "x"}
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream(range(3)))
+        self.clock.advance(60)
+        error = service.shipping.last_attempt_error or ""
+        self.assertIn("16 keys in a row", error)
+        self.assertEqual(len(os.listdir(service.spool.sealed_dir)), 1)
+        receiver.dataReceived(make_stream(range(3, 6)))
+        self.clock.advance(60)
+
+        def delivered() -> list[int]:
+            return sorted(
+                n
+                for data in self.uploader.batches().values()
+                if data != b"the twin's"
+                for n in numbers_in_xml_batch(data)
+            )
+
+        # The next segment is delivered, and its delivery wakes the first,
+        # whose next try finds a free key.
+        self.assertEqual(delivered(), list(range(6)))
+        self.assertEqual(os.listdir(service.spool.sealed_dir), [])
+
     def test_quarantine_written_once_across_a_restart(self) -> None:
         """
         The quarantine object is written under N, the batch's key N is

@@ -23,7 +23,6 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from zope.interface import implementer
 
 from eventpipe.destinations import (
-    SHA256,
     IObjectReader,
     IUploader,
     KeyConflict,
@@ -112,14 +111,16 @@ class LocalDirectoryUploader(PooledUploader):
                 target, lambda sink: shutil.copyfileobj(source, sink, 1 << 20)
             )
         try:
-            # The bytes of the render that claimed the key.
-            claimed = self._claim(claim, request)
+            fresh = self._claim(claim, request, replace=not os.path.exists(target))
             try:
                 os.link(temporary, target)
             except FileExistsError:
-                # Linked by the attempt that claimed the key; or a file that
-                # an earlier release (which made no claims) left there.
-                if file_sha256(target) != claimed:
+                # Under a claim of this segment's (by its source digest,
+                # whatever the bytes of the render that linked it): its
+                # delivery.  Under a claim made just now: a file that an
+                # earlier release (which made no claims) left there, this
+                # delivery only if it holds these very bytes.
+                if fresh and file_sha256(target) != request.sha256:
                     os.unlink(claim)
                     raise KeyConflict(request.key) from None
                 return
@@ -127,12 +128,16 @@ class LocalDirectoryUploader(PooledUploader):
         finally:
             _unlink(temporary)
 
-    def _claim(self, claim: str, request: UploadRequest) -> str:
+    def _claim(self, claim: str, request: UploadRequest, replace: bool) -> bool:
         """
         Make the claim of C{request}'s key (its metadata, as S3 would keep
-        it), or find that an earlier attempt for this segment made it.
+        it), or find that an earlier attempt for this segment made it (by
+        the segment's source digest: another render of it -- a new release,
+        another --event-tag -- claims the same).  A claim of this segment's
+        with no file under the key yet (the attempt that made it was
+        killed) is made anew with C{request}'s metadata when C{replace}.
 
-        @return: the digest of the batch of the attempt that made it.
+        @return: whether the claim was made now.
         @raise KeyConflict: someone else's claim is there.
         """
         metadata = request.object_metadata()
@@ -150,12 +155,16 @@ class LocalDirectoryUploader(PooledUploader):
                 found = {}
             if not isinstance(found, dict) or not delivered_before(request, found):
                 raise KeyConflict(request.key) from None
-            return str(found.get(SHA256, ""))
+            if replace and found != metadata:
+                # Ours, and nothing is delivered under it: say what is.
+                os.replace(temporary, claim)
+                fsync_directory(parent)
+            return False
         else:
             fsync_directory(parent)
         finally:
             _unlink(temporary)
-        return request.sha256
+        return True
 
     def _write_aside(self, target: str, write: Callable[[BinaryIO], object]) -> str:
         """Write a flushed temporary beside C{target}; return its path."""
