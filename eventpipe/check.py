@@ -102,11 +102,15 @@ def _missing(error: Exception, action: str) -> str:
     return f"{classified}{hint}"
 
 
-def check_s3(client: Any, bucket: str, prefix: str, instance: str) -> Iterator[Check]:
+def check_s3(
+    client: Any, bucket: str, prefix: str, instance: str, allow_unconditional: bool = False
+) -> Iterator[Check]:
     """
-    The bucket exists, and a probe object can be written, read and deleted;
-    each line as soon as it is decided.  An endpoint that does not answer
-    ends the checks at once (each call would wait as long again).
+    The bucket exists, and a probe object can be written (only if absent),
+    written again not at all (the store honours the condition that "never
+    overwritten" rests on), read and deleted; each line as soon as it is
+    decided.  An endpoint that does not answer ends the checks at once
+    (each call would wait as long again).
     """
     where = f"s3://{bucket}/{normalize_prefix(prefix)}"
     try:
@@ -133,12 +137,13 @@ def check_s3(client: Any, bucket: str, prefix: str, instance: str) -> Iterator[C
     else:
         yield True, f"bucket {bucket}: reachable"
     key = f"{normalize_prefix(prefix)}.eventpipe-check/{instance}-{uuid.uuid4().hex}"
+    from eventpipe.destinations.s3 import _precondition_failed
+
+    def write() -> Any:
+        return client.put_object(Bucket=bucket, Key=key, Body=b"probe\n", IfNoneMatch="*")
+
     steps: list[tuple[str, str, Callable[[], Any]]] = [
-        (
-            "write",
-            "s3:PutObject",
-            lambda: client.put_object(Bucket=bucket, Key=key, Body=b"probe\n"),
-        ),
+        ("write", "s3:PutObject", write),
         ("read", "s3:GetObject", lambda: client.head_object(Bucket=bucket, Key=key)),
         ("delete", "s3:DeleteObject", lambda: client.delete_object(Bucket=bucket, Key=key)),
     ]
@@ -149,9 +154,38 @@ def check_s3(client: Any, bucket: str, prefix: str, instance: str) -> Iterator[C
             yield False, f"{where}: cannot {verb} a probe object: {_missing(error, action)}"
             return
         yield True, f"{where}: can {verb} objects ({action})"
+        if verb == "write":
+            try:
+                write()
+            except Exception as error:
+                if not _precondition_failed(error):
+                    yield (
+                        False,
+                        f"{where}: cannot write a probe object again: {_missing(error, action)}",
+                    )
+                    return
+                yield True, f"{where}: refuses to overwrite an object written only if absent"
+            else:
+                yield _unconditional(where, allow_unconditional)
 
 
-def check_azure(uploader: Any, prefix: str, instance: str) -> Iterator[Check]:
+def _unconditional(where: str, allowed: bool) -> Check:
+    if allowed:
+        return True, (
+            f"{where}: overwrote an object written only if absent: it ignores conditional "
+            "writes (allowed by --allow-unconditional-writes: a twin or a lost sequence file "
+            "may overwrite a delivered batch)"
+        )
+    return False, (
+        f"{where}: overwrote an object written only if absent: it ignores conditional "
+        "writes, and the service refuses such a store (use one that honours If-None-Match, "
+        "or pass --allow-unconditional-writes)"
+    )
+
+
+def check_azure(
+    uploader: Any, prefix: str, instance: str, allow_unconditional: bool = False
+) -> Iterator[Check]:
     """
     The container exists, and a probe blob can be written, read and deleted;
     a refusal names the role that is missing.  An endpoint that does not
@@ -181,8 +215,13 @@ def check_azure(uploader: Any, prefix: str, instance: str) -> Iterator[Check]:
     blob = uploader.client.get_blob_client(
         f"{normalize_prefix(prefix)}.eventpipe-check/{instance}-{uuid.uuid4().hex}"
     )
+    from azure.core.exceptions import ResourceExistsError
+
+    def write() -> Any:
+        return blob.upload_blob(b"probe\n", overwrite=False)
+
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("write", lambda: blob.upload_blob(b"probe\n", overwrite=False)),
+        ("write", write),
         ("read", lambda: blob.download_blob().readall()),
         ("delete", blob.delete_blob),
     ]
@@ -193,6 +232,16 @@ def check_azure(uploader: Any, prefix: str, instance: str) -> Iterator[Check]:
             yield False, f"{where}: cannot {verb} a probe blob: {why(error)}"
             return
         yield True, f"{where}: can {verb} blobs"
+        if verb == "write":
+            try:
+                write()
+            except ResourceExistsError:
+                yield True, f"{where}: refuses to overwrite a blob written only if absent"
+            except Exception as error:
+                yield False, f"{where}: cannot write a probe blob again: {why(error)}"
+                return
+            else:
+                yield _unconditional(where, allow_unconditional)
 
 
 def run_checks(options: Any, out: TextIO, s3_client: Any = None) -> int:
@@ -229,7 +278,11 @@ def _checks(options: Any, s3_client: Any) -> Iterator[Check]:
                 environment=options.aws_from_env_file(),
             ).client
         yield from check_s3(
-            s3_client, options["s3-bucket"], options["s3-prefix"], options["instance-id"]
+            s3_client,
+            options["s3-bucket"],
+            options["s3-prefix"],
+            options["instance-id"],
+            options["allow-unconditional-writes"],
         )
     elif options["azure-container"]:
         from eventpipe.destinations.select import destination_for
@@ -240,6 +293,11 @@ def _checks(options: Any, s3_client: Any) -> Iterator[Check]:
         except Exception as error:
             yield False, f"container {options['azure-container']}: {error}"
             return
-        yield from check_azure(uploader, options["azure-prefix"], options["instance-id"])
+        yield from check_azure(
+            uploader,
+            options["azure-prefix"],
+            options["instance-id"],
+            options["allow-unconditional-writes"],
+        )
     else:
         yield check_directory("outbox", options["outbox"])

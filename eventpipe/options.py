@@ -729,6 +729,15 @@ class Options(SettingsOptions):
             "not well-formed because of them; well-formed events are never touched. "
             "Environment: EVENTPIPE_REPAIR_ACM_TAG_NAMES=1.",
         ],
+        [
+            "allow-unconditional-writes",
+            None,
+            "Deliver to an S3-compatible store or Azure endpoint that ignores conditional "
+            "writes (If-None-Match: *), which the start-up probe and 'eventpipe check' "
+            "detect; without this flag the service refuses such a store. With it, a second "
+            "writer under this instance id or a lost sequence file can overwrite a delivered "
+            "batch. Environment: EVENTPIPE_ALLOW_UNCONDITIONAL_WRITES=1.",
+        ],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -775,6 +784,9 @@ class Options(SettingsOptions):
         self._listen_udp()
         self["repair-acm-tag-names"] = self.flag(
             "repair-acm-tag-names", "EVENTPIPE_REPAIR_ACM_TAG_NAMES"
+        )
+        self["allow-unconditional-writes"] = self.flag(
+            "allow-unconditional-writes", "EVENTPIPE_ALLOW_UNCONDITIONAL_WRITES"
         )
         if self["instance-id"] is None:
             self["instance-id"] = instance_id_from_hostname(socket.gethostname())

@@ -31,7 +31,7 @@ from twisted.internet.task import LoopingCall
 
 from eventpipe import __version__
 from eventpipe.admission import Admission
-from eventpipe.destinations import IUploader
+from eventpipe.destinations import IUploader, UnconditionalStore
 from eventpipe.health import Status
 from eventpipe.ingest import Ingest
 from eventpipe.listeners import loopback_only
@@ -184,10 +184,7 @@ class EventpipeService(Service):
         self.render.start()
         self.sealer.start()
         self.uploader.start()
-        self.uploader.check().addCallbacks(
-            lambda where: log.info("destination {where} is reachable", where=where),
-            self._destination_unusable,
-        )
+        self.uploader.check().addCallbacks(self._destination_usable, self._destination_unusable)
         for segment in segments:
             self.shipping.ship(segment)
         self.rotation.start()
@@ -244,9 +241,29 @@ class EventpipeService(Service):
         self.metrics.reactor_lag.observe(max(0.0, now - self._lag_due))
         self._lag_due = now + LAG_INTERVAL
 
+    def _destination_usable(self, where: str) -> None:
+        if getattr(self.uploader, "allow_unconditional", False) and "conditional" in where:
+            log.warn("destination {where} is reachable", where=where)
+        else:
+            log.info("destination {where} is reachable", where=where)
+
     def _destination_unusable(self, failure: Any) -> None:
         error = failure.value
         hint = getattr(error, "hint", "")
+        if isinstance(error, UnconditionalStore):
+            # Nothing is written to it (the uploader refuses every
+            # delivery); a serving service stops rather than spool for a
+            # destination it will never use.  What arrived stays spooled.
+            log.critical(
+                "refusing {where}: {error} ({hint}); stopping, the spool keeps what arrived",
+                where=self.uploader.description,
+                error=str(error),
+                hint=hint,
+            )
+            stop = getattr(self.clock, "stop", None)
+            if self.listeners and stop is not None:
+                self.clock.callLater(0, stop)
+            return
         log.error(
             "destination {where} is not usable yet: {error}{hint}; "
             "events are spooled and delivered once it is",

@@ -173,6 +173,10 @@ class Shipping:
         retries of those left (they stay in the spool).
         """
         waiting = [s.deferred for s in self.shipments.values() if s.deferred is not None]
+        if getattr(self.uploader, "refusing", None) is not None:
+            # The destination is refused (it ignores conditional writes):
+            # nothing can ship, so nothing is waited for.
+            waiting = []
         if waiting:
             woken = self.wake_waiting()
             log.info(

@@ -231,6 +231,7 @@ class ProcessTests(SynchronousTestCase):
         self.assertEqual(good.returncode, 0, good.stdout + good.stderr)
         self.assertIn(f"container {CONTAINER}: reachable", good.stdout)
         self.assertIn("can delete blobs", good.stdout)
+        self.assertIn("refuses to overwrite a blob written only if absent", good.stdout)
         self.assertEqual([b for b in blobs(self.container)], [])
         missing = eventpipe(
             "check",

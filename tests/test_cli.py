@@ -18,11 +18,14 @@ from eventpipe.options import Options
 from eventpipe.simulate import AcmEvents
 from tests.support import (
     BUCKET,
+    CREDENTIALS,
     TWISTD,
     BlackHole,
+    Cable,
     MotoServer,
     Twistd,
     batch_files,
+    eventpipe,
     quarantined,
     read_object,
     wait_for,
@@ -96,8 +99,41 @@ class CheckTests(SynchronousTestCase):
         status, lines = self.run_checks(*args, client=client)
         self.assertEqual(status, 0, lines)
         self.assertIn(f"\u2713 s3://{BUCKET}/acm/: can write objects (s3:PutObject)", lines)
+        self.assertIn(
+            f"\u2713 s3://{BUCKET}/acm/: refuses to overwrite an object written only if absent",
+            lines,
+        )
         listing = client.list_objects_v2(Bucket=BUCKET).get("Contents", [])
         self.assertEqual(listing, [], "the probe object is deleted")
+
+    def test_store_that_ignores_conditional_writes(self) -> None:
+        """
+        An S3-compatible store that ignores If-None-Match (here, moto behind
+        a relay that drops the header): check says so in one line and fails,
+        unless --allow-unconditional-writes.
+        """
+        server = MotoServer(self.mktemp()).start()
+        self.addCleanup(server.stop)
+        server.client().create_bucket(Bucket=BUCKET)
+        cable = Cable(server.port).plug()
+        self.addCleanup(cable.unplug)
+        cable.strip = b"If-None-Match: *\r\n"
+        args = [
+            "check",
+            "--listen=tcp:0",
+            f"--spool-dir={self.mktemp()}",
+            f"--s3-bucket={BUCKET}",
+            f"--s3-endpoint-url=http://127.0.0.1:{cable.port}",
+        ]
+        refused = eventpipe(*args, env=CREDENTIALS)
+        self.assertEqual(refused.returncode, 1, refused.stdout + refused.stderr)
+        [line] = [x for x in refused.stdout.splitlines() if "conditional" in x]
+        self.assertTrue(line.startswith("\u2717 "), line)
+        self.assertIn("ignores conditional writes", line)
+        self.assertIn("--allow-unconditional-writes", line)
+        allowed = eventpipe(*args, "--allow-unconditional-writes", env=CREDENTIALS)
+        self.assertEqual(allowed.returncode, 0, allowed.stdout + allowed.stderr)
+        self.assertIn("allowed by --allow-unconditional-writes", allowed.stdout)
 
     def test_black_hole_endpoint(self) -> None:
         """

@@ -44,6 +44,8 @@ from tests.support import (
     make_stream,
     numbers_in_objects,
     s3_objects,
+    s3_rig,
+    s3_service,
     send,
     wait_for,
 )
@@ -338,6 +340,45 @@ class UploaderAgainstServerTests(S3ServerTestCase):
         self.assertIn("create the bucket", error.hint)
         error = self.assertRaises(UploadError, uploader.deliver, self.request(b"x"))
         self.assertFalse(error.transient)
+
+
+class UnconditionalStoreTests(SynchronousTestCase):
+    def test_service_refuses_a_store_that_overwrites(self) -> None:
+        """
+        A store that ignores If-None-Match (moto behind a relay that drops
+        the header): the service writes no batch to it and stops by itself,
+        saying why in one line, and the spool keeps the events; with
+        --allow-unconditional-writes it delivers them.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        server, client, cable = s3_rig(self, workdir)
+        cable.strip = b"If-None-Match: *\r\n"
+        endpoint = f"http://127.0.0.1:{cable.port}"
+        process = s3_service(workdir, endpoint, *FAST)
+        self.addCleanup(process.cleanup)
+        process.start()
+        send(process.port, make_stream(range(20)))
+        assert process.process is not None
+        began = time.monotonic()
+        process.process.wait(60)
+        self.assertLess(time.monotonic() - began, 10, "it stops at once")
+        log = process.log()
+        self.assertIn("refusing s3://", log)
+        self.assertIn("ignores conditional writes", log)
+        self.assertEqual(s3_objects(client, BUCKET), {})
+        allowed = s3_service(workdir, endpoint, *FAST, "--allow-unconditional-writes")
+        self.addCleanup(allowed.cleanup)
+        allowed.start()
+        wait_for(
+            lambda: len(numbers_in_objects(s3_objects(client, BUCKET))) >= 20, 30, "the events"
+        )
+        self.assertEqual(sorted(numbers_in_objects(s3_objects(client, BUCKET))), list(range(20)))
+        wait_for(
+            lambda: "it ignores conditional writes: --allow-unconditional-writes" in allowed.log(),
+            30,
+            "the start-up probe's line",
+        )
+        allowed.stop()
 
 
 class EndToEndS3Tests(S3ServerTestCase):

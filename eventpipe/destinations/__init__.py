@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from zope.interface import Attribute, Interface
 
 # The names of an object's metadata: lower-case letters only, valid
@@ -166,13 +166,37 @@ class IObjectReader(Interface):
         """L{IUploader.upload}, blocking: the same conditional write."""
 
 
+class UnconditionalStore(UploadError):
+    """The store overwrote an object that was written only if absent."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"{where} overwrote an object written only if absent (If-None-Match: *): "
+            "it ignores conditional writes, so nothing stops a twin or a lost sequence file "
+            "from overwriting a delivered batch",
+            transient=False,
+            hint="use a store that honours conditional writes, or accept the risk with "
+            "--allow-unconditional-writes",
+        )
+
+
 class PooledUploader(abc.ABC):
     """
     An uploader whose blocking calls run in a thread pool of its own
-    (C{self.work}): C{upload} runs C{deliver} there, C{check} runs C{_check}.
+    (C{self.work}): C{upload} runs C{deliver} there, C{check} runs C{_check}
+    and, for a store whose writes are conditional by request (S3, Azure),
+    proves that the store honours the condition (L{overwrites} on
+    C{probe_key}).  A store that does not is refused -- nothing is written
+    to it -- unless C{allow_unconditional}.
     """
 
     work: Any
+    description: str
+    # Where the start-up probe writes twice (None: nothing to prove).
+    probe_key: str | None = None
+    allow_unconditional = False
+    # Why deliveries are refused (the store ignores conditional writes).
+    refusing: UploadError | None = None
 
     def _pool(self, reactor: Any, clock: Any, threads: int, name: str, pool: Any = None) -> None:
         from eventpipe.threads import ThreadedWork
@@ -186,10 +210,29 @@ class PooledUploader(abc.ABC):
         return self.work.stop(timeout)  # type: ignore[no-any-return]
 
     def upload(self, request: UploadRequest) -> Deferred[None]:
+        if self.refusing is not None:
+            return fail(self.refusing)
         return self.work.run(self.deliver, request)  # type: ignore[no-any-return]
 
     def check(self) -> Deferred[str]:
-        return self.work.run(self._check)  # type: ignore[no-any-return]
+        return self.work.run(self._checked)  # type: ignore[no-any-return]
+
+    def _checked(self) -> str:
+        where = self._check()
+        if self.probe_key is not None and self.overwrites(self.probe_key):
+            if not self.allow_unconditional:
+                self.refusing = UnconditionalStore(self.description)
+                raise self.refusing
+            where += " (it ignores conditional writes: --allow-unconditional-writes)"
+        return where
+
+    def overwrites(self, key: str) -> bool:
+        """
+        Whether the store overwrites an object written only if absent:
+        write C{key} so, twice (a refusal of the first proves it as well:
+        an earlier probe left it), then remove it where allowed.  Blocking.
+        """
+        raise NotImplementedError
 
     @abc.abstractmethod
     def deliver(self, request: UploadRequest) -> None:

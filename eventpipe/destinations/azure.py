@@ -295,6 +295,14 @@ class AzureBlobUploader(PooledUploader):
             raise classify(error) from error
         return self.description
 
+    def overwrites(self, key: str) -> bool:
+        try:
+            return overwrites(self.client, key)
+        except UploadError:
+            raise
+        except Exception as error:
+            raise classify(error) from error
+
     # What the tools read (blocking; see IObjectReader).
 
     def keys(self, prefix: str) -> list[str]:
@@ -352,3 +360,29 @@ def account_host(connection: str, account_url: str | None, unknown: str = "?") -
     name = parts.get("AccountName", unknown)
     suffix = parts.get("EndpointSuffix", "core.windows.net")
     return f"{name}.blob.{suffix}"
+
+
+def overwrites(container: Any, key: str) -> bool:
+    """
+    Whether the store overwrites a blob written with C{If-None-Match: *}:
+    write C{key} so twice, then delete it.
+    """
+    from azure.core.exceptions import ResourceExistsError
+
+    blob = container.get_blob_client(key)
+    try:
+        for _ in range(2):
+            try:
+                blob.upload_blob(b"probe\n", overwrite=False)
+            except ResourceExistsError:
+                return False
+            except Exception as error:
+                if _status(error) == 412:
+                    return False
+                raise
+        return True
+    finally:
+        try:
+            blob.delete_blob()
+        except Exception:
+            pass

@@ -322,6 +322,38 @@ class S3Uploader(PooledUploader):
             raise classify(error) from error
         return self.description
 
+    def overwrites(self, key: str) -> bool:
+        try:
+            return overwrites(self.client, self.bucket, key)
+        except UploadError:
+            raise
+        except Exception as error:
+            raise classify(error) from error
+
+
+def overwrites(client: Any, bucket: str, key: str) -> bool:
+    """
+    Whether the store overwrites an object written with C{If-None-Match: *}
+    (some S3-compatible stores ignore the header): write C{key} so twice,
+    then delete it where the policy allows.
+    """
+    try:
+        for _ in range(2):
+            try:
+                client.put_object(Bucket=bucket, Key=key, Body=b"probe\n", IfNoneMatch="*")
+            except Exception as error:
+                if _precondition_failed(error):
+                    return False
+                raise
+        return True
+    finally:
+        try:
+            client.delete_object(Bucket=bucket, Key=key)
+        except Exception:
+            # Without s3:DeleteObject the probe stays: one small object
+            # per instance, under .eventpipe-check/, which no pipe loads.
+            pass
+
 
 def _status(error: BaseException) -> int | None:
     response: Any = getattr(error, "response", None)

@@ -12,10 +12,11 @@ def destination_for(options: Any, reactor: Any, concurrency: int | None = None) 
     @param options: parsed service options (L{eventpipe.options.Options}).
     """
     threads = concurrency or options["upload-concurrency"]
+    uploader: Any
     if options["s3-bucket"]:
         from eventpipe.destinations.s3 import S3Uploader
 
-        return S3Uploader(
+        uploader = S3Uploader(
             reactor,
             options["s3-bucket"],
             endpoint_url=options["s3-endpoint-url"],
@@ -23,16 +24,28 @@ def destination_for(options: Any, reactor: Any, concurrency: int | None = None) 
             concurrency=threads,
             environment=options.aws_from_env_file(),
         )
-    if options["azure-container"]:
+        prefix = options["s3-prefix"]
+    elif options["azure-container"]:
         from eventpipe.destinations.azure import AzureBlobUploader
 
-        return AzureBlobUploader(
+        uploader = AzureBlobUploader(
             reactor,
             options["azure-container"],
             account_url=options["azure-account-url"],
             concurrency=threads,
             environment=options.azure_from_env_file(),
         )
+        prefix = options["azure-prefix"]
+    else:
+        uploader = None
+    if uploader is not None:
+        from eventpipe.naming import normalize_prefix
+
+        # The start-up probe proves the store's conditional writes here
+        # (one small object per instance, removed where the policy allows).
+        uploader.probe_key = f"{normalize_prefix(prefix)}.eventpipe-check/{options['instance-id']}"
+        uploader.allow_unconditional = bool(options.get("allow-unconditional-writes"))
+        return uploader
     from eventpipe.destinations.outbox import LocalDirectoryUploader
 
     return LocalDirectoryUploader(reactor, options["outbox"], threads=threads)
