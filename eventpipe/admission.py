@@ -20,6 +20,7 @@ log = Logger()
 
 NOT_ALLOWED = "not_allowed"
 MAX_CONNECTIONS = "max_connections"
+PER_HOST = "max_connections_per_host"
 SHUTTING_DOWN = "shutting_down"
 NOT_EVENTS = "not_events"
 
@@ -28,6 +29,7 @@ class Admission:
     """
     @param allow: networks that may send (everyone when empty).
     @param max_connections: connections open at once.
+    @param max_per_host: connections open at once from one address.
     """
 
     def __init__(
@@ -36,11 +38,13 @@ class Admission:
         metrics: Metrics,
         allow: Sequence[Network] = (),
         max_connections: int = 1000,
+        max_per_host: int = 100,
     ) -> None:
         self._clock = clock
         self._metrics = metrics
         self.allow = tuple(allow)
         self.max_connections = max_connections
+        self.max_per_host = max_per_host
         self.open = True
         self._last_logged: dict[str, tuple[float, int]] = {}
 
@@ -48,10 +52,10 @@ class Admission:
         """Refuse every new connection from now on (stopping)."""
         self.open = False
 
-    def refusal(self, address: Any, connections: int) -> str | None:
+    def refusal(self, address: Any, connections: int, from_host: int = 0) -> str | None:
         """
         Whether a connection (or a datagram) from C{address} is refused,
-        with C{connections} open now.
+        with C{connections} open now, C{from_host} of them from its address.
 
         @return: None to take it, or the reason (logged and counted).
         """
@@ -64,6 +68,8 @@ class Admission:
                 reason = SHUTTING_DOWN
             elif connections >= self.max_connections:
                 reason = MAX_CONNECTIONS
+            elif from_host >= self.max_per_host:
+                reason = PER_HOST
         if reason is not None:
             self.refused(reason, describe(address))
         return reason
@@ -83,6 +89,8 @@ class Admission:
             why={
                 NOT_ALLOWED: "not in --allow",
                 MAX_CONNECTIONS: f"{self.max_connections} connections open (--max-connections)",
+                PER_HOST: f"{self.max_per_host} connections open from that address "
+                "(--max-connections-per-host)",
                 SHUTTING_DOWN: "shutting down",
             }[reason],
             more=f" ({suppressed} more refused in the last second)" if suppressed else "",

@@ -12,6 +12,9 @@ again.
 
 from __future__ import annotations
 
+import fcntl
+import struct
+import termios
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +34,8 @@ from eventpipe.spool import Spool, SpoolWriteError, disk_reserve, runs_within
 log = Logger()
 
 DISK_RETRY_DELAY = 1.0
+# How often a stop looks whether a connection's socket has been read up.
+STOP_READ_POLL = 0.01
 # Bytes appended between two looks at the spool filesystem's free space.
 DISK_CHECK_BYTES = 256 * 1024
 # Pieces set aside from one connection that are logged one by one.
@@ -98,6 +103,8 @@ class Ingest:
         self.disk_reserve = disk_reserve(settings.upload_concurrency, settings.max_file_size)
         self._on_segment_full = on_segment_full
         self.receivers: set[EventReceiver] = set()
+        # Connections open, by the sender's address.
+        self._per_host: dict[str | None, int] = {}
         self.datagram_ports: list[Any] = []
         self.paused_for: set[str] = set()
         # Encoded records the disk refused, each with its kind.
@@ -118,17 +125,24 @@ class Ingest:
         # Since the start: events spooled, and pieces set aside on arrival.
         self.events_received = 0
         self.pieces_set_aside = 0
+        # Set when the stop began: reading is no longer paused.
+        self.stopping = False
+        self._closing: IDelayedCall | None = None
+        # Bytes the sockets still held when the connections were aborted.
+        self.unread_at_stop = 0
 
     # Connections.
 
     def refusal(self, address: Any) -> str | None:
-        return self.admission.refusal(address, len(self.receivers))
+        host = getattr(address, "host", None)
+        return self.admission.refusal(address, len(self.receivers), self._per_host.get(host, 0))
 
     def connection_made(self, receiver: EventReceiver) -> bool:
         if not self.admission.open:
             self.admission.refused(SHUTTING_DOWN, receiver.peer)
             return False
         self.receivers.add(receiver)
+        self._per_host[receiver.host] = self._per_host.get(receiver.host, 0) + 1
         self.recent.opened += 1
         log.debug("connection from {peer}", peer=receiver.peer)
         if self.paused_for:
@@ -138,6 +152,11 @@ class Ingest:
     def connection_lost(self, receiver: EventReceiver) -> None:
         if receiver in self.receivers:
             self.receivers.discard(receiver)
+            left = self._per_host.get(receiver.host, 1) - 1
+            if left:
+                self._per_host[receiver.host] = left
+            else:
+                self._per_host.pop(receiver.host, None)
             self.recent.closed += 1
             log.debug("connection from {peer} closed", peer=receiver.peer)
         if receiver.rejected_pieces > LOGGED_PIECES:
@@ -154,23 +173,49 @@ class Ingest:
 
     def close_connections(self, timeout: float) -> Deferred[None]:
         """
-        Close every connection (what each has sent is framed and spooled by
-        then).  Fires when all are gone; connections still open after
+        Read what the kernel has already accepted on every connection, then
+        close it (what each has sent is framed and spooled by then).  ACM
+        has no acknowledgement: to it, what the kernel took is delivered.
+        So reading resumes whatever paused it (the spool's limit is for
+        back-pressure, not a reason to discard), and a connection closes
+        once it has been read up to what its socket held when the stop
+        began.  Fires when all are gone; connections still open after
         C{timeout} seconds (a TLS peer that never answers the close) are
-        aborted.
+        aborted, and the bytes their sockets still hold are counted in
+        C{unread_at_stop}.
         """
+        self.stopping = True
         if not self.receivers:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._all_gone.append(d)
+        targets = {}
         for receiver in list(self.receivers):
-            receiver.transport.loseConnection()  # type: ignore[union-attr]
+            targets[receiver] = receiver.bytes_read + unread_bytes(receiver.transport)
+            receiver.transport.resumeProducing()  # type: ignore[union-attr]
+
+        def close_read() -> None:
+            for receiver, target in list(targets.items()):
+                if receiver not in self.receivers:
+                    del targets[receiver]
+                elif receiver.bytes_read >= target or not unread_bytes(receiver.transport):
+                    del targets[receiver]
+                    receiver.transport.loseConnection()  # type: ignore[union-attr]
+            if targets:
+                self._closing = self.clock.callLater(STOP_READ_POLL, close_read)
+
+        close_read()
 
         def abort(result: object, timeout: float) -> None:
+            if self._closing is not None and self._closing.active():
+                self._closing.cancel()
+            self.unread_at_stop = sum(unread_bytes(r.transport) for r in self.receivers)
             log.warn(
-                "{count} connections did not close within {timeout:g} s: aborted",
+                "{count} connections did not close within {timeout:g} s: aborted, with "
+                "{unread} bytes their sockets held unread",
                 count=len(self.receivers),
                 timeout=timeout,
+                unread=self.unread_at_stop,
             )
             for receiver in list(self.receivers):
                 receiver.transport.abortConnection()  # type: ignore[union-attr]
@@ -415,6 +460,10 @@ class Ingest:
             self.resume(DISK_RESERVE)
 
     def pause(self, why: str) -> None:
+        if self.stopping:
+            # What the kernel holds is read at a stop, whatever the limits.
+            self.paused_for.add(why)
+            return
         if not self.paused_for:
             for receiver in self.receivers:
                 receiver.transport.pauseProducing()  # type: ignore[union-attr]
@@ -433,3 +482,20 @@ class Ingest:
                 receiver.transport.resumeProducing()  # type: ignore[union-attr]
             for port in self.datagram_ports:
                 port.startReading()
+
+
+def unread_bytes(transport: Any) -> int:
+    """
+    Bytes the kernel holds for a connection that were not read yet (the
+    socket under a TLS layer for a TLS connection); 0 when not known.
+    """
+    for _ in range(3):
+        if transport is None:
+            return 0
+        try:
+            fileno = transport.getHandle().fileno()
+            found = fcntl.ioctl(fileno, termios.FIONREAD, b"\0\0\0\0")
+            return int(struct.unpack("i", found)[0])
+        except Exception:
+            transport = getattr(transport, "transport", None)
+    return 0

@@ -407,6 +407,15 @@ PARAMETERS: list[Parameter] = [
         setting="max_connections",
     ),
     Parameter(
+        "max-connections-per-host",
+        ("EVENTPIPE_MAX_CONNECTIONS_PER_HOST",),
+        100,
+        _positive_int,
+        "Connections open at once from one address: one host cannot take every "
+        "--max-connections slot and lock ACM out; more are refused (closed at once, logged).",
+        setting="max_connections_per_host",
+    ),
+    Parameter(
         "idle-timeout",
         ("EVENTPIPE_IDLE_TIMEOUT",),
         0.0,

@@ -66,13 +66,18 @@ class EventReceiver(Protocol, TimeoutMixin):
         self.rejected_bytes = 0
         self.rejected_pieces = 0
         self.cut = False
+        # Bytes read from this connection so far.
+        self.bytes_read = 0
+        self.host: str | None = None
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:  # type: ignore[override]
         """The idle timeout (L{TimeoutMixin}) runs on the injected clock."""
         return self.sink.clock.callLater(period, func)
 
     def connectionMade(self) -> None:
-        self.peer = describe(self.transport.getPeer())  # type: ignore[union-attr]
+        address = self.transport.getPeer()  # type: ignore[union-attr]
+        self.peer = describe(address)
+        self.host = getattr(address, "host", None)
         self.listener = listener_of(self.transport)
         if not self.sink.connection_made(self):
             self.transport.abortConnection()  # type: ignore[union-attr]
@@ -82,6 +87,7 @@ class EventReceiver(Protocol, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
+        self.bytes_read += len(data)
         documents, count, events, rejected = self.splitter.feed(data)
         if documents:
             self.sink.store_documents(self, documents, count)

@@ -41,7 +41,7 @@ from eventpipe.metrics import Metrics
 from eventpipe.rotation import Rotation
 from eventpipe.settings import Settings
 from eventpipe.shipping import Shipping
-from eventpipe.spool import Spool, waiting_in
+from eventpipe.spool import Spool
 from eventpipe.threads import BlockingWork
 
 log = Logger()
@@ -97,7 +97,13 @@ class EventpipeService(Service):
         self.render = render
         self.sealer = sealer if sealer is not None else render
         self.metrics = metrics if metrics is not None else Metrics()
-        self.admission = Admission(clock, self.metrics, settings.allow, settings.max_connections)
+        self.admission = Admission(
+            clock,
+            self.metrics,
+            settings.allow,
+            settings.max_connections,
+            settings.max_connections_per_host,
+        )
         self.shipping = Shipping(
             settings,
             spool,
@@ -362,18 +368,37 @@ class EventpipeService(Service):
                 )
 
     def _report_left(self, unwritten: int) -> None:
-        """Say what was not delivered, and where it waits."""
-        # Sealed segments, and any set aside whose seal did not finish.
-        left = waiting_in(self.spool.directory)
-        segments, events = left.segments, left.events
+        """
+        Say what was not delivered, and where it waits; and what could not
+        be kept.  Counted from what is known (no segment is read on the
+        reactor, whatever the spool holds).
+        """
+        if self.shipping.left_at_stop is None:
+            self.shipping.stop_shipping()
+        assert self.shipping.left_at_stop is not None
+        segments, events, exact = self.shipping.left_at_stop
+        if self.spool.current_size:
+            segments += 1
+            events += self.spool.current_events
+        lost = unwritten
+        unread = self.ingest.unread_at_stop
+        if lost or unread:
+            log.error(
+                "stopping: {lost} events were read but could not be written to the spool, "
+                "and {unread} bytes the kernel had accepted could not be read in time; "
+                "they are lost",
+                lost=lost,
+                unread=unread,
+            )
         if not segments:
             log.info("stopped: everything received was delivered")
             return
         log.warn(
-            "stopping with {count} {segments}, {events} events not delivered; they stay in "
-            "{spool} and ship at the next start",
+            "stopping with {count} {segments}, {more}{events} events not delivered; they stay "
+            "in {spool} and ship at the next start",
             count=segments,
             segments="segment" if segments == 1 else "segments",
+            more="" if exact else "at least ",
             events=events,
             spool=self.spool.directory,
         )

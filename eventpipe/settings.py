@@ -37,5 +37,6 @@ class Settings:
     upload_timeout: float = _DEFAULT["upload_timeout"]
     idle_timeout: float = _DEFAULT["idle_timeout"]
     max_connections: int = _DEFAULT["max_connections"]
+    max_connections_per_host: int = _DEFAULT["max_connections_per_host"]
     repair_tag_names: bool = False
     allow: tuple[Network, ...] = ()

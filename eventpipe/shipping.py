@@ -107,6 +107,10 @@ class Shipping:
         self.pieces_found = 0
         # Renders that succeeded (whose fault a failure is, see Shipment.counts).
         self.renders_done = 0
+        # What the stop left: segments, events in them, whether that count
+        # is exact (segments found at start-up and not rendered are not
+        # counted), from what is known -- no segment is read to count it.
+        self.left_at_stop: tuple[int, int, bool] | None = None
         self._policy = backoff_policy(settings.retry_initial, settings.retry_max, jitter=jitter)
         self._slots = DeferredSemaphore(settings.upload_concurrency)
 
@@ -186,10 +190,17 @@ class Shipping:
                 seconds=timeout,
                 woken=woken,
             )
-            give_up = self.clock.callLater(max(0.0, timeout), self.cancel)
+            give_up = self.clock.callLater(max(0.0, timeout), self.stop_shipping)
             await DeferredList(waiting, consumeErrors=True)
             if give_up.active():
                 give_up.cancel()
+        self.stop_shipping()
+
+    def stop_shipping(self) -> None:
+        """Note what is left (see L{left_at_stop}), then L{cancel}."""
+        if self.left_at_stop is None:
+            events, exact = self.events_waiting()
+            self.left_at_stop = (self.segments_waiting, events, exact)
         self.cancel()
 
     def cancel(self) -> None:

@@ -7,13 +7,17 @@ spool may hold, and a spool on a filesystem that runs full.
 from __future__ import annotations
 
 import collections
+import fcntl
 import glob
 import os
 import random
 import re
 import shutil
+import signal
 import socket
+import struct
 import subprocess
+import termios
 import threading
 import time
 
@@ -247,6 +251,63 @@ class OutageTests(SynchronousTestCase):
         self.assertLess(peak, 150, "peak RSS in MiB")
         print(f"\n    peak_rss_mib={peak:.1f} spool_bytes_at_outage={waiting}")
         process.stop()
+
+
+class StopKeepsWhatTheKernelAcceptedTests(SynchronousTestCase):
+    def test_stop_while_reading_is_paused(self) -> None:
+        """
+        The spool is full, S3 is down and reading is paused, the sender is
+        held back with bytes in eventpipe's socket, and SIGTERM comes with
+        the connection still open: every event the kernel had accepted is
+        read and kept in the spool (to ship at the next start), none twice.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        process = Twistd(
+            workdir,
+            [
+                "--rotation-interval=0.5",
+                "--check-interval=0.1",
+                "--max-spool-size=64KiB",
+                "--max-event-size=16KiB",
+                "--max-file-size=32KiB",
+                "--shutdown-timeout=3",
+                f"--s3-bucket={BUCKET}",
+                "--s3-endpoint-url=http://127.0.0.1:9",
+            ],
+            {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        )
+        self.addCleanup(process.cleanup)
+        process.start()
+        wire = make_stream(range(20000))
+        connection = socket.create_connection(("127.0.0.1", process.port))
+        self.addCleanup(connection.close)
+        connection.setblocking(False)
+        sent = 0
+        stuck_since = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sent < len(wire):
+            try:
+                sent += connection.send(wire[sent : sent + 65536])
+                stuck_since = None
+            except BlockingIOError:
+                stuck_since = stuck_since or time.monotonic()
+                if time.monotonic() - stuck_since > 1 and "reading paused" in process.log():
+                    break
+                time.sleep(0.01)
+        self.assertLess(sent, len(wire), "the sender was held back")
+        # What the receiving kernel took: sent, less what still waits in
+        # this side's send queue.
+        outq = struct.unpack("i", fcntl.ioctl(connection.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[
+            0
+        ]
+        accepted = sent - outq
+        expected = set(range(wire[:accepted].count(b"</EVENT>")))
+        before = spooled(process.spool)
+        self.assertLess(len(before), len(expected), "some bytes wait in eventpipe's socket")
+        self.assertEqual(process.stop(), -signal.SIGTERM)
+        kept = spooled(process.spool)
+        self.assertEqual(expected - kept, set(), "events the kernel had accepted were lost")
+        self.assertIn("stopping with", process.log())
 
 
 class ExtraLinkTests(SynchronousTestCase):

@@ -223,7 +223,7 @@ class StreamAbuseTests(HostileTestCase):
 
     def test_many_connections(self) -> None:
         """Five hundred connections at once, each with its events: all arrive."""
-        process = self.service()
+        process = self.service("--max-connections-per-host=500")
         connections = []
         for n in range(500):
             connection = socket.create_connection(("127.0.0.1", process.port))
@@ -263,6 +263,31 @@ class StreamAbuseTests(HostileTestCase):
         self.assertEqual(kept[0].recv(1), b"", "idle connections are closed")
         self.assertIn("--idle-timeout", process.log())
         for connection in kept:
+            connection.close()
+        process.stop()
+
+    def test_one_host_cannot_take_every_slot(self) -> None:
+        """
+        One address that opens connections and holds them idle reaches
+        --max-connections-per-host and is refused there; ACM, from another
+        address, still connects and delivers.
+        """
+        process = self.service(
+            "--max-connections=10", "--max-connections-per-host=3", "--log-level=debug"
+        )
+        wait_for(lambda: "closed" in process.log(), 10, "the probe to close")
+        hog = [socket.create_connection(("127.0.0.1", process.port)) for _ in range(3)]
+        wait_for(lambda: process.log().count("connection from") >= 4, 10, "three connections")
+        extra = socket.create_connection(("127.0.0.1", process.port))
+        extra.settimeout(5)
+        self.assertEqual(extra.recv(1), b"", "the fourth from that address is closed")
+        extra.close()
+        acm = socket.create_connection(("127.0.0.1", process.port), source_address=("127.0.0.2", 0))
+        acm.sendall(make_stream(range(5)))
+        acm.close()
+        self.assertDelivered(process, list(range(5)))
+        self.assertIn("--max-connections-per-host", process.log())
+        for connection in hog:
             connection.close()
         process.stop()
 
