@@ -37,6 +37,7 @@ class Phase(enum.Enum):
     WAITING = "waiting to retry"
     DELIVERED = "delivered"
     SET_ASIDE = "set aside: it cannot be rendered"
+    GONE = "gone: removed from the spool by something else"
     STOPPED = "stopped; it stays in the spool"
 
 

@@ -274,6 +274,17 @@ class Shipping:
             # Only a failure that belongs to the segment counts: one of the
             # machine (an OOM kill, EIO, a worker that cannot start) is
             # retried with backoff for as long as it lasts, like an outage.
+            if isinstance(error, FileNotFoundError) and not os.path.lexists(segment.path):
+                # Not a fault to wait out: there is nothing left to ship.
+                self.spool.forget(segment, True)
+                shipment.phase = Phase.GONE
+                log.error(
+                    "{name} is gone from the spool ({path} was removed by something other "
+                    "than eventpipe): its events cannot be shipped",
+                    name=segment.name,
+                    path=segment.path,
+                )
+                return False
             fault = render_fault(error)
             counted = shipment.counts(fault, self.renders_done)
             if counted:
@@ -415,7 +426,7 @@ class Shipping:
     # The end of a chain.
 
     def _ended(self, shipment: Shipment, attempts: int) -> None:
-        if shipment.phase is Phase.SET_ASIDE:
+        if shipment.phase in (Phase.SET_ASIDE, Phase.GONE):
             return
         result = shipment.result
         assert result is not None

@@ -20,8 +20,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import NoReturn
 
 from lxml import etree
+
+from eventpipe.records import KIND_DOCUMENTS, KIND_EVENT, read_records
 
 DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 SAMPLE = os.path.join(
@@ -488,6 +491,28 @@ def s3_objects(client, bucket: str, prefix: str = "") -> dict[str, bytes]:  # ty
 PROBES = ".eventpipe-check/"
 
 
+def spooled(spool: str) -> set[int]:
+    """Event numbers in the spool's segments right now (torn tails ignored)."""
+    numbers: set[int] = set()
+    paths = [
+        os.path.join(spool, "current"),
+        *glob.glob(os.path.join(spool, "sealing", "*")),
+        *glob.glob(os.path.join(spool, "sealed", "*")),
+    ]
+    for path in paths:
+        try:
+            with open(path, "rb") as stream:
+                for record in read_records(stream):
+                    if record.kind in (KIND_EVENT, KIND_DOCUMENTS):
+                        numbers.update(int(n) for n in _SPOOLED_NUMBER.findall(record.data))
+        except FileNotFoundError:
+            continue
+    return numbers
+
+
+_SPOOLED_NUMBER = re.compile(rb"<cn>n(\d{12})</cn>")
+
+
 def numbers_in_objects(objects: dict[str, bytes]) -> list[int]:
     numbers: list[int] = []
     for key, data in objects.items():
@@ -691,10 +716,21 @@ AZURITE_KEY = (
 CONTAINER = "acm-events"
 
 
-def azurite_command() -> list[str]:
-    """Azurite's blob server: from .ci/node_modules (what .ci/run installs) or the PATH."""
+def missing(what: str, install: str) -> NoReturn:
+    """
+    A tool a test needs is not here: under CI (C{CI=true}, where .ci/run
+    installs every tool) the test fails; elsewhere it is skipped, saying
+    how to install it.
+    """
     from twisted.trial.unittest import SkipTest
 
+    if os.environ.get("CI"):
+        raise AssertionError(f"{what} is missing: .ci/run installs it ({install})")
+    raise SkipTest(f"{what} is missing: {install}")
+
+
+def azurite_command() -> list[str]:
+    """Azurite's blob server: from .ci/node_modules (what .ci/run installs) or the PATH."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for candidate in (
         os.environ.get("AZURITE_BLOB", ""),
@@ -703,9 +739,7 @@ def azurite_command() -> list[str]:
     ):
         if candidate and os.path.exists(candidate):
             return [candidate]
-    if os.environ.get("CI"):
-        raise AssertionError("azurite-blob is missing: .ci/run installs it with npm")
-    raise SkipTest("azurite-blob is missing: npm install --prefix .ci azurite")
+    missing("azurite-blob", "npm install --prefix .ci azurite")
 
 
 class AzuriteServer:

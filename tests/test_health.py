@@ -10,7 +10,7 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from eventpipe import __version__
@@ -22,6 +22,7 @@ from tests.support import (
     FAST_S3,
     free_port,
     make_stream,
+    missing,
     s3_rig,
     s3_service,
     send,
@@ -247,9 +248,7 @@ class AlertRuleTests(ServiceHarness):
         """
         promtool = shutil.which("promtool")
         if promtool is None:
-            if os.environ.get("CI"):
-                self.fail("promtool is missing: .ci/run installs Debian's prometheus package")
-            raise SkipTest("promtool is missing: apt-get install prometheus")
+            missing("promtool", "apt-get install prometheus")
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         rules = os.path.join(root, "contrib", "prometheus", "eventpipe-alerts.yml")
         cases = os.path.join(root, "tests", "data", "alerts-test.yml")

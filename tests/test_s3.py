@@ -109,6 +109,9 @@ class RecordingClient:
 
     def head_object(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append(("head_object", kwargs))
+        if kwargs["Key"] not in self.objects:
+            # What boto3 raises for a HEAD of a missing key.
+            raise client_error("404", 404)
         return {"Metadata": self.objects[kwargs["Key"]]["Metadata"]}
 
     def head_bucket(self, **kwargs: Any) -> dict[str, Any]:
@@ -143,8 +146,35 @@ class ClassificationTests(SynchronousTestCase):
             self.assertIn(words, classified.hint)
 
     def test_no_secret_in_messages(self) -> None:
-        error = classify(client_error("SignatureDoesNotMatch", 403))
-        self.assertNotIn("testing", str(error) + error.hint)
+        """
+        A store (or a library) that echoes the secret key, the session token
+        or a request signature in its error: the message and the hint hold
+        none of them.
+        """
+        secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+        token = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN0123456789"
+        S3Uploader(
+            ImmediateReactor(),  # type: ignore[arg-type]
+            BUCKET,
+            environment={"AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": token},
+        )
+        echoed = ClientError(
+            {
+                "Error": {
+                    "Code": "SignatureDoesNotMatch",
+                    "Message": f"computed with {secret} and {token}; "
+                    "Authorization: AWS4-HMAC-SHA256 Signature=0123456789abcdef",
+                },
+                "ResponseMetadata": {"HTTPStatusCode": 403},
+            },
+            "PutObject",
+        )
+        for error in (echoed, RuntimeError(f"proxy said: key={secret}")):
+            classified = classify(error)
+            text = str(classified) + classified.hint
+            for value in (secret, token, "0123456789abcdef"):
+                self.assertNotIn(value, text)
+            self.assertIn("[redacted]", text)
 
 
 class UploaderUnitTests(SynchronousTestCase):
@@ -220,6 +250,20 @@ class UploaderUnitTests(SynchronousTestCase):
         self.client.objects[self.request.key] = {
             "Metadata": {"sha256": "older bytes", "source": "segment-digest"}
         }
+        self.successResultOf(self.uploader.upload(self.request))
+
+    def test_taken_then_gone(self) -> None:
+        """
+        The conditional write is refused (the key is taken), but the look
+        that follows finds nothing (a 404: removed meanwhile): a transient
+        failure, tried again -- neither delivered nor a conflict.
+        """
+        self.client.errors = [client_error("PreconditionFailed", 412)]
+        failure = self.failureResultOf(self.uploader.upload(self.request), UploadError)
+        self.assertNotIsInstance(failure.value, KeyConflict)
+        self.assertTrue(failure.value.transient)
+        self.assertIn("was taken, then gone", str(failure.value))
+        self.assertEqual([c[0] for c in self.client.calls], ["put_object", "head_object"])
         self.successResultOf(self.uploader.upload(self.request))
 
     def test_errors_classified(self) -> None:
@@ -494,7 +538,12 @@ class EndToEndS3Tests(S3ServerTestCase):
             lambda: seen.update(s3_objects(self.s3, BUCKET)) or len(seen) >= 1, 20, "a first object"
         )
         self.server.stop()
-        time.sleep(3)
+        # The outage is seen: a delivery fails while the server is down.
+        wait_for(
+            lambda: re.search(r"delivering .* failed \(attempt \d+\)", process.log()),
+            30,
+            "a delivery to fail during the outage",
+        )
         self.server.start()
         self.s3.create_bucket(Bucket=BUCKET)
         thread.join(60)

@@ -333,6 +333,26 @@ class IsolationTests(ServiceHarness):
         self.assertEqual(len(os.listdir(service.spool.failed_dir)), 1)
         self.assertEqual(sorted(self.delivered()), list(range(3, 18)))
 
+    def test_segment_removed_from_the_spool(self) -> None:
+        """
+        A sealed segment deleted by something else (an operator, a cleanup
+        job): said once, not retried for ever, and the others go on.
+        """
+        service = self.service()
+        receiver, _ = self.connect(service)
+        service.uploader.failures = [UploadError("503", transient=True)]  # type: ignore[attr-defined]
+        receiver.dataReceived(make_stream(range(3)))
+        self.clock.advance(60)
+        [path] = [
+            os.path.join(service.spool.sealed_dir, n) for n in os.listdir(service.spool.sealed_dir)
+        ]
+        os.unlink(path)
+        self.clock.advance(1)
+        self.assertEqual(service.shipping.segments_waiting, 0)
+        receiver.dataReceived(make_stream(range(3, 6)))
+        self.clock.advance(60)
+        self.assertEqual(sorted(self.delivered()), [3, 4, 5])
+
     def test_the_segments_own_failure_counts(self) -> None:
         """A render that names the segment itself counts at once, alone or not."""
         self.poison(lambda: render_module.UnrenderableSegment("not a regular file"))

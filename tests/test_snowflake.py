@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.cli import run
 from eventpipe.render import event_to_json, make_parser, render_segment, repair_tag_names
@@ -29,6 +29,7 @@ from tests.support import (
     batch_files,
     make_event,
     make_stream,
+    missing,
     read_object,
     send,
     wait_for,
@@ -731,7 +732,7 @@ class RealEngineTests(SynchronousTestCase):
 
     def test_xml_batches_pass_xmllint(self) -> None:
         if shutil.which("xmllint") is None:
-            raise SkipTest("xmllint is not installed (.ci/run installs libxml2-utils)")
+            missing("xmllint", "apt-get install libxml2-utils")
         outbox = self.run_service()
         files = batch_files(outbox)
         self.assertTrue(files)

@@ -15,7 +15,7 @@ import tempfile
 import urllib.request
 
 from lxml import html
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.page import CSS, HTML, JS
 from tests.support import (
@@ -25,6 +25,7 @@ from tests.support import (
     eventpipe,
     free_port,
     make_stream,
+    missing,
     send,
     wait_for,
 )
@@ -139,9 +140,7 @@ class StatusCommandTests(SynchronousTestCase):
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        if os.environ.get("CI"):
-            raise AssertionError("chromium is missing: .ci/run installs Debian's chromium")
-        raise SkipTest("chromium is missing: apt-get install chromium")
+        missing("chromium", "apt-get install chromium")
     return found
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import sys
 from typing import Any, BinaryIO
 
@@ -50,10 +51,36 @@ _CONFIGURATION_CODES = {
 }
 
 
+# Values never to be written into a message (the secret key and session
+# token of the environment and of an env file), registered by the uploader.
+_SECRETS: set[str] = set()
+_SECRET_NAMES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_SIGNATURE = re.compile(r"(Signature=)[0-9a-fA-F]+")
+
+
+def redacted(text: str) -> str:
+    """C{text} with every known secret (and any request signature) masked."""
+    for secret in _SECRETS:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return _SIGNATURE.sub(r"\1[redacted]", text)
+
+
 def classify(error: BaseException) -> UploadError:
-    """Turn whatever boto3 raised into an L{UploadError}."""
+    """
+    Turn whatever boto3 raised into an L{UploadError}, whose message and
+    hint never hold a secret (see L{redacted}): an S3-compatible store, or a
+    library, may echo what it was given.
+    """
     if isinstance(error, UploadError):
         return error
+    classified = _classify(error)
+    classified.args = tuple(redacted(str(a)) for a in classified.args)
+    classified.hint = redacted(classified.hint)
+    return classified
+
+
+def _classify(error: BaseException) -> UploadError:
     from botocore.exceptions import (
         ClientError,
         ConnectTimeoutError,
@@ -137,6 +164,10 @@ class S3Uploader(PooledUploader):
         # Credentials, profile and endpoint read from an env file (see
         # eventpipe.options.AWS_FROM_ENV_FILE); never logged.
         self._environment = dict(environment or {})
+        for name in _SECRET_NAMES:
+            for value in (self._environment.get(name), os.environ.get(name)):
+                if value and len(value) >= 8:
+                    _SECRETS.add(value)
         if self.endpoint_url is None and self._environment.get("AWS_ENDPOINT_URL"):
             self.endpoint_url = self._environment["AWS_ENDPOINT_URL"]
         where = f" at {self.endpoint_url}" if self.endpoint_url else ""
