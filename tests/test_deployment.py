@@ -15,7 +15,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.options import PARAMETERS, Options, read_env_file
+from eventpipe.options import OTHER_VARIABLES, PARAMETERS, Options, read_env_file
 from tests.support import Twistd, free_port, missing, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +75,8 @@ class EnvFileTests(SynchronousTestCase):
                 self.assertIn(f"{environment[0]}=", text, f"--{name}")
             for variable in environment[1:]:
                 self.assertIn(variable, text, f"--{name}: {variable}")
-        for variable in ("EVENTPIPE_LISTEN", "EVENTPIPE_ALLOW", "EVENTPIPE_LISTEN_UDP"):
+        eventpipes = {v for v in OTHER_VARIABLES if v.startswith("EVENTPIPE_")}
+        for variable in sorted(eventpipes - {"EVENTPIPE_ENV_FILE", "EVENTPIPE_PORT"}):
             self.assertIn(f"{variable}=", text)
         uncommented = self.mktemp()
         with open(uncommented, "w") as stream:
