@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from twisted.python import usage
@@ -201,7 +201,25 @@ def _instance_id(text: str) -> str:
 
 @_expects("a key prefix such as acm/")
 def _prefix(text: str) -> str:
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text.strip()):
+        # A pasted URL (s3://bucket/acm/): the bucket is not part of a prefix.
+        raise ValueError(text)
     return normalize_prefix(text)
+
+
+def prefix_advice(text: str) -> str:
+    """What to write instead of a prefix that is a URL."""
+    rest = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://", "", text.strip())
+    _, _, prefix = rest.partition("/")
+    return f"a path below the bucket, not a URL: use --s3-prefix {prefix or 'acm/'}"
+
+
+@_expects("an http:// or https:// URL, such as http://127.0.0.1:9000")
+def _endpoint_url(text: str) -> str:
+    url = text.strip()
+    if not re.match(r"^https?://[^\s/]+", url):
+        raise ValueError(text)
+    return url
 
 
 @_expects("a value")
@@ -228,7 +246,7 @@ PARAMETERS: list[Parameter] = [
     ),
     Parameter(
         "rotation-interval",
-        ("ROTATION_INTERVAL",),
+        ("EVENTPIPE_ROTATION_INTERVAL", "ROTATION_INTERVAL"),
         60.0,
         _positive_float,
         "Seal the current segment when its first event is this many seconds old.",
@@ -236,7 +254,7 @@ PARAMETERS: list[Parameter] = [
     ),
     Parameter(
         "max-file-size",
-        ("MAX_FILE_SIZE",),
+        ("EVENTPIPE_MAX_FILE_SIZE", "MAX_FILE_SIZE"),
         5 * 2**20,
         _positive_size,
         "Seal the current segment when it reaches this size: bytes, or a number with "
@@ -245,7 +263,7 @@ PARAMETERS: list[Parameter] = [
     ),
     Parameter(
         "check-interval",
-        ("CHECK_INTERVAL",),
+        ("EVENTPIPE_CHECK_INTERVAL", "CHECK_INTERVAL"),
         10.0,
         _positive_float,
         "Seconds between checks of the rotation conditions.",
@@ -253,7 +271,7 @@ PARAMETERS: list[Parameter] = [
     ),
     Parameter(
         "format",
-        ("OUTPUT_FORMAT",),
+        ("EVENTPIPE_FORMAT", "OUTPUT_FORMAT"),
         "xml",
         _choice(FORMATS),
         "Batch format: xml (one <EVENTS> root) or json (JSON Lines, one event a line).",
@@ -345,7 +363,7 @@ PARAMETERS: list[Parameter] = [
     ),
     Parameter(
         "s3-bucket",
-        ("S3_BUCKET", "BUCKET_NAME"),
+        ("EVENTPIPE_S3_BUCKET", "S3_BUCKET", "BUCKET_NAME"),
         None,
         _bucket,
         "Deliver to this S3 bucket instead of the outbox.",
@@ -362,13 +380,13 @@ PARAMETERS: list[Parameter] = [
         "s3-endpoint-url",
         ("EVENTPIPE_S3_ENDPOINT_URL",),
         None,
-        _text,
+        _endpoint_url,
         "S3 endpoint (MinIO, other S3-compatible stores). Default: boto3's own "
         "resolution, which reads AWS_ENDPOINT_URL.",
     ),
     Parameter(
         "s3-region",
-        ("AWS_REGION", "AWS_DEFAULT_REGION"),
+        ("EVENTPIPE_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
         None,
         _text,
         "S3 region. Default: boto3's own resolution.",
@@ -498,9 +516,26 @@ OTHER_VARIABLES = frozenset(
 )
 
 
+# EVENTPIPE_ variables that are no settings: the reactor-lag probe's interval
+# (for the benchmark), and the tests' golden files.
+NOT_SETTINGS = frozenset({"EVENTPIPE_LAG_INTERVAL", "EVENTPIPE_REGENERATE_GOLDEN"})
+
+
 def known_variables() -> frozenset[str]:
-    """Every variable an env file may set."""
-    return OTHER_VARIABLES | {name for parameter in PARAMETERS for name in parameter.environment}
+    """Every variable an env file may set, or the environment may hold as eventpipe's."""
+    return (
+        OTHER_VARIABLES
+        | NOT_SETTINGS
+        | {name for parameter in PARAMETERS for name in parameter.environment}
+    )
+
+
+def _nearest(key: str, known: Iterable[str], cutoff: float = 0.75) -> str:
+    """C{" (did you mean NAME?)"} for the known name nearest C{key}; empty when none is near."""
+    import difflib
+
+    near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=cutoff)
+    return f" (did you mean {near[0]}?)" if near else ""
 
 
 def help_text(name: str, environment: Sequence[str], default: Any, text: str) -> str:
@@ -595,18 +630,34 @@ class SettingsOptions(usage.Options):
             sys.stderr.write(f"eventpipe: {error}\n")
             raise SystemExit(1) from None
 
-    def _unknown_in_file(self) -> None:
-        """Say which keys of the env file mean nothing here, and what was meant."""
-        import difflib
+    def _unknown_settings(self) -> None:
+        """
+        Nothing written down is silently ignored: a key of the env file, or
+        an C{EVENTPIPE_} variable of the environment, that is not a setting
+        stops start-up, naming the nearest one.  A near miss of a short
+        historical name in the environment (C{S3_BUCKT}) is warned about.
 
+        @raise usage.UsageError: an unknown setting.
+        """
         known = known_variables()
         for key in sorted(set(self._file) - known):
-            near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
-            sys.stderr.write(
-                f"eventpipe: warning: {self._file_path}: {key} is not a setting of eventpipe"
-                + (f" (did you mean {near[0]}?)" if near else "")
-                + "; it is ignored\n"
+            raise usage.UsageError(
+                f"{self._file_path}: {key} is not a setting of eventpipe{_nearest(key, known)}"
             )
+        for key in sorted(self.environ):
+            if key in known:
+                continue
+            if key.startswith("EVENTPIPE_"):
+                raise usage.UsageError(
+                    f"{key} (in the environment) is not a setting of eventpipe"
+                    f"{_nearest(key, known)}"
+                )
+            near = _nearest(key, {k for k in known if not k.startswith("EVENTPIPE_")}, 0.85)
+            if near:
+                sys.stderr.write(
+                    f"eventpipe: warning: {key} (in the environment) is not a setting of "
+                    f"eventpipe{near}; it is ignored\n"
+                )
 
     def aws_from_env_file(self) -> dict[str, str]:
         """
@@ -644,7 +695,7 @@ class SettingsOptions(usage.Options):
         path = self["env-file"] or self.environ.get("EVENTPIPE_ENV_FILE") or ""
         if path:
             self._file, self._file_path = read_env_file(path), path
-            self._unknown_in_file()
+        self._unknown_settings()
         for name, environment, default, convert, *_ in self.parameters:
             raw, source = self[name], f"--{name}"
             if raw is None:
@@ -659,7 +710,14 @@ class SettingsOptions(usage.Options):
             try:
                 self[name] = convert(raw)
             except ValueError:
-                expected = bucket_advice(raw) if convert is _bucket else _expect(convert)
+                if convert is _bucket:
+                    expected = bucket_advice(raw)
+                elif convert is _prefix:
+                    expected = prefix_advice(raw)
+                elif convert is _endpoint_url and "://" not in raw:
+                    expected = f"an http:// or https:// URL: http://{raw.strip()}"
+                else:
+                    expected = _expect(convert)
                 raise usage.UsageError(f"{source}: invalid value {raw!r} ({expected})") from None
             self.sources[name] = source
 
@@ -820,7 +878,23 @@ class Options(SettingsOptions):
             raise usage.UsageError("--retry-initial-delay: must not exceed --retry-max-delay")
 
     def _one_destination(self) -> None:
-        """Exactly one destination: S3, Azure, or the outbox."""
+        """
+        Exactly one destination: S3, Azure, or the outbox; and no detail of
+        a destination without it (an endpoint or a prefix with no bucket
+        would otherwise deliver into the outbox without a word).
+        """
+        for detail, destination in (
+            ("s3-endpoint-url", "s3-bucket"),
+            ("s3-prefix", "s3-bucket"),
+            ("azure-account-url", "azure-container"),
+            ("azure-prefix", "azure-container"),
+        ):
+            if detail in self.sources and not self[destination]:
+                raise usage.UsageError(
+                    f"{self.sources[detail]}: given without --{destination}: set "
+                    f"--{destination} (EVENTPIPE_{destination.upper().replace('-', '_')}) too, "
+                    "or leave it out to deliver into the outbox"
+                )
         given = [name for name in ("s3-bucket", "azure-container") if self[name]]
         if len(given) > 1:
             raise usage.UsageError(

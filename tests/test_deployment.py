@@ -84,10 +84,10 @@ class EnvFileTests(SynchronousTestCase):
                 match = re.match(r"^# ([A-Z][A-Z0-9_]*=.*)$", line)
                 stream.write((match.group(1) if match else line) + "\n")
         values = read_env_file(uncommented)
-        self.assertIn("S3_BUCKET", values)
+        self.assertIn("EVENTPIPE_S3_BUCKET", values)
         options = Options(environ={})
         options.parseOptions([f"--env-file={uncommented}"])
-        self.assertEqual(options["s3-bucket"], values["S3_BUCKET"])
+        self.assertEqual(options["s3-bucket"], values["EVENTPIPE_S3_BUCKET"])
         self.assertGreater(len(options.sources), 20)
 
 

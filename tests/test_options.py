@@ -4,17 +4,92 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.options import Options, parse_size
+from eventpipe.options import PARAMETERS, Options, parse_size
 
 
 def parse(args: list[str], environ: dict[str, str] | None = None) -> Options:
     options = Options(environ=environ or {})
     options.parseOptions(args)
     return options
+
+
+class UnknownSettingTests(SynchronousTestCase):
+    def error(self, args: list[str], environ: dict[str, str]) -> str:
+        return OptionTests.error(self, args, environ)  # type: ignore[arg-type]
+
+    def test_misspelled_settings_stop_start_up(self) -> None:
+        """
+        An EVENTPIPE_ variable that is no setting (in the environment, as a
+        unit's EnvironmentFile= or docker --env-file puts it), or any key of
+        an env file that is none, stops start-up with one line naming the
+        nearest setting; a near miss of a short name is warned about.
+        """
+        self.assertIn(
+            "EVENTPIPE_S3_BUCKT (in the environment) is not a setting of eventpipe "
+            "(did you mean EVENTPIPE_S3_BUCKET?)",
+            self.error([], {"EVENTPIPE_S3_BUCKT": "acm-events"}),
+        )
+        self.assertIn(
+            "EVENTPIPE_S3_ENDPOINT (in the environment) is not a setting of eventpipe "
+            "(did you mean EVENTPIPE_S3_ENDPOINT_URL?)",
+            self.error([], {"EVENTPIPE_S3_ENDPOINT": "http://127.0.0.1:9000"}),
+        )
+        path = self.mktemp()
+        with open(path, "w") as stream:
+            stream.write("S3_BUCKT=acm-events\n")
+        self.assertIn(
+            f"{path}: S3_BUCKT is not a setting of eventpipe (did you mean S3_BUCKET?)",
+            self.error([f"--env-file={path}"], {}),
+        )
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        options = parse([], {"S3_BUCKT": "acm-events", "HOME": "/root", "TZ": "UTC"})
+        self.assertIsNone(options["s3-bucket"])
+        self.assertEqual(
+            stderr.getvalue(),
+            "eventpipe: warning: S3_BUCKT (in the environment) is not a setting of eventpipe "
+            "(did you mean S3_BUCKET?); it is ignored\n",
+        )
+
+    def test_every_setting_has_its_eventpipe_name(self) -> None:
+        """Each setting's first variable is EVENTPIPE_ and its name; short ones stay aliases."""
+        for parameter in PARAMETERS:
+            self.assertEqual(
+                parameter.environment[0],
+                "EVENTPIPE_" + parameter.name.upper().replace("-", "_"),
+            )
+        options = parse([], {"EVENTPIPE_S3_BUCKET": "acm-events", "ROTATION_INTERVAL": "30"})
+        self.assertEqual((options["s3-bucket"], options["rotation-interval"]), ("acm-events", 30))
+        self.assertEqual(options.sources["s3-bucket"], "EVENTPIPE_S3_BUCKET")
+
+
+class ReadmeTableTests(SynchronousTestCase):
+    def test_every_option_and_variable_in_the_readme(self) -> None:
+        """README's option table has a row for every option, naming each of its variables."""
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(root, "README.rst"), encoding="utf-8") as stream:
+            lines = stream.read().splitlines()
+        start = next(n for n, line in enumerate(lines) if re.match(r"^option +default +env", line))
+        end = next(n for n in range(start + 2, len(lines)) if lines[n].startswith("===="))
+        rows = {
+            match.group(1): line
+            for line in lines[start + 2 : end]
+            if (match := re.match(r"^``--([a-z0-9-]+)", line))
+        }
+        for parameter in PARAMETERS:
+            self.assertIn(parameter.name, rows, f"--{parameter.name}")
+            for variable in parameter.environment:
+                self.assertIn(f"``{variable}", rows[parameter.name], f"--{parameter.name}")
+        for flag, variable in (
+            ("repair-acm-tag-names", "EVENTPIPE_REPAIR_ACM_TAG_NAMES"),
+            ("allow-unconditional-writes", "EVENTPIPE_ALLOW_UNCONDITIONAL_WRITES"),
+        ):
+            self.assertIn(variable, rows[flag])
 
 
 class OptionTests(SynchronousTestCase):
@@ -98,7 +173,40 @@ class OptionTests(SynchronousTestCase):
         options = parse([], {"PORT": "3000", "PREFIX": "/usr/local"})
         self.assertEqual(options["listen"], ["tcp:8080"])
         self.assertEqual(options["s3-prefix"], "")
-        self.assertEqual(parse([], {"EVENTPIPE_S3_PREFIX": "acm"})["s3-prefix"], "acm/")
+        self.assertEqual(
+            parse([], {"EVENTPIPE_S3_PREFIX": "acm", "S3_BUCKET": "b1b"})["s3-prefix"], "acm/"
+        )
+
+    def test_destination_details(self) -> None:
+        """
+        A detail without its destination is refused, not ignored; an
+        endpoint without a scheme, and a prefix that is a pasted URL, are
+        refused with what to write.
+        """
+        for args, environ, words in [
+            (["--s3-endpoint-url=http://127.0.0.1:9000"], {}, "--s3-endpoint-url: given without"),
+            ([], {"EVENTPIPE_S3_PREFIX": "acm"}, "EVENTPIPE_S3_PREFIX: given without --s3-bucket"),
+            (["--azure-prefix=acm"], {}, "--azure-prefix: given without --azure-container"),
+            (
+                ["--azure-account-url=https://a.blob.core.windows.net"],
+                {},
+                "given without --azure-container",
+            ),
+            (
+                ["--s3-bucket=acm-events", "--s3-endpoint-url=127.0.0.1:45123"],
+                {},
+                "--s3-endpoint-url: invalid value '127.0.0.1:45123' (an http:// or https:// URL: "
+                "http://127.0.0.1:45123)",
+            ),
+            (
+                ["--s3-bucket=real-bucket", "--s3-prefix=s3://real-bucket/acm/"],
+                {},
+                "not a URL: use --s3-prefix acm/",
+            ),
+        ]:
+            self.assertIn(words, self.error(args, environ))
+        options = parse(["--s3-bucket=acm-events", "--s3-endpoint-url=http://127.0.0.1:9000"])
+        self.assertEqual(options["s3-endpoint-url"], "http://127.0.0.1:9000")
 
     def test_env_file(self) -> None:
         """
@@ -189,14 +297,16 @@ class OptionTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "w") as stream:
             stream.write("ROTATON_INTERVAL=5\nAWS_SECRET_ACCESS_KEY=s3cr3t\n")
+        self.assertIn(
+            "ROTATON_INTERVAL is not a setting of eventpipe (did you mean ROTATION_INTERVAL?)",
+            self.error([f"--env-file={path}"]),
+        )
+        with open(path, "w") as stream:
+            stream.write("AWS_SECRET_ACCESS_KEY=s3cr3t\n")
         stderr = io.StringIO()
         self.patch(sys, "stderr", stderr)
         options = parse([f"--env-file={path}", "--check-interval=3600", "--rotation-interval=1"])
         warnings = stderr.getvalue()
-        self.assertIn(
-            "ROTATON_INTERVAL is not a setting of eventpipe (did you mean ROTATION_INTERVAL?)",
-            warnings,
-        )
         self.assertIn("--check-interval 3600 is longer than --rotation-interval 1", warnings)
         self.assertNotIn("AWS_SECRET_ACCESS_KEY", warnings)
         self.assertEqual(options.aws_from_env_file(), {"AWS_SECRET_ACCESS_KEY": "s3cr3t"})

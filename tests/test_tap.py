@@ -50,7 +50,7 @@ class WiringTests(SynchronousTestCase):
 
 
 class ListenFailureTests(SynchronousTestCase):
-    def start(self, *args: str) -> str:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> str:
         """A twistd that must stop at start-up with one line, no traceback."""
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
@@ -60,11 +60,38 @@ class ListenFailureTests(SynchronousTestCase):
             capture_output=True,
             text=True,
             timeout=60,
+            env=dict(os.environ, **(env or {})),
         )
         output = result.stdout + result.stderr
         self.assertEqual(result.returncode, 1, output)
         self.assertNotIn("Traceback", output)
         return output
+
+    def test_misspelled_setting(self) -> None:
+        """
+        As a unit's EnvironmentFile= or docker --env-file passes them: a
+        misspelled EVENTPIPE_ variable stops twistd and eventpipe check
+        alike, with one line naming the setting meant; nothing is delivered
+        into the outbox meanwhile.
+        """
+        env = {"EVENTPIPE_S3_BUCKT": "acm-events", "EVENTPIPE_S3_ENDPOINT_URL": "http://x:9"}
+        output = self.start("--listen=tcp:0:interface=127.0.0.1", env=env)
+        self.assertIn("EVENTPIPE_S3_BUCKT (in the environment) is not a setting", output)
+        self.assertIn("did you mean EVENTPIPE_S3_BUCKET?", output)
+        self.assertEqual(output.count("\n"), 1, output)
+        check = subprocess.run(
+            [sys.executable, "-c", "from eventpipe.cli import main; main()", "check"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, **env),
+        )
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn("did you mean EVENTPIPE_S3_BUCKET?", check.stderr)
+        self.assertNotIn("\u2713", check.stdout)
+        # Spelled right, but its bucket missing: refused, not ignored.
+        output = self.start(env={"EVENTPIPE_S3_ENDPOINT_URL": "http://127.0.0.1:9000"})
+        self.assertIn("EVENTPIPE_S3_ENDPOINT_URL: given without --s3-bucket", output)
 
     def test_port_in_use(self) -> None:
         """A port that cannot be bound stops start-up with one line."""
