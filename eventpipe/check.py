@@ -126,13 +126,9 @@ def check_s3(
             yield False, f"bucket {bucket}: {_missing(error, 's3:ListBucket')}"
             return
         if code == "403":
-            # A HEAD answer has no body to say why: ask again with a call
-            # whose answer does (a wrong key is not a missing permission).
-            try:
-                client.list_objects_v2(Bucket=bucket, MaxKeys=1)
-            except Exception as detailed:
-                if _code(detailed) in _CREDENTIAL_CODES:
-                    error = detailed
+            from eventpipe.destinations.s3 import explained
+
+            error = explained(client, bucket, error)  # type: ignore[assignment]
         yield False, f"bucket {bucket}: {_missing(error, 's3:ListBucket')}"
     else:
         yield True, f"bucket {bucket}: reachable"

@@ -63,6 +63,9 @@ class Status:
     events_waiting_exact: bool = True
     # The last quarantine findings, oldest first: (when, reason, pieces).
     recent_quarantine: tuple[tuple[float, str, int], ...] = ()
+    # Why the destination's probe fails (until a probe or a delivery
+    # succeeds): the delivery state even when nothing waits.
+    probe_error: str | None = None
 
     @property
     def oldest_event_age(self) -> float:
@@ -81,10 +84,14 @@ class Status:
         return None
 
     def delivery_trouble(self) -> str | None:
-        """Why delivery fails now, or None while it works (or nothing waits)."""
+        """
+        Why delivery fails now, or None while it works: the last attempt's
+        error while segments wait, or else the destination's probe's (a
+        quiet site learns at start-up that it could not deliver).
+        """
         if self.last_attempt_error is not None and self.segments_waiting:
             return self.last_attempt_error
-        return None
+        return self.probe_error
 
     def health(self) -> tuple[str, str | None]:
         """

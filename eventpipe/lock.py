@@ -38,12 +38,20 @@ class SpoolLock:
 
     directory: str
     fd: int | None
+    # Where the holder serves its /status (None: it serves none).
+    status_url: str | None = None
 
     def record(self, instance_id: str) -> None:
-        """Write who holds it now (call again after a fork: the pid changed)."""
+        """
+        Write who holds it now (call again after a fork: the pid changed),
+        under which instance id, and where its /status answers.
+        """
         if self.fd is None:
             return
-        text = json.dumps({"pid": os.getpid(), "instance": instance_id}).encode() + b"\n"
+        found: dict[str, Any] = {"pid": os.getpid(), "instance": instance_id}
+        if self.status_url:
+            found["status"] = self.status_url
+        text = json.dumps(found).encode() + b"\n"
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, text, 0)
 

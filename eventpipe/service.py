@@ -90,6 +90,9 @@ class EventpipeService(Service):
     ) -> None:
         self.settings = settings
         self.lock = lock
+        # The destination's probe: how many so far, and the next one.
+        self._probes = 0
+        self._probe_call: Any = None
         self.announcement = announcement
         self.spool = spool
         self.uploader = uploader
@@ -190,7 +193,7 @@ class EventpipeService(Service):
         self.render.start()
         self.sealer.start()
         self.uploader.start()
-        self.uploader.check().addCallbacks(self._destination_usable, self._destination_unusable)
+        self._probe()
         for segment in segments:
             self.shipping.ship(segment)
         self.rotation.start()
@@ -247,15 +250,32 @@ class EventpipeService(Service):
         self.metrics.reactor_lag.observe(max(0.0, now - self._lag_due))
         self._lag_due = now + LAG_INTERVAL
 
+    def _probe(self) -> None:
+        """
+        Probe the destination.  While it fails, that is the delivery state
+        (as a failed delivery would be: counted, shown, alerted on), and the
+        probe is tried again with the retry backoff until it, or a
+        delivery, succeeds.
+        """
+        self._probe_call = None
+        self._probes += 1
+        self.uploader.check().addCallbacks(
+            self._destination_usable, self._destination_unusable
+        ).addErrback(lambda failure: log.failure("probing the destination", failure))
+
     def _destination_usable(self, where: str) -> None:
+        again = " again" if self.shipping.probe_error is not None else ""
+        self.shipping.probe_error = None
         if getattr(self.uploader, "allow_unconditional", False) and "conditional" in where:
-            log.warn("destination {where} is reachable", where=where)
+            log.warn("destination {where} is reachable{again}", where=where, again=again)
         else:
-            log.info("destination {where} is reachable", where=where)
+            log.info("destination {where} is reachable{again}", where=where, again=again)
 
     def _destination_unusable(self, failure: Any) -> None:
         error = failure.value
         hint = getattr(error, "hint", "")
+        if not self.running:
+            return
         if isinstance(error, UnconditionalStore):
             # Nothing is written to it (the uploader refuses every
             # delivery); a serving service stops rather than spool for a
@@ -270,13 +290,21 @@ class EventpipeService(Service):
             if self.listeners and stop is not None:
                 self.clock.callLater(0, stop)
             return
+        if self.shipping.last_delivery_at is not None and self._probes > 1:
+            # A delivery succeeded meanwhile: the deliveries say the rest.
+            return
+        description = str(error) + (f" ({hint})" if hint else "")
+        self.shipping.probe_error = description
+        self.metrics.uploads.labels("failure").inc()
+        delay = self.shipping.retry_delay(self._probes)
         log.error(
-            "destination {where} is not usable yet: {error}{hint}; "
-            "events are spooled and delivered once it is",
+            "destination {where} is not usable yet: {error}; events are spooled and "
+            "delivered once it is (probed again in {delay:.1f} s)",
             where=self.uploader.description,
-            error=str(error),
-            hint=f" ({hint})" if hint else "",
+            error=description,
+            delay=delay,
         )
+        self._probe_call = self.clock.callLater(delay, self._probe)
 
     # Stop.
 
@@ -304,6 +332,8 @@ class EventpipeService(Service):
             await _all(service.stopService for service in self.listeners)
 
         async def stop_timers() -> None:
+            if self._probe_call is not None and self._probe_call.active():
+                self._probe_call.cancel()
             for loop in (self._summary, self._lag, self._sampler):
                 if loop.running:
                     loop.stop()
@@ -425,6 +455,7 @@ class EventpipeService(Service):
             last_event_at=self.ingest.last_event_at,
             last_delivery_at=self.shipping.last_delivery_at,
             last_attempt_error=self.shipping.last_attempt_error,
+            probe_error=self.shipping.probe_error,
             paused_for=frozenset(self.ingest.paused_for),
             destination=self.uploader.description,
             set_aside=tuple(segment.name for segment in self.spool.set_aside()),

@@ -99,6 +99,9 @@ class Shipping:
         self._on_delivered = on_delivered
         self.shipments: dict[str, Shipment] = {}
         self.last_attempt_error: str | None = None
+        # Why the destination's probe fails (see EventpipeService); cleared
+        # by a probe or a delivery that succeeds.
+        self.probe_error: str | None = None
         self.last_delivery_at: float | None = None
         self.events_quarantined = 0
         # Since the start: events delivered, and pieces the renders set
@@ -210,6 +213,10 @@ class Shipping:
                 shipment.deferred.cancel()
 
     # One attempt: render, upload, remove.
+
+    def retry_delay(self, attempt: int) -> float:
+        """The backoff before attempt C{attempt + 1} (jittered)."""
+        return self._policy(attempt)
 
     def _delay_for(self, failure: Failure, attempt: int) -> float:
         error = failure.value
@@ -432,6 +439,7 @@ class Shipping:
         assert result is not None
         self.events_quarantined += result.quarantined
         self.last_attempt_error = None
+        self.probe_error = None
         self.last_delivery_at = self.clock.seconds()
         self.metrics.uploads.labels("success").inc()
         self.metrics.events_delivered.inc(result.events)

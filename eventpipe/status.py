@@ -22,8 +22,8 @@ from eventpipe.options import Options as ServiceOptions
 from eventpipe.options import parse_endpoint
 from eventpipe.spool import waiting_in
 
-HEALTHY, DEGRADED, DOWN = 0, 1, 2
-HEALTH_NAMES = {HEALTHY: "healthy", DEGRADED: "degraded", DOWN: "down"}
+HEALTHY, DEGRADED, DOWN, UNKNOWN = 0, 1, 2, 3
+HEALTH_NAMES = {HEALTHY: "healthy", DEGRADED: "degraded", DOWN: "down", UNKNOWN: "unknown"}
 FETCH_TIMEOUT = 3.0
 
 
@@ -34,7 +34,8 @@ class StatusOptions(ServiceOptions):
         "quarantined since start, the spool against its limit, delivery state and "
         "last error, segments set aside.  Reads the service's /status (from "
         "--metrics) while it runs, or else the spool directory, and says which.  "
-        "Exit status: 0 healthy, 1 degraded, 2 down."
+        "Exit status: 0 healthy, 1 degraded, 2 down, 3 unknown (running, "
+        "but serving no /status: start it with --metrics)."
     )
     optFlags = [["json", None, "Print the same as one JSON object."]]
 
@@ -86,8 +87,13 @@ def gather(options: StatusOptions, now: float) -> dict[str, Any]:
         report["spool_error"] = f"cannot read {directory}: {error.strerror}"
     report["pid"] = holding.get("pid") if holding else None
     live = None
-    if options["metrics"]:
-        url = status_url(options["metrics"])
+    # Where the running service serves its figures: as given, or as it
+    # recorded in the spool's lock.
+    url = status_url(options["metrics"]) if options["metrics"] else None
+    if url is None and holding:
+        recorded = holding.get("status")
+        url = recorded if isinstance(recorded, str) and recorded else None
+    if url is not None:
         report["source"] = url
         try:
             live = fetch(url)
@@ -117,9 +123,12 @@ def _health(report: dict[str, Any]) -> tuple[int, str | None]:
     if live is None:
         if "source_error" in report:
             return DEGRADED, report["source_error"]
-        if (report.get("spool") or {}).get("segments_set_aside"):
-            return DEGRADED, "segments set aside"
-        return HEALTHY, None
+        # Running, but its figures are served nowhere: whether it delivers
+        # cannot be known from the spool (it may be in an outage).
+        return UNKNOWN, (
+            "running, but whether it delivers cannot be known: it serves no /status "
+            "(start it with --metrics)"
+        )
     if live.get("health") == "healthy":
         return HEALTHY, None
     return DEGRADED, live.get("health_because") or "degraded"

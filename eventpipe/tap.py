@@ -72,6 +72,11 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
         lock = acquire(directory, options["instance-id"])
     except (OSError, SpoolBusy) as error:
         refuse(error)
+    if serve and options["metrics"]:
+        from eventpipe.status import status_url
+
+        # eventpipe status finds the running service's figures there.
+        lock.status_url = status_url(options["metrics"])
     try:
         spool = Spool(
             directory,

@@ -96,6 +96,7 @@ class RecordingClient:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.objects: dict[str, dict[str, Any]] = {}
         self.errors: list[Exception] = []
+        self.list_errors: list[Exception] = []
 
     def put_object(self, **kwargs: Any) -> dict[str, Any]:
         kwargs["Body"] = kwargs["Body"].read()
@@ -118,6 +119,12 @@ class RecordingClient:
         self.calls.append(("head_bucket", kwargs))
         if self.errors:
             raise self.errors.pop(0)
+        return {}
+
+    def list_objects_v2(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(("list_objects_v2", kwargs))
+        if self.list_errors:
+            raise self.list_errors.pop(0)
         return {}
 
 
@@ -273,6 +280,24 @@ class UploaderUnitTests(SynchronousTestCase):
         self.client.errors = [client_error("SlowDown", 503)]
         failure = self.failureResultOf(self.uploader.upload(self.request), UploadError)
         self.assertTrue(failure.value.transient)
+
+    def test_check_names_refused_credentials(self) -> None:
+        """
+        A bogus key: HEAD says only 403; the start-up probe asks again, as
+        eventpipe check does, and says the credentials are refused rather
+        than advising a grant (one classification for both).
+        """
+        self.client.errors = [client_error("403", 403)]
+        self.client.list_errors = [client_error("InvalidAccessKeyId", 403)]
+        failure = self.failureResultOf(self.uploader.check(), UploadError)
+        self.assertIn("InvalidAccessKeyId", str(failure.value))
+        self.assertIn("credentials", failure.value.hint)
+        self.assertNotIn("PutObject", failure.value.hint)
+        # A real missing grant stays one.
+        self.client.errors = [client_error("403", 403)]
+        self.client.list_errors = [client_error("AccessDenied", 403)]
+        failure = self.failureResultOf(self.uploader.check(), UploadError)
+        self.assertIn("s3:PutObject", failure.value.hint)
 
     def test_check(self) -> None:
         self.assertEqual(self.successResultOf(self.uploader.check()), f"s3://{BUCKET}")

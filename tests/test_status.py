@@ -26,6 +26,7 @@ from tests.support import (
     free_port,
     make_stream,
     missing,
+    s3_rig,
     send,
     wait_for,
 )
@@ -100,6 +101,39 @@ class StatusCommandTests(SynchronousTestCase):
         # Rendered once already: its events are counted.
         self.assertIn("1 segment (5 events) waiting", shown.stdout)
 
+    def test_failed_probe_is_the_delivery_state(self) -> None:
+        """
+        A quiet site whose destination does not answer at start-up: before
+        any event, /status says delivery failing (and status exits 1), the
+        failure is counted for the alert, and the probe is tried again until
+        the destination is back -- then healthy again.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        server, client, cable = s3_rig(self, workdir, plugged=False)
+        running = Running(
+            self,
+            f"--s3-bucket={BUCKET}",
+            f"--s3-endpoint-url=http://127.0.0.1:{cable.port}",
+            "--retry-initial-delay=0.2",
+            "--retry-max-delay=0.5",
+            env=CREDENTIALS,
+        )
+        wait_for(
+            lambda: running.status()["delivery"]["state"] == "failing",  # type: ignore[index]
+            30,
+            "the probe's failure",
+        )
+        shown = eventpipe("status", *running.options)
+        self.assertEqual(shown.returncode, 1, shown.stdout + shown.stderr)
+        self.assertIn("delivery failing: cannot connect to the S3 endpoint", shown.stdout)
+        with urllib.request.urlopen(running.url + "metrics", timeout=10) as answer:
+            scraped = answer.read().decode()
+        self.assertRegex(scraped, r'eventpipe_uploads_total\{result="failure"\} [1-9]')
+        wait_for(lambda: "probed again" in running.service.log(), 30, "a second probe")
+        cable.plug()
+        wait_for(lambda: running.status()["health"] == "healthy", 30, "healthy once it is back")
+        self.assertIn("is reachable again", running.service.log())
+
     def test_stopped_reads_the_spool(self) -> None:
         """
         Killed with events in its spool: exit 2, and the figures come from
@@ -125,16 +159,41 @@ class StatusCommandTests(SynchronousTestCase):
         self.assertFalse(report["running"])
 
     def test_running_without_metrics(self) -> None:
-        """No --metrics: the spool's lock still says it runs, and who."""
+        """
+        A service that serves no /status: the spool's lock still says it
+        runs, and who, but whether it delivers is unknown (exit 3), never
+        "healthy".
+        """
         workdir = os.path.abspath(self.mktemp())
         service = Twistd(workdir, FAST)
         self.addCleanup(service.cleanup)
         service.start()
         assert service.process is not None
         shown = eventpipe("status", f"--spool-dir={service.spool}")
-        self.assertEqual(shown.returncode, 0, shown.stdout + shown.stderr)
+        self.assertEqual(shown.returncode, 3, shown.stdout + shown.stderr)
+        self.assertTrue(shown.stdout.startswith("eventpipe: unknown: running, but"), shown.stdout)
         self.assertIn(f"running (pid {service.process.pid})", shown.stdout)
         self.assertIn("from the spool directory", shown.stdout)
+
+    def test_status_finds_the_services_figures(self) -> None:
+        """
+        During an S3 outage, status without --metrics finds the running
+        service's /status through the spool's lock and says degraded, exit
+        1 -- not healthy from the spool alone.
+        """
+        running = Running(
+            self, f"--s3-bucket={BUCKET}", "--s3-endpoint-url=http://127.0.0.1:9", env=CREDENTIALS
+        )
+        send(running.service.port, make_stream(range(5)))
+        wait_for(
+            lambda: running.status()["delivery"]["state"] == "failing",  # type: ignore[index]
+            60,
+            "a failed delivery",
+        )
+        shown = eventpipe("status", f"--spool-dir={running.service.spool}")
+        self.assertEqual(shown.returncode, 1, shown.stdout + shown.stderr)
+        self.assertTrue(shown.stdout.startswith("eventpipe: degraded: delivery failing"))
+        self.assertIn(f"from {running.url}status", shown.stdout)
 
 
 def chromium() -> str:

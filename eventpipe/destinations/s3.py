@@ -350,7 +350,8 @@ class S3Uploader(PooledUploader):
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as error:
-            raise classify(error) from error
+            detailed = explained(self.client, self.bucket, error)
+            raise classify(detailed) from detailed
         return self.description
 
     def overwrites(self, key: str) -> bool:
@@ -360,6 +361,36 @@ class S3Uploader(PooledUploader):
             raise
         except Exception as error:
             raise classify(error) from error
+
+
+# Codes that say the credentials themselves are refused (not a permission).
+CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+    }
+)
+
+
+def explained(client: Any, bucket: str, error: BaseException) -> BaseException:
+    """
+    A HEAD answer has no body to say why it was refused: for a bare 403,
+    ask again with a call whose answer does, and return that error when it
+    says the credentials are wrong (a bogus key is not a missing grant).
+    The one rule for the start-up probe and C{eventpipe check}.
+    """
+    if _status(error) != 403:
+        return error
+    try:
+        client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+    except Exception as detailed:
+        response: Any = getattr(detailed, "response", None) or {}
+        if str(response.get("Error", {}).get("Code", "")) in CREDENTIAL_CODES:
+            return detailed
+    return error
 
 
 def overwrites(client: Any, bucket: str, key: str) -> bool:
