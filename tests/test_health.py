@@ -222,6 +222,8 @@ class AlertRuleTests(ServiceHarness):
         )
         with open(path) as stream:
             rules = yaml.safe_load(stream)
+        with open(os.path.join(os.path.dirname(path), "..", "..", "README.rst")) as stream:
+            readme = stream.read()
         service = self.service()
         text = get(health_resource(service.status, service.metrics), b"metrics")[1].decode()
         exported = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
@@ -231,10 +233,16 @@ class AlertRuleTests(ServiceHarness):
             for rule in group["rules"]:
                 alerts.append(rule["alert"])
                 self.assertIn("summary", rule["annotations"])
+                self.assertTrue(rule["alert"].startswith("Eventpipe"), rule["alert"])
+                # Its runbook: its own section of README.rst.
+                self.assertEqual(
+                    rule["annotations"]["runbook_url"], f"README.rst#{rule['alert'].lower()}"
+                )
+                self.assertIn(f"\n{rule['alert']}\n{'^' * len(rule['alert'])}\n", readme)
                 named.update(re.findall(r"\b(eventpipe_[a-z_]+)", rule["expr"]))
         self.assertGreaterEqual(
             set(alerts),
-            {"AcmSilent", "EventpipeDeliveryFailing", "EventpipeSpoolFilling"},
+            {"EventpipeAcmSilent", "EventpipeDeliveryFailing", "EventpipeSpoolFilling"},
         )
         for name in named:
             family = re.sub(r"_(total|bucket|count|sum)$", "", name)
