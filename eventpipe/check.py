@@ -1,6 +1,8 @@
 """
 C{eventpipe check}: verify, before starting the service, what it will need.
-Each check is one line, ✓ or ✗; blocking calls are fine here (no reactor).
+Each check is one line: ✓ (passes), ✗ (fails: exit status 1) or ! (a
+warning that the service does not mind); blocking calls are fine here (no
+reactor).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from eventpipe.naming import normalize_prefix
 from eventpipe.options import parse_endpoint
 from eventpipe.spool import disk_reserve
 
-Check = tuple[bool, str]
+# (True: passes, False: fails, None: a warning; the line).
+Check = tuple[bool | None, str]
 
 
 def check_listen(description: str) -> Check:
@@ -147,6 +150,14 @@ def check_s3(
         try:
             call()
         except Exception as error:
+            if verb == "delete" and _code(error) in ("AccessDenied", "403"):
+                # The service never deletes: its policy need not allow it.
+                yield None, (
+                    f"{where}: cannot delete the probe object (the policy lacks "
+                    f"{action}, which the service does not need); it stays at "
+                    f"s3://{bucket}/{key}"
+                )
+                return
             yield False, f"{where}: cannot {verb} a probe object: {_missing(error, action)}"
             return
         yield True, f"{where}: can {verb} objects ({action})"
@@ -247,10 +258,41 @@ def run_checks(options: Any, out: TextIO, s3_client: Any = None) -> int:
     """
     failed = False
     for ok, line in _checks(options, s3_client):
-        out.write(("\u2713 " if ok else "\u2717 ") + line + "\n")
+        mark = "\u2713" if ok else ("!" if ok is None else "\u2717")
+        out.write(f"{mark} {line}\n")
         out.flush()
-        failed = failed or not ok
+        failed = failed or ok is False
     return 1 if failed else 0
+
+
+def check_shared_ports(descriptions: list[tuple[str, str]]) -> Iterator[Check]:
+    """Two TCP endpoints (listeners, --metrics) on one port: twistd cannot bind both."""
+    seen: dict[int, str] = {}
+    for label, description in descriptions:
+        port = getattr(parse_endpoint(description), "_port", None)
+        if not port:
+            continue
+        if port in seen:
+            yield False, f"{label} {description}: port {port} is also {seen[port]}"
+        else:
+            seen[port] = f"{label} {description}"
+
+
+def check_spool_free(directory: str) -> Check | None:
+    """A spool a running process holds: a service could not start on it."""
+    from eventpipe.lock import holder
+
+    try:
+        found = holder(directory)
+    except OSError:
+        return None
+    if found is None:
+        return None
+    who = f"process {found['pid']}" if found.get("pid") else "another process"
+    return False, (
+        f"spool {directory}: in use by {who} (a running eventpipe): a second service "
+        "cannot start on it"
+    )
 
 
 def _checks(options: Any, s3_client: Any) -> Iterator[Check]:
@@ -260,6 +302,13 @@ def _checks(options: Any, s3_client: Any) -> Iterator[Check]:
         yield check_udp(interface, port)
     if options["metrics"]:
         yield check_listen(options["metrics"])
+    endpoints = [("listen", d) for d in options["listen"]]
+    if options["metrics"]:
+        endpoints.append(("metrics", options["metrics"]))
+    yield from check_shared_ports(endpoints)
+    held = check_spool_free(options["spool-dir"])
+    if held is not None:
+        yield held
     reserve = disk_reserve(options["upload-concurrency"], options["max-file-size"])
     yield check_directory("spool", options["spool-dir"], reserve)
     if options["s3-bucket"]:

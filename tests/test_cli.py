@@ -26,6 +26,7 @@ from tests.support import (
     Twistd,
     batch_files,
     eventpipe,
+    free_port,
     quarantined,
     read_object,
     wait_for,
@@ -134,6 +135,64 @@ class CheckTests(SynchronousTestCase):
         allowed = eventpipe(*args, "--allow-unconditional-writes", env=CREDENTIALS)
         self.assertEqual(allowed.returncode, 0, allowed.stdout + allowed.stderr)
         self.assertIn("allowed by --allow-unconditional-writes", allowed.stdout)
+
+    def test_minimal_policy_without_delete(self) -> None:
+        """
+        README's minimal IAM policy has no s3:DeleteObject (the service never
+        deletes): the probe object's delete is a warning, not a failure.
+        """
+        server = MotoServer(self.mktemp()).start()
+        self.addCleanup(server.stop)
+        client = server.client()
+        client.create_bucket(Bucket=BUCKET)
+
+        class NoDelete:
+            def __getattr__(self, name: str) -> object:
+                return getattr(client, name)
+
+            def delete_object(self, **kwargs: object) -> None:
+                raise ClientError(
+                    {"Error": {"Code": "AccessDenied", "Message": "denied"}}, "DeleteObject"
+                )
+
+        status, lines = self.run_checks(
+            "--listen=tcp:0",
+            f"--spool-dir={self.mktemp()}",
+            f"--s3-bucket={BUCKET}",
+            client=NoDelete(),
+        )
+        self.assertEqual(status, 0, lines)
+        [warning] = [line for line in lines if line.startswith("! ")]
+        self.assertIn("lacks s3:DeleteObject, which the service does not need", warning)
+
+    def test_what_twistd_would_refuse(self) -> None:
+        """
+        --listen and --metrics on one port, and a spool a running service
+        holds: check fails as twistd would.
+        """
+        port = free_port()
+        status, lines = self.run_checks(
+            f"--listen=tcp:{port}:interface=127.0.0.1",
+            f"--metrics=tcp:{port}:interface=127.0.0.1",
+            f"--spool-dir={self.mktemp()}",
+        )
+        self.assertEqual(status, 1)
+        self.assertIn(
+            f"\u2717 metrics tcp:{port}:interface=127.0.0.1: port {port} is also listen "
+            f"tcp:{port}:interface=127.0.0.1",
+            lines,
+        )
+        service = Twistd(os.path.abspath(self.mktemp()), [])
+        self.addCleanup(service.cleanup)
+        service.start()
+        assert service.process is not None
+        status, lines = self.run_checks("--listen=tcp:0", f"--spool-dir={service.spool}")
+        self.assertEqual(status, 1)
+        self.assertIn(
+            f"\u2717 spool {service.spool}: in use by process {service.process.pid} (a running "
+            "eventpipe): a second service cannot start on it",
+            lines,
+        )
 
     def test_black_hole_endpoint(self) -> None:
         """
