@@ -55,10 +55,28 @@ def _bindable(label: str, kind: int, interface: str, port: int) -> Check:
     return True, f"{label}: port {port} is free"
 
 
+def _free(path: str) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
 def check_directory(label: str, path: str, need: int = 0) -> Check:
-    """The directory can be created and written, and has C{need} bytes free."""
+    """
+    The directory can be written (or, when it does not exist yet, created:
+    its nearest existing parent can be written), and has C{need} bytes
+    free.  A check creates nothing.
+    """
+    if not os.path.exists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            return False, f"{label} {path}: cannot be created ({parent} is not writable)"
+        free = _free(parent)
+        if free < need:
+            return False, f"{label} {path}: only {free:,} bytes free, {need:,} needed"
+        return True, f"{label} {path}: does not exist yet, can be created; {free:,} bytes free"
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
         probe = os.path.join(path, f".eventpipe-check-{os.getpid()}")
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -152,10 +170,13 @@ def check_s3(
         except Exception as error:
             if verb == "delete" and _code(error) in ("AccessDenied", "403"):
                 # The service never deletes: its policy need not allow it.
-                yield None, (
-                    f"{where}: cannot delete the probe object (the policy lacks "
-                    f"{action}, which the service does not need); it stays at "
-                    f"s3://{bucket}/{key}"
+                yield (
+                    None,
+                    (
+                        f"{where}: cannot delete the probe object (the policy lacks "
+                        f"{action}, which the service does not need); it stays at "
+                        f"s3://{bucket}/{key}"
+                    ),
                 )
                 return
             yield False, f"{where}: cannot {verb} a probe object: {_missing(error, action)}"

@@ -5,6 +5,7 @@ holds the tools around it and reads the same options and environment.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -333,4 +334,13 @@ def _count(number: int, noun: str) -> str:
 
 
 def main() -> None:
-    raise SystemExit(run(sys.argv[1:]))
+    try:
+        code = run(sys.argv[1:])
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (eventpipe ... | head): not an error of ours.
+        # What Python would still flush goes nowhere, quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    raise SystemExit(code)

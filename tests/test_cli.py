@@ -165,6 +165,40 @@ class CheckTests(SynchronousTestCase):
         [warning] = [line for line in lines if line.startswith("! ")]
         self.assertIn("lacks s3:DeleteObject, which the service does not need", warning)
 
+    def test_a_check_creates_nothing(self) -> None:
+        """
+        Run where nothing exists yet (no --spool-dir: ./eventpipe-spool and
+        its outbox): it says they can be created, and creates nothing.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        result = subprocess.run(
+            [*EVENTPIPE, "check", "--listen=tcp:0"],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("spool ./eventpipe-spool: does not exist yet, can be created", result.stdout)
+        self.assertEqual(os.listdir(workdir), [])
+
+    def test_help_into_a_closed_pipe(self) -> None:
+        """eventpipe ... --help | head: no traceback when the reader goes away."""
+        commands = [["check"], ["status"], ["drain"], ["quarantine", "list"], []]
+        # The pipe closes while the help is still written: most times, not
+        # every time; each is run a few times.
+        for command in commands * 3:
+            result = subprocess.run(
+                f"{subprocess.list2cmdline([*EVENTPIPE, *command, '--help'])} | head -1",
+                shell=True,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            self.assertNotIn("Traceback", result.stderr, command)
+            self.assertNotIn("BrokenPipeError", result.stderr, command)
+
     def test_what_twistd_would_refuse(self) -> None:
         """
         --listen and --metrics on one port, and a spool a running service
