@@ -90,14 +90,16 @@ class SnowflakeOptions(SettingsOptions):
         [
             "role-arn",
             None,
-            _DEFAULTS.role_arn,
-            "The IAM role the storage integration assumes (aws, aws-us-gov or aws-cn).",
+            "",
+            "The IAM role the storage integration assumes (aws, aws-us-gov or aws-cn); "
+            "without it the script says <SET ME: --role-arn> there, which Snowflake refuses.",
         ],
         [
             "azure-tenant-id",
             None,
-            AzureTarget.tenant_id,
-            "Azure: the directory (tenant) id of the storage account.",
+            "",
+            "Azure: the directory (tenant) id of the storage account; without it the script "
+            "says <SET ME: --azure-tenant-id> there, which Snowflake refuses.",
         ],
         [
             "azure-queue-url",
@@ -266,8 +268,15 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
             connection = sub.environ.get(
                 "AZURE_STORAGE_CONNECTION_STRING"
             ) or sub.azure_from_env_file().get("AZURE_STORAGE_CONNECTION_STRING", "")
+            host = account_host(connection, sub["azure-account-url"], "")
+            if host.startswith(".blob."):
+                sys.stderr.write(
+                    "eventpipe: --azure-account-url (or AZURE_STORAGE_CONNECTION_STRING) is "
+                    "needed: the script names the storage account\n"
+                )
+                return 1
             azure = AzureTarget(
-                blob_host=account_host(connection, sub["azure-account-url"], "youraccount"),
+                blob_host=host,
                 container=sub["azure-container"],
                 tenant_id=sub["azure-tenant-id"],
                 queue_url=sub["azure-queue-url"] or "",
@@ -285,6 +294,15 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
         except ValueError as error:
             sys.stderr.write(f"eventpipe: {error}\n")
             return 1
+        for option, given in (
+            ("--role-arn", azure is not None or sub["role-arn"]),
+            ("--azure-tenant-id", azure is None or sub["azure-tenant-id"]),
+        ):
+            if not given:
+                sys.stderr.write(
+                    f"eventpipe: warning: no {option}: the script says <SET ME: {option}> "
+                    "where it goes, which Snowflake refuses until it is set\n"
+                )
         stream.write(sql)
     return 0
 

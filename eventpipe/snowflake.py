@@ -28,6 +28,18 @@ from eventpipe.naming import QUARANTINE, normalize_prefix
 # (db.schema.name).
 _NAME = r"[A-Za-z_][A-Za-z0-9_$]{0,254}"
 _IDENTIFIER = re.compile(rf"^{_NAME}$")
+# Snowflake's reserved words: not usable as a bare name.
+RESERVED = frozenset(
+    """ACCOUNT ALL ALTER AND ANY AS BETWEEN BY CASE CAST CHECK COLUMN CONNECT
+    CONNECTION CONSTRAINT CREATE CROSS CURRENT CURRENT_DATE CURRENT_TIME
+    CURRENT_TIMESTAMP CURRENT_USER DATABASE DELETE DISTINCT DROP ELSE EXISTS
+    FALSE FOLLOWING FOR FROM FULL GRANT GROUP GSCLUSTER HAVING ILIKE IN INCREMENT
+    INNER INSERT INTERSECT INTO IS ISSUE JOIN LATERAL LEFT LIKE LOCALTIME
+    LOCALTIMESTAMP MINUS NATURAL NOT NULL OF ON OR ORDER ORGANIZATION QUALIFY
+    REGEXP REVOKE RIGHT RLIKE ROW ROWS SAMPLE SCHEMA SELECT SET SOME START TABLE
+    TABLESAMPLE THEN TO TRIGGER TRUE TRY_CAST UNION UNIQUE UPDATE USING VALUES VIEW
+    WHEN WHENEVER WHERE WITH""".split()
+)
 _QUALIFIED = re.compile(rf"^{_NAME}(\.{_NAME}){{0,2}}$")
 
 # Role ARN partition -> (STORAGE_PROVIDER, the URL scheme of its locations).
@@ -64,7 +76,8 @@ class SnowflakeNames:
     admin_role: str = "ACCOUNTADMIN"
     role: str = "SYSADMIN"
     reader_role: str = "acm_events_reader"
-    role_arn: str = "arn:aws:iam::123456789012:role/snowflake-acm-events"
+    # Empty: not given (the script then says <SET ME: --role-arn>).
+    role_arn: str = ""
 
     def for_format(self, fmt: str) -> SnowflakeNames:
         base = f"acm_events_{fmt}"
@@ -89,9 +102,16 @@ class SnowflakeNames:
 
     @property
     def partition(self) -> str:
+        if not self.role_arn:
+            return "aws"
         match = _ROLE_ARN.match(self.role_arn)
         assert match is not None, "check() first"
         return match.group("partition")
+
+    @property
+    def shown_role_arn(self) -> str:
+        """The role ARN, or what Snowflake refuses until it is set."""
+        return self.role_arn or set_me("--role-arn")
 
     def check(self) -> None:
         """
@@ -107,12 +127,20 @@ class SnowflakeNames:
                 continue
             value = getattr(self, field.name)
             pattern = _QUALIFIED if field.name in qualified else _IDENTIFIER
+            reserved = [p for p in str(value).split(".") if p.upper() in RESERVED]
+            if value and reserved:
+                raise ValueError(
+                    f"--{field.name.replace('_', '-')}: {reserved[0]!r} is a reserved word in "
+                    "Snowflake: choose another name"
+                )
             if value and not pattern.match(value):
                 form = "; optionally database.schema.name" if field.name in qualified else ""
                 raise ValueError(
                     f"--{field.name.replace('_', '-')}: invalid name {value!r} (letters, "
                     f"digits, _ and $, not starting with a digit{form})"
                 )
+        if not self.role_arn:
+            return
         match = _ROLE_ARN.match(self.role_arn)
         if match is None:
             raise ValueError(
@@ -132,7 +160,8 @@ class AzureTarget:
     # ACCOUNT.blob.core.windows.net
     blob_host: str
     container: str
-    tenant_id: str = "00000000-0000-0000-0000-000000000000"
+    # Empty: not given (the script then says <SET ME: --azure-tenant-id>).
+    tenant_id: str = ""
     # https://ACCOUNT.queue.core.windows.net/QUEUE; default: CONTAINER-snowpipe.
     queue_url: str = ""
 
@@ -149,7 +178,9 @@ class AzureTarget:
 
     def check(self) -> None:
         """@raise ValueError: the tenant id or queue URL is not one; the message names the option."""
-        if not re.match(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$", self.tenant_id):
+        if self.tenant_id and not re.match(
+            r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$", self.tenant_id
+        ):
             raise ValueError(
                 f"--azure-tenant-id: invalid value {self.tenant_id!r} (a directory's GUID)"
             )
@@ -337,7 +368,7 @@ def part_1_integration(setup: Setup) -> str:
             ["TYPE = EXTERNAL_STAGE", f"STORAGE_PROVIDER = '{provider}'"],
             [
                 "ENABLED = TRUE",
-                f"STORAGE_AWS_ROLE_ARN = {_literal(names.role_arn)}",
+                f"STORAGE_AWS_ROLE_ARN = {_literal(names.shown_role_arn)}",
                 f"STORAGE_ALLOWED_LOCATIONS = ({_literal(setup.location)})",
             ],
         ),
@@ -388,7 +419,7 @@ def aws_role(setup: Setup) -> str:
     return _outside(
         "AWS",
         "before part 2: the IAM role Snowflake assumes",
-        f"-- Create the role {names.role_arn} with this permissions",
+        f"-- Create the role {names.shown_role_arn} with this permissions",
         "-- policy (read access to the batches under the prefix, nothing else):",
         _comment(json.dumps(access, indent=2)),
         "-- and this trust policy, with the two values DESC INTEGRATION printed:",
@@ -485,7 +516,9 @@ def part_2_objects(setup: Setup) -> str:
         f"GRANT SELECT ON TABLE {names.rejected_table} TO ROLE {reader};",
         "",
         "-- Check: this lists the batches delivered so far.  An error here is the",
-        "-- AWS step above (the trust policy, or the permissions policy).",
+        "-- AWS step above (the trust policy, or the permissions policy)."
+        if setup.azure is None
+        else "-- Azure step above (the consent, or the role on the container).",
         f"LIST @{names.stage} PATTERN = {_literal(batch_pattern(setup.fmt))};",
     )
 
@@ -688,6 +721,11 @@ def part_7_quarantine(setup: Setup) -> str:
     )
 
 
+def set_me(option: str) -> str:
+    """What stands where a value was not given: Snowflake refuses it as it is."""
+    return f"<SET ME: {option}>"
+
+
 def snowflake_sql(
     bucket: str | None,
     prefix: str,
@@ -709,9 +747,12 @@ def snowflake_sql(
     names.check()
     if azure is not None:
         azure.check()
-    setup = Setup(
-        bucket or "your-bucket", normalize_prefix(prefix), fmt, compress, event_tag, names, azure
-    )
+    if not bucket and azure is None:
+        raise ValueError(
+            "--s3-bucket (EVENTPIPE_S3_BUCKET) or --azure-container is needed: the script "
+            "names where the batches are"
+        )
+    setup = Setup(bucket, normalize_prefix(prefix), fmt, compress, event_tag, names, azure)
     if azure is not None:
         from eventpipe.snowflake_azure import azure_access, part_1_azure
 

@@ -8,7 +8,16 @@ Every other part is the one the S3 set-up runs.  Pure text.
 
 from __future__ import annotations
 
-from eventpipe.snowflake import Setup, _bare, _comment, _create_then_set, _literal, _outside, _part
+from eventpipe.snowflake import (
+    Setup,
+    _bare,
+    _comment,
+    _create_then_set,
+    _literal,
+    _outside,
+    _part,
+    set_me,
+)
 
 # What Snowflake's own application needs, and no more.
 BLOB_ROLE = "Storage Blob Data Reader"
@@ -31,7 +40,7 @@ def part_1_azure(setup: Setup) -> str:
             ["TYPE = EXTERNAL_STAGE", "STORAGE_PROVIDER = 'AZURE'"],
             [
                 "ENABLED = TRUE",
-                f"AZURE_TENANT_ID = {_literal(azure.tenant_id)}",
+                f"AZURE_TENANT_ID = {_literal(azure.tenant_id or set_me('--azure-tenant-id'))}",
                 f"STORAGE_ALLOWED_LOCATIONS = ({_literal(setup.location)})",
             ],
         ),
@@ -43,7 +52,7 @@ def part_1_azure(setup: Setup) -> str:
         "  TYPE = QUEUE",
         "  NOTIFICATION_PROVIDER = AZURE_STORAGE_QUEUE",
         f"  AZURE_STORAGE_QUEUE_PRIMARY_URI = {_literal(azure.queue)}",
-        f"  AZURE_TENANT_ID = {_literal(azure.tenant_id)};",
+        f"  AZURE_TENANT_ID = {_literal(azure.tenant_id or set_me('--azure-tenant-id'))};",
         "-- (The queue is fixed when it is created: for another one, DROP INTEGRATION",
         "-- and run this part again.  A prefix lives in the Event Grid filter below.)",
         f"GRANT USAGE ON INTEGRATION {names.notification_integration} TO ROLE {names.role};",

@@ -110,11 +110,66 @@ def duckdb_view(sql: str) -> str:
     return view.replace('%S"Z"', "%SZ")
 
 
+ROLE = "arn:aws:iam::123456789012:role/snowflake-acm-events"
+
+
 class SqlTests(SynchronousTestCase):
+    # What the tests give unless they say otherwise: a bucket and a role.
+    GIVEN = ("--s3-bucket=acm-events", f"--role-arn={ROLE}")
+
     def sql(self, *args: str) -> str:
         out = io.StringIO()
-        self.assertEqual(run(["snowflake-sql", *args], out), 0)
+        given = [
+            g
+            for g in self.GIVEN
+            if not any(a.startswith(g.split("=")[0] + "=") for a in args)
+            and not (g.startswith("--s3-bucket") and any("--azure-container" in a for a in args))
+        ]
+        self.assertEqual(run(["snowflake-sql", *given, *args], out), 0)
         return out.getvalue()
+
+    def test_reserved_words_refused(self) -> None:
+        """A name that is a reserved word would not run bare: refused, with the option."""
+        for args in (["--database=select"], ["--table=acm.events.table"], ["--schema=Order"]):
+            line = self.refused("--s3-bucket=acm-events", *args)
+            self.assertIn(args[0].split("=")[0], line)
+            self.assertIn("is a reserved word in Snowflake", line)
+
+    def test_azure_check_names_the_azure_step(self) -> None:
+        sql = self.azure()
+        self.assertIn("An error here is the\n-- Azure step above", sql)
+        self.assertNotIn("AWS step", sql)
+
+    def test_no_placeholder_scripts(self) -> None:
+        """
+        No bucket (nor container): refused with one line.  No --role-arn (or
+        Azure tenant): the script says <SET ME: ...> there, which Snowflake
+        refuses, and stderr warns.
+        """
+        self.assertIn("--s3-bucket (EVENTPIPE_S3_BUCKET) or --azure-container", self.refused())
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        out = io.StringIO()
+        self.assertEqual(run(["snowflake-sql", "--s3-bucket=acm-events"], out), 0)
+        self.assertIn("STORAGE_AWS_ROLE_ARN = '<SET ME: --role-arn>'", out.getvalue())
+        self.assertNotIn("123456789012", out.getvalue())
+        self.assertIn("warning: no --role-arn", stderr.getvalue())
+        statements(out.getvalue())
+        self.assertIn(
+            "--azure-account-url (or AZURE_STORAGE_CONNECTION_STRING) is needed",
+            self.refused("--azure-container=acm-events"),
+        )
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        out = io.StringIO()
+        args = [
+            "--azure-container=acm-events",
+            "--azure-account-url=https://a.blob.core.windows.net",
+        ]
+        self.assertEqual(run(["snowflake-sql", *args], out), 0)
+        self.assertIn("AZURE_TENANT_ID = '<SET ME: --azure-tenant-id>'", out.getvalue())
+        self.assertNotIn("00000000-0000", out.getvalue())
+        self.assertIn("warning: no --azure-tenant-id", stderr.getvalue())
 
     def refused(self, *args: str) -> str:
         """The one line that refuses these arguments (exit status 1)."""
@@ -357,7 +412,9 @@ class SqlTests(SynchronousTestCase):
             "environ",
             {"S3_BUCKET": "bkt", "OUTPUT_FORMAT": "json", "EVENTPIPE_COMPRESS": "gzip"},
         )
-        sql = self.sql()
+        out = io.StringIO()
+        self.assertEqual(run(["snowflake-sql", f"--role-arn={ROLE}"], out), 0)
+        sql = out.getvalue()
         self.assertIn("TYPE = JSON", sql)
         self.assertIn("COMPRESSION = AUTO", sql)
         self.assertIn('event:"EVENT".plasectrxCardno::STRING AS card_number', sql)
@@ -451,7 +508,11 @@ class SqlTests(SynchronousTestCase):
     def test_azure_refusals(self) -> None:
         self.assertIn(
             "--azure-tenant-id",
-            self.refused("--azure-container=acm-events", "--azure-tenant-id=not-a-guid"),
+            self.refused(
+                "--azure-container=acm-events",
+                "--azure-account-url=https://a.blob.core.windows.net",
+                "--azure-tenant-id=not-a-guid",
+            ),
         )
         self.assertIn(
             "one destination at a time",
@@ -664,7 +725,9 @@ class RealEngineTests(SynchronousTestCase):
         import duckdb
 
         out = io.StringIO()
-        self.assertEqual(run(["snowflake-sql", "--format=json", *args], out), 0)
+        self.assertEqual(
+            run(["snowflake-sql", "--s3-bucket=acm-events", "--format=json", *args], out), 0
+        )
         files = [p for p in batch_files(outbox) if p.endswith(".json")]
         connection = duckdb.connect()
         connection.execute(

@@ -162,7 +162,7 @@ GRANT SELECT ON VIEW acm_events_xml_typed TO ROLE acm_events_reader;
 GRANT SELECT ON TABLE acm_events_xml_rejected TO ROLE acm_events_reader;
 
 -- Check: this lists the batches delivered so far.  An error here is the
--- AWS step above (the trust policy, or the permissions policy).
+-- Azure step above (the consent, or the role on the container).
 LIST @acm_events_xml_stage PATTERN = '.*[0-9]{4}/[0-9]{2}/[0-9]{2}/[^/]+[.]xml([.]gz)?$';
 
 -- ===== Part 3 of 7, as SYSADMIN: the first set-up only, before part 4 ======
