@@ -752,7 +752,7 @@ def snowflake_sql(
             "--s3-bucket (EVENTPIPE_S3_BUCKET) or --azure-container is needed: the script "
             "names where the batches are"
         )
-    setup = Setup(bucket, normalize_prefix(prefix), fmt, compress, event_tag, names, azure)
+    setup = Setup(bucket or "", normalize_prefix(prefix), fmt, compress, event_tag, names, azure)
     if azure is not None:
         from eventpipe.snowflake_azure import azure_access, part_1_azure
 
