@@ -383,16 +383,20 @@ class IsolationTests(ServiceHarness):
         self.clock.advance(1)
         self.assertEqual(self.delivered(), [0, 1, 2])
 
+    def plant_twins(self, count: int) -> None:
+        """A twin's objects under the first C{count} keys of this segment's name."""
+        for sequence in range(count):
+            key = f"2025/07/29/20250729_161600_gw1_{sequence:06d}.xml"
+            self.uploader.objects[key] = b"the twin's"
+            self.uploader.metadata[key] = {"source": "the twin's segment", "sha256": "x"}
+
     def test_taken_keys_renumber_at_once(self) -> None:
         """
         Keys that hold another writer's objects (a twin with this instance
         id) are stepped over within one attempt: no backoff for each.
         """
         service = self.service()
-        for sequence in range(3):
-            key = f"2025/07/29/20250729_161600_gw1_{sequence:06d}.xml"
-            self.uploader.objects[key] = b"the twin's"
-            self.uploader.metadata[key] = {"source": "the twin's segment", "sha256": "x"}
+        self.plant_twins(3)
         receiver, _ = self.connect(service)
         receiver.dataReceived(make_stream(range(3)))
         self.clock.advance(60)
@@ -412,10 +416,7 @@ class IsolationTests(ServiceHarness):
         delivered, and the first at its next try.
         """
         service = self.service(retry_max=30.0)
-        for sequence in range(20):
-            key = f"2025/07/29/20250729_161600_gw1_{sequence:06d}.xml"
-            self.uploader.objects[key] = b"the twin's"
-            self.uploader.metadata[key] = {"source": "the twin's segment", "sha256": "x"}
+        self.plant_twins(20)
         receiver, _ = self.connect(service)
         receiver.dataReceived(make_stream(range(3)))
         self.clock.advance(60)

@@ -57,6 +57,14 @@ class Running:
     def status(self) -> dict[str, object]:
         return get_json(self.url + "status")
 
+    def wait_failing(self, what: str, timeout: float = 60) -> None:
+        """Until /status says delivery is failing."""
+        wait_for(
+            lambda: self.status()["delivery"]["state"] == "failing",  # type: ignore[index]
+            timeout,
+            what,
+        )
+
 
 class StatusCommandTests(SynchronousTestCase):
     def test_healthy(self) -> None:
@@ -89,11 +97,7 @@ class StatusCommandTests(SynchronousTestCase):
             env=CREDENTIALS,
         )
         send(running.service.port, make_stream(range(5)))
-        wait_for(
-            lambda: running.status()["delivery"]["state"] == "failing",  # type: ignore[index]
-            60,
-            "a failed delivery",
-        )
+        running.wait_failing("a failed delivery", 60)
         shown = eventpipe("status", *running.options)
         self.assertEqual(shown.returncode, 1, shown.stdout + shown.stderr)
         self.assertTrue(shown.stdout.startswith("eventpipe: degraded: delivery failing: "))
@@ -118,11 +122,7 @@ class StatusCommandTests(SynchronousTestCase):
             "--retry-max-delay=0.5",
             env=CREDENTIALS,
         )
-        wait_for(
-            lambda: running.status()["delivery"]["state"] == "failing",  # type: ignore[index]
-            30,
-            "the probe's failure",
-        )
+        running.wait_failing("the probe's failure", 30)
         shown = eventpipe("status", *running.options)
         self.assertEqual(shown.returncode, 1, shown.stdout + shown.stderr)
         self.assertIn("delivery failing: cannot connect to the S3 endpoint", shown.stdout)
@@ -185,11 +185,7 @@ class StatusCommandTests(SynchronousTestCase):
             self, f"--s3-bucket={BUCKET}", "--s3-endpoint-url=http://127.0.0.1:9", env=CREDENTIALS
         )
         send(running.service.port, make_stream(range(5)))
-        wait_for(
-            lambda: running.status()["delivery"]["state"] == "failing",  # type: ignore[index]
-            60,
-            "a failed delivery",
-        )
+        running.wait_failing("a failed delivery", 60)
         shown = eventpipe("status", f"--spool-dir={running.service.spool}")
         self.assertEqual(shown.returncode, 1, shown.stdout + shown.stderr)
         self.assertTrue(shown.stdout.startswith("eventpipe: degraded: delivery failing"))
