@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from eventpipe.naming import QUARANTINE, normalize_prefix
 
@@ -86,7 +87,8 @@ class SnowflakeNames:
             "stage": f"{base}_stage",
             "pipe": f"{base}_pipe",
             "file_format": f"{base}_format",
-            "storage_integration": f"{base}_integration",
+            # One for both formats: one trust policy for the bucket.
+            "storage_integration": "acm_events_integration",
             "view": f"{base}_typed",
             "notification_integration": f"{base}_notification",
         }
@@ -607,23 +609,19 @@ def _schema_of(setup: Setup, name: str) -> tuple[str, str]:
 
 
 def aws_notification(setup: Setup) -> str:
-    rules = [{"Name": "suffix", "Value": setup.extension}]
+    # The prefix only: the pipe's pattern takes the batches (plain or
+    # gzipped) and leaves the quarantine, so a change of --compress needs
+    # nothing here.
+    queue: dict[str, Any] = {"QueueArn": "<notification_channel>", "Events": ["s3:ObjectCreated:*"]}
     if setup.prefix:
-        rules.insert(0, {"Name": "prefix", "Value": setup.prefix})
-    notification = {
-        "QueueConfigurations": [
-            {
-                "QueueArn": "<notification_channel>",
-                "Events": ["s3:ObjectCreated:*"],
-                "Filter": {"Key": {"FilterRules": rules}},
-            }
-        ]
-    }
+        queue["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": setup.prefix}]}}
+    notification = {"QueueConfigurations": [queue]}
     return _outside(
         "AWS",
         "before part 5: tell the pipe about new batches",
-        "-- Point the bucket's event notifications at the pipe's queue, for batches",
-        f"-- only (suffix {setup.extension}: a change of --compress needs this step again).",
+        "-- Point the bucket's event notifications at the pipe's queue, for what is",
+        "-- written under the prefix (the pipe's pattern takes the batches only, so",
+        "-- a change of --compress or --format needs nothing here).",
         "-- This replaces the bucket's notification configuration: if",
         f"-- `aws s3api get-bucket-notification-configuration --bucket {setup.bucket}`",
         "-- shows one, merge by hand.",

@@ -92,15 +92,15 @@ def azure_access(setup: Setup) -> str:
             f'az role assignment create --assignee "{app}" --role "{QUEUE_ROLE}" \\\n'
             f"  --scope {account}/queueServices/default/queues/{queue}"
         ),
-        "-- 3. Send the container's new batches (not the quarantine) to the queue:",
+        "-- 3. Send what is written under the prefix to the queue:",
         _comment(
             f"az eventgrid event-subscription create --name {_bare(setup.names.pipe).replace('_', '-')} \\\n"
             f"  --source-resource-id {account} \\\n"
             "  --endpoint-type storagequeue \\\n"
             f"  --endpoint {account}/queueservices/default/queues/{queue} \\\n"
             "  --included-event-types Microsoft.Storage.BlobCreated \\\n"
-            f"  --subject-begins-with {subject} \\\n"
-            f"  --subject-ends-with {setup.extension}"
+            f"  --subject-begins-with {subject}"
         ),
-        f"--    (the suffix {setup.extension}: a change of --compress needs this step again).",
+        "--    (the prefix only: the pipe's pattern takes the batches, so a change of",
+        "--    --compress or --format needs nothing here).",
     )

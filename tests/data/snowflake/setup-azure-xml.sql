@@ -13,17 +13,17 @@
 -- ===== Part 1 of 7, as ACCOUNTADMIN: the storage and notification integrations, the reader role ===
 USE ROLE ACCOUNTADMIN;
 
-CREATE STORAGE INTEGRATION IF NOT EXISTS acm_events_xml_integration
+CREATE STORAGE INTEGRATION IF NOT EXISTS acm_events_integration
   TYPE = EXTERNAL_STAGE
   STORAGE_PROVIDER = 'AZURE'
   ENABLED = TRUE
   AZURE_TENANT_ID = '11111111-2222-3333-4444-555555555555'
   STORAGE_ALLOWED_LOCATIONS = ('azure://acmstore.blob.core.windows.net/acm-events/acm/');
-ALTER STORAGE INTEGRATION acm_events_xml_integration SET
+ALTER STORAGE INTEGRATION acm_events_integration SET
   ENABLED = TRUE
   AZURE_TENANT_ID = '11111111-2222-3333-4444-555555555555'
   STORAGE_ALLOWED_LOCATIONS = ('azure://acmstore.blob.core.windows.net/acm-events/acm/');
-GRANT USAGE ON INTEGRATION acm_events_xml_integration TO ROLE SYSADMIN;
+GRANT USAGE ON INTEGRATION acm_events_integration TO ROLE SYSADMIN;
 
 -- New batches reach the pipe through a storage queue that Event Grid fills.
 CREATE NOTIFICATION INTEGRATION IF NOT EXISTS acm_events_xml_notification
@@ -41,7 +41,7 @@ CREATE ROLE IF NOT EXISTS acm_events_reader;
 GRANT ROLE acm_events_reader TO ROLE SYSADMIN;
 
 -- AZURE_CONSENT_URL and AZURE_MULTI_TENANT_APP_NAME, for the Azure step below:
-DESC INTEGRATION acm_events_xml_integration;
+DESC INTEGRATION acm_events_integration;
 DESC INTEGRATION acm_events_xml_notification;
 
 -- ----- In Azure, before part 2: Snowflake's access, the queue and Event Grid ---
@@ -56,17 +56,17 @@ az role assignment create --assignee "<the application id of AZURE_MULTI_TENANT_
 az role assignment create --assignee "<the application id of AZURE_MULTI_TENANT_APP_NAME>" --role "Storage Queue Data Contributor" \
   --scope /subscriptions/<subscription>/resourceGroups/<group>/providers/Microsoft.Storage/storageAccounts/acmstore/queueServices/default/queues/acm-events-snowpipe
 */
--- 3. Send the container's new batches (not the quarantine) to the queue:
+-- 3. Send what is written under the prefix to the queue:
 /*
 az eventgrid event-subscription create --name acm-events-xml-pipe \
   --source-resource-id /subscriptions/<subscription>/resourceGroups/<group>/providers/Microsoft.Storage/storageAccounts/acmstore \
   --endpoint-type storagequeue \
   --endpoint /subscriptions/<subscription>/resourceGroups/<group>/providers/Microsoft.Storage/storageAccounts/acmstore/queueservices/default/queues/acm-events-snowpipe \
   --included-event-types Microsoft.Storage.BlobCreated \
-  --subject-begins-with /blobServices/default/containers/acm-events/blobs/acm/ \
-  --subject-ends-with .xml
+  --subject-begins-with /blobServices/default/containers/acm-events/blobs/acm/
 */
---    (the suffix .xml: a change of --compress needs this step again).
+--    (the prefix only: the pipe's pattern takes the batches, so a change of
+--    --compress or --format needs nothing here).
 
 -- ===== Part 2 of 7, as SYSADMIN: warehouse, schema, file format, stage, tables, view ===
 USE ROLE SYSADMIN;
@@ -94,11 +94,11 @@ ALTER FILE FORMAT acm_events_xml_format SET
 
 CREATE STAGE IF NOT EXISTS acm_events_xml_stage
   URL = 'azure://acmstore.blob.core.windows.net/acm-events/acm/'
-  STORAGE_INTEGRATION = acm_events_xml_integration
+  STORAGE_INTEGRATION = acm_events_integration
   FILE_FORMAT = (FORMAT_NAME = acm_events_xml_format);
 ALTER STAGE acm_events_xml_stage SET
   URL = 'azure://acmstore.blob.core.windows.net/acm-events/acm/'
-  STORAGE_INTEGRATION = acm_events_xml_integration
+  STORAGE_INTEGRATION = acm_events_integration
   FILE_FORMAT = (FORMAT_NAME = acm_events_xml_format);
 
 CREATE TABLE IF NOT EXISTS acm_events_xml (

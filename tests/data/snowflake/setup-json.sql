@@ -13,25 +13,25 @@
 -- ===== Part 1 of 7, as ACCOUNTADMIN: the storage integration and the reader role ===
 USE ROLE ACCOUNTADMIN;
 
-CREATE STORAGE INTEGRATION IF NOT EXISTS acm_events_json_integration
+CREATE STORAGE INTEGRATION IF NOT EXISTS acm_events_integration
   TYPE = EXTERNAL_STAGE
   STORAGE_PROVIDER = 'S3'
   ENABLED = TRUE
   STORAGE_AWS_ROLE_ARN = 'arn:aws:iam::123456789012:role/snowflake-acm-events'
   STORAGE_ALLOWED_LOCATIONS = ('s3://acm-events/acm/');
-ALTER STORAGE INTEGRATION acm_events_json_integration SET
+ALTER STORAGE INTEGRATION acm_events_integration SET
   ENABLED = TRUE
   STORAGE_AWS_ROLE_ARN = 'arn:aws:iam::123456789012:role/snowflake-acm-events'
   STORAGE_ALLOWED_LOCATIONS = ('s3://acm-events/acm/');
 -- (ALTER keeps the external id, so the trust policy in AWS stays valid.)
-GRANT USAGE ON INTEGRATION acm_events_json_integration TO ROLE SYSADMIN;
+GRANT USAGE ON INTEGRATION acm_events_integration TO ROLE SYSADMIN;
 
 -- Analysts: reads the typed view and the quarantine table, sees the pipe's status.
 CREATE ROLE IF NOT EXISTS acm_events_reader;
 GRANT ROLE acm_events_reader TO ROLE SYSADMIN;
 
 -- STORAGE_AWS_IAM_USER_ARN and STORAGE_AWS_EXTERNAL_ID, for the AWS step below:
-DESC INTEGRATION acm_events_json_integration;
+DESC INTEGRATION acm_events_integration;
 
 -- ----- In AWS, before part 2: the IAM role Snowflake assumes ---------------
 -- Create the role arn:aws:iam::123456789012:role/snowflake-acm-events with this permissions
@@ -107,11 +107,11 @@ ALTER FILE FORMAT acm_events_json_format SET
 
 CREATE STAGE IF NOT EXISTS acm_events_json_stage
   URL = 's3://acm-events/acm/'
-  STORAGE_INTEGRATION = acm_events_json_integration
+  STORAGE_INTEGRATION = acm_events_integration
   FILE_FORMAT = (FORMAT_NAME = acm_events_json_format);
 ALTER STAGE acm_events_json_stage SET
   URL = 's3://acm-events/acm/'
-  STORAGE_INTEGRATION = acm_events_json_integration
+  STORAGE_INTEGRATION = acm_events_integration
   FILE_FORMAT = (FORMAT_NAME = acm_events_json_format);
 
 CREATE TABLE IF NOT EXISTS acm_events_json (
@@ -224,14 +224,15 @@ GRANT MONITOR ON PIPE acm_events_json_pipe TO ROLE acm_events_reader;
 SHOW PIPES LIKE 'acm_events_json_pipe' IN SCHEMA acm.events;
 
 -- ----- In AWS, before part 5: tell the pipe about new batches --------------
--- Point the bucket's event notifications at the pipe's queue, for batches
--- only (suffix .json: a change of --compress needs this step again).
+-- Point the bucket's event notifications at the pipe's queue, for what is
+-- written under the prefix (the pipe's pattern takes the batches only, so
+-- a change of --compress or --format needs nothing here).
 -- This replaces the bucket's notification configuration: if
 -- `aws s3api get-bucket-notification-configuration --bucket acm-events`
 -- shows one, merge by hand.
 /*
 aws s3api put-bucket-notification-configuration --bucket acm-events \
-  --notification-configuration '{"QueueConfigurations": [{"QueueArn": "<notification_channel>", "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "acm/"}, {"Name": "suffix", "Value": ".json"}]}}}]}'
+  --notification-configuration '{"QueueConfigurations": [{"QueueArn": "<notification_channel>", "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "acm/"}]}}}]}'
 */
 
 -- ===== Part 5 of 7, as SYSADMIN: what arrived while the set-up ran =========
