@@ -37,7 +37,7 @@ VOLUME ["/var/lib/eventpipe"]
 EXPOSE 8080 9100
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, re, urllib.request; port = re.search(r'tcp6?:(\\d+)', os.environ.get('EVENTPIPE_METRICS', 'tcp:9100')).group(1); urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, re, sys, urllib.request\nfound = re.search(r'tcp6?:(\\d+)', os.environ.get('EVENTPIPE_METRICS') or '')\nif not found:\n    sys.exit('health check: EVENTPIPE_METRICS is off or not tcp:PORT: nothing to ask')\ntry:\n    urllib.request.urlopen(f'http://127.0.0.1:{found.group(1)}/healthz', timeout=4)\nexcept Exception as error:\n    sys.exit(f'health check: /healthz on port {found.group(1)} does not answer: {error}')\n"]
 
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["twistd", "--nodaemon", "--pidfile=", "--logger=eventpipe.logs.json", "eventpipe"]

@@ -79,18 +79,56 @@ def flatten(event: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+# syslog priorities, which journald reads from a "<N>" in front of a line.
+PRIORITIES = {
+    LogLevel.debug: 7,
+    LogLevel.info: 6,
+    LogLevel.warn: 4,
+    LogLevel.error: 3,
+    LogLevel.critical: 2,
+}
+
+
 @implementer(ILogObserver)
 class JsonLinesObserver:
-    """Writes each log event as one flat JSON object per line."""
+    """
+    Writes each log event as one flat JSON object per line; to the journal
+    (C{priority}), each line starts with its syslog priority, C{<3>} for an
+    error, which journald takes off and keeps as the entry's priority, so
+    that C{journalctl -p err} shows the errors.
+    """
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], priority: bool = False) -> None:
         self.stream = stream
+        self.priority = priority
 
     def __call__(self, event: dict[str, Any]) -> None:
-        self.stream.write(_json.dumps(flatten(event), ensure_ascii=False) + "\n")
+        line = _json.dumps(flatten(event), ensure_ascii=False)
+        if self.priority:
+            line = f"<{PRIORITIES.get(event.get('log_level', LogLevel.info), 6)}>{line}"
+        self.stream.write(line + "\n")
         self.stream.flush()
 
 
+def to_the_journal(stream: IO[str], environ: Any = None) -> bool:
+    """
+    Whether C{stream} is connected to systemd's journal: systemd says so in
+    C{JOURNAL_STREAM} (the device and inode of the stream it gave).
+    """
+    import os
+
+    found = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in found.split(":"))
+        stat = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (stat.st_dev, stat.st_ino) == (device, inode)
+
+
 def json() -> ILogObserver:
-    """JSON Lines on standard output (C{twistd --logger=eventpipe.logs.json})."""
-    return JsonLinesObserver(sys.stdout)
+    """
+    JSON Lines on standard output (C{twistd --logger=eventpipe.logs.json}),
+    with each line's priority in front when standard output is the journal.
+    """
+    return JsonLinesObserver(sys.stdout, priority=to_the_journal(sys.stdout))

@@ -37,7 +37,10 @@ class SystemdTests(SynchronousTestCase):
         for line in (
             "DynamicUser=yes",
             "StateDirectory=eventpipe",
-            "EnvironmentFile=-/etc/eventpipe/eventpipe.env",
+            # Required: a missing env file must not start on defaults.
+            "EnvironmentFile=/etc/eventpipe/eventpipe.env",
+            # A configuration error is not retried for ever.
+            "RestartPreventExitStatus=1",
             "NoNewPrivileges=yes",
             "ProtectSystem=strict",
             "ProtectHome=yes",
@@ -135,6 +138,16 @@ class ContainerTests(SynchronousTestCase):
 
         self.assertEqual(check(metrics), 0)
         self.assertNotEqual(check(free_port()), 0)
+        # Metrics off: one line, no traceback.
+        off = subprocess.run(
+            [sys.executable, "-c", command[2]],
+            env=dict(os.environ, EVENTPIPE_METRICS=""),
+            capture_output=True,
+            text=True,
+        )
+        self.assertEqual(off.returncode, 1)
+        self.assertNotIn("Traceback", off.stderr)
+        self.assertIn("EVENTPIPE_METRICS is off", off.stderr)
         process.stop()
 
     def test_kubernetes_example(self) -> None:
@@ -155,6 +168,13 @@ class ContainerTests(SynchronousTestCase):
         self.assertEqual(governing["clusterIP"], "None")
         [external] = [s for s in services.values() if s.get("type") == "LoadBalancer"]
         self.assertEqual(external["externalTrafficPolicy"], "Local")
+        # Not open to the internet as shipped: the load balancer and
+        # eventpipe both take ACM's address only.
+        self.assertEqual(external["loadBalancerSourceRanges"], ["10.20.0.15/32"])
+        self.assertEqual(documents["ConfigMap"]["data"]["EVENTPIPE_ALLOW"], "10.20.0.15/32")
+        image = documents["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]["image"]
+        self.assertNotIn(":latest", image)
+        self.assertIn("/", image, "an image a cluster can pull names its registry")
         self.assertEqual([p["targetPort"] for p in external["ports"]], ["events"])
         config = documents["ConfigMap"]["data"]
         stateful = documents["StatefulSet"]["spec"]

@@ -65,12 +65,22 @@ class UnitTests(SynchronousTestCase):
 
 
 class ProcessTests(SynchronousTestCase):
-    def run_service(self, *args: str) -> tuple[str, str]:
-        """A real twistd writing JSON Lines; 30 connections of one event each."""
+    def run_service(self, *args: str, journal: bool = False) -> tuple[str, str]:
+        """
+        A real twistd writing JSON Lines; 30 connections of one event each.
+        With C{journal}, its standard output is said to be the journal (as
+        systemd says it, in JOURNAL_STREAM).
+        """
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
         port, metrics = free_port(), free_port()
         log_path = os.path.join(workdir, "eventpipe.log")
+        log = open(log_path, "wb")
+        env = dict(os.environ)
+        env.pop("JOURNAL_STREAM", None)
+        if journal:
+            found = os.fstat(log.fileno())
+            env["JOURNAL_STREAM"] = f"{found.st_dev}:{found.st_ino}"
         process = subprocess.Popen(
             [
                 *TWISTD,
@@ -85,8 +95,9 @@ class ProcessTests(SynchronousTestCase):
                 "--check-interval=0.1",
                 *args,
             ],
-            stdout=open(log_path, "wb"),
+            stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
         )
         self.addCleanup(lambda: process.poll() is None and process.kill())
         wait_for(
@@ -139,6 +150,20 @@ class ProcessTests(SynchronousTestCase):
         self.assertIn("interface=127.0.0.1", where["message"])
         self.assertFalse([m for m in messages if "anyone who can reach it" in m])
         self.assertFalse([m for m in messages if "Starting factory" in m])
+
+    def test_priorities_for_the_journal(self) -> None:
+        """
+        To the journal, every JSON line starts with its syslog priority
+        (journald takes it off and keeps it: journalctl -p err works); to
+        anything else, it does not.
+        """
+        text, _ = self.run_service("--listen=tcp:0", journal=True)
+        levels = {"debug": 7, "info": 6, "warn": 4, "error": 3, "critical": 2}
+        for line in text.splitlines():
+            self.assertRegex(line, r"^<[2-7]>\{", line)
+            record = json.loads(line[3:])
+            self.assertEqual(int(line[1]), levels[record["level"]], line)
+        self.assertIn("<4>", text, "the open-to-anyone warning, at warn")
 
     def test_open_to_anyone_is_said(self) -> None:
         """
