@@ -353,7 +353,11 @@ def _count(number: int, noun: str) -> str:
 
 def main() -> None:
     try:
-        code = run(sys.argv[1:])
+        try:
+            code: Any = run(sys.argv[1:])
+        except SystemExit as exit:
+            # --help and --version end so; what they printed is flushed here.
+            code = exit.code
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (eventpipe ... | head): not an error of ours.

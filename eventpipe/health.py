@@ -66,6 +66,8 @@ class Status:
     # Why the destination's probe fails (until a probe or a delivery
     # succeeds): the delivery state even when nothing waits.
     probe_error: str | None = None
+    # Events in the current segment (not sealed yet; in events_waiting).
+    current_events: int = 0
 
     @property
     def oldest_event_age(self) -> float:
@@ -132,6 +134,7 @@ class Status:
                 "waiting_bytes": self.waiting_bytes,
                 "limit_bytes": self.max_spool_size,
                 "segments_waiting": self.segments_waiting,
+                "current_segment_events": self.current_events,
                 "events_waiting": self.events_waiting,
                 "events_waiting_exact": self.events_waiting_exact,
                 "oldest_event_age_seconds": round(self.oldest_event_age, 3),

@@ -464,6 +464,7 @@ class EventpipeService(Service):
             pieces_quarantined=self.ingest.pieces_set_aside + self.shipping.pieces_found,
             recent_quarantine=tuple(self.metrics.recent_quarantine),
             events_waiting=events + self.spool.current_events,
+            current_events=self.spool.current_events,
             events_waiting_exact=exact,
         )
 

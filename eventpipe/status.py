@@ -141,12 +141,36 @@ def counted(count: int, thing: str) -> str:
     return f"{count} {thing}" + ("" if count == 1 else "s")
 
 
-def _size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
+def _size(count: float, like: float = 0) -> str:
+    """
+    Bytes for a person, in the unit family of C{like} (a limit the user set:
+    C{1GB} is shown as 1.0 GB, C{1GiB} as 1.0 GiB); binary by default.
+    """
+    decimal = bool(like) and like % 1000 == 0 and like % 1024 != 0
+    step, units = (1000, ("B", "KB", "MB", "GB")) if decimal else (1024, ("B", "KiB", "MiB", "GiB"))
+    for unit in units:
+        if count < step or unit == units[-1]:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
+        count /= step
     return f"{count} B"
+
+
+def _waiting(
+    sealed: int,
+    current: int,
+    events: int,
+    exact: bool,
+    oldest: float,
+    thing: str = "sealed segment",
+) -> str:
+    """What waits: sealed segments and the current one, their events, the oldest's age."""
+    if not sealed and not events:
+        return "nothing waits"
+    what = counted(sealed, thing) if sealed else ""
+    if current:
+        what = f"{what} and the current one" if what else "the current segment"
+    at_least = "" if exact else "at least "
+    return f"{what} ({at_least}{counted(events, 'event')}) waiting; oldest event {_age(oldest)} old"
 
 
 def _age(seconds: float) -> str:
@@ -189,13 +213,17 @@ def screen(report: dict[str, Any]) -> str:
             f"{counted(since.get('pieces_quarantined', 0), 'piece')} quarantined",
         )
         spool = live.get("spool", {})
+        limit = spool.get("limit_bytes", 0)
         row(
             "spool",
-            f"{_size(spool.get('waiting_bytes', 0))} of {_size(spool.get('limit_bytes', 0))}; "
-            f"{counted(spool.get('segments_waiting', 0), 'segment')} "
-            f"({'' if spool.get('events_waiting_exact', True) else 'at least '}"
-            f"{counted(spool.get('events_waiting', 0), 'event')}) waiting; oldest event "
-            f"{_age(spool.get('oldest_event_age_seconds', 0))} old",
+            f"{_size(spool.get('waiting_bytes', 0), limit)} of {_size(limit, limit)}; "
+            + _waiting(
+                spool.get("segments_waiting", 0),
+                spool.get("current_segment_events", 0),
+                spool.get("events_waiting", 0),
+                spool.get("events_waiting_exact", True),
+                spool.get("oldest_event_age_seconds", 0),
+            ),
         )
         paused = spool.get("reading_paused_because") or []
         row("reading", "paused: " + ", ".join(paused) if paused else "not paused")
@@ -219,9 +247,15 @@ def screen(report: dict[str, Any]) -> str:
             spool = report["spool"]
             row(
                 "spool",
-                f"{_size(spool['waiting_bytes'])}; {counted(spool['segments_waiting'], 'segment')} "
-                f"({counted(spool['events_waiting'], 'event')}) waiting; oldest event "
-                f"{_age(spool['oldest_event_age_seconds'])} old",
+                f"{_size(spool['waiting_bytes'])}; "
+                + _waiting(
+                    spool["segments_waiting"],
+                    0,
+                    spool["events_waiting"],
+                    True,
+                    spool["oldest_event_age_seconds"],
+                    "segment",
+                ),
             )
             aside = spool["segments_set_aside"]
     if aside:

@@ -66,6 +66,29 @@ class Running:
         )
 
 
+class ScreenTests(SynchronousTestCase):
+    def test_what_waits_reads_right(self) -> None:
+        """
+        The current segment is named when only it waits (never "no segments
+        (326 events)"), nothing waiting says so (no "0s old"), and sizes
+        follow the unit family of the limit.
+        """
+        from eventpipe.status import _size, _waiting
+
+        self.assertEqual(
+            _waiting(0, 326, 326, True, 4),
+            "the current segment (326 events) waiting; oldest event 4s old",
+        )
+        self.assertEqual(
+            _waiting(2, 5, 25, False, 70),
+            "2 sealed segments and the current one (at least 25 events) waiting; oldest event 1m 10s old",
+        )
+        self.assertEqual(_waiting(0, 0, 0, True, 0), "nothing waits")
+        self.assertEqual(_size(10**9, 10**9), "1.0 GB")
+        self.assertEqual(_size(2**30, 2**30), "1.0 GiB")
+        self.assertEqual(_size(1_500_000, 10**9), "1.5 MB")
+
+
 class StatusCommandTests(SynchronousTestCase):
     def test_healthy(self) -> None:
         running = Running(self)
@@ -81,6 +104,8 @@ class StatusCommandTests(SynchronousTestCase):
         self.assertIn(f"from {running.url}status", shown.stdout)
         self.assertIn("20 events received, 20 delivered, 1 piece quarantined", shown.stdout)
         self.assertIn("delivery     idle to outbox ", shown.stdout)
+        # Sizes in the unit the limit was set in (1GB), and nothing waits.
+        self.assertIn(" of 1.0 GB; nothing waits", shown.stdout)
         as_json = eventpipe("status", "--json", *running.options)
         self.assertEqual(as_json.returncode, 0)
         report = json.loads(as_json.stdout)
@@ -103,7 +128,7 @@ class StatusCommandTests(SynchronousTestCase):
         self.assertTrue(shown.stdout.startswith("eventpipe: degraded: delivery failing: "))
         self.assertIn("delivery     failing to s3://acm-events", shown.stdout)
         # Rendered once already: its events are counted.
-        self.assertIn("1 segment (5 events) waiting", shown.stdout)
+        self.assertIn("1 sealed segment (5 events) waiting", shown.stdout)
 
     def test_failed_probe_is_the_delivery_state(self) -> None:
         """
