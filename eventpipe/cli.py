@@ -17,7 +17,7 @@ from twisted.python import usage
 
 from eventpipe import __version__
 from eventpipe.drain import DrainOptions
-from eventpipe.options import PARAMETERS, SettingsOptions, option_lines
+from eventpipe.options import PARAMETERS, SettingsOptions, option_lines, print_version
 from eventpipe.options import Options as ServiceOptions
 from eventpipe.quarantine import QuarantineOptions
 from eventpipe.snowflake import AzureTarget, SnowflakeNames, snowflake_sql
@@ -130,6 +130,11 @@ class CheckOptions(ServiceOptions):
 
 class SimulateOptions(usage.Options):
     synopsis = "[options]"
+
+    def opt_version(self) -> None:
+        """Print eventpipe's version and exit."""
+        print_version()
+
     longdesc = (
         "Act as an ACM appliance: send realistic Generic XML events (a declaration "
         "before each, ACM's 42 fields, padded numbers, non-ASCII names) to a "

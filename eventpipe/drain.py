@@ -132,8 +132,10 @@ def run_drain(options: DrainOptions, out: TextIO) -> int:
         left = waiting_in(directory)
         segments, events, aside = left.segments, left.events, len(left.set_aside)
         delivered = service.shipping.events_delivered
+        quarantined = service.shipping.events_quarantined
+        pieces = f", {counted(quarantined, 'piece')} quarantined" if quarantined else ""
         if not segments and not aside:
-            out.write(f"drained: {delivered} events delivered; nothing is left\n")
+            out.write(f"drained: {delivered} events delivered{pieces}; nothing is left\n")
             raise SystemExit(0)
         if segments:
             error = service.shipping.last_attempt_error or "not delivered within --timeout"

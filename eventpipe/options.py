@@ -447,8 +447,8 @@ PARAMETERS: list[Parameter] = [
         ("EVENTPIPE_METRICS",),
         None,
         _endpoint,
-        "Serve /metrics (Prometheus), /healthz and /readyz on this endpoint, e.g. "
-        "tcp:9100:interface=127.0.0.1. Default: off.",
+        "Serve /metrics (Prometheus), /healthz, /readyz, /status (JSON) and the status "
+        "page at / on this endpoint, e.g. tcp:9100:interface=127.0.0.1. Default: off.",
     ),
     Parameter(
         "upload-concurrency",
@@ -519,6 +519,14 @@ OTHER_VARIABLES = frozenset(
 # EVENTPIPE_ variables that are no settings: the reactor-lag probe's interval
 # (for the benchmark), and the tests' golden files.
 NOT_SETTINGS = frozenset({"EVENTPIPE_LAG_INTERVAL", "EVENTPIPE_REGENERATE_GOLDEN"})
+
+
+def print_version() -> None:
+    """C{--version} of every eventpipe command: eventpipe's, not Twisted's."""
+    from eventpipe import __version__
+
+    print(f"eventpipe {__version__}")
+    raise SystemExit(0)
 
 
 def known_variables() -> frozenset[str]:
@@ -617,10 +625,7 @@ class SettingsOptions(usage.Options):
 
     def opt_version(self) -> None:
         """Print eventpipe's version and exit."""
-        from eventpipe import __version__
-
-        print(f"eventpipe {__version__}")
-        raise SystemExit(0)
+        print_version()
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         try:

@@ -138,6 +138,13 @@ class ReplayOptions(_Window):
 
 class QuarantineOptions(usage.Options):
     synopsis = "list | show | replay [options]"
+
+    def opt_version(self) -> None:
+        """Print eventpipe's version and exit."""
+        from eventpipe.options import print_version
+
+        print_version()
+
     longdesc = "The quarantine at the destination: list it, show a piece, replay what passes now."
     subCommands = [
         ["list", None, ListOptions, "List the quarantined pieces, counted by reason."],

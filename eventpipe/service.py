@@ -425,12 +425,14 @@ class EventpipeService(Service):
             return
         log.warn(
             "stopping with {count} {segments}, {more}{events} events not delivered; they stay "
-            "in {spool} and ship at the next start",
+            "in {spool} and {then}",
             count=segments,
             segments="segment" if segments == 1 else "segments",
             more="" if exact else "at least ",
             events=events,
             spool=self.spool.directory,
+            # eventpipe drain serves nothing: it is run again, not restarted.
+            then="ship at the next start" if self.listeners else "ship when drain runs again",
         )
 
     # What an operator asks.

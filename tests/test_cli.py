@@ -401,9 +401,23 @@ class SimulatorTests(SynchronousTestCase):
         """Both commands say eventpipe's version, not Twisted's."""
         from eventpipe import __version__
 
-        for command in ([*EVENTPIPE, "--version"], [*TWISTD, "eventpipe", "--version"]):
+        for command in (
+            [*EVENTPIPE, "--version"],
+            [*TWISTD, "eventpipe", "--version"],
+            *(
+                [*EVENTPIPE, *sub, "--version"]
+                for sub in (
+                    ["simulate"],
+                    ["quarantine"],
+                    ["status"],
+                    ["drain"],
+                    ["check"],
+                    ["snowflake-sql"],
+                )
+            ),
+        ):
             result = subprocess.run(command, capture_output=True, text=True, timeout=60)
-            self.assertEqual(result.stdout.strip(), f"eventpipe {__version__}")
+            self.assertEqual(result.stdout.strip(), f"eventpipe {__version__}", command)
         usage = subprocess.run(
             [*EVENTPIPE, "snowflake-sql", "--help"], capture_output=True, text=True, timeout=60
         ).stdout

@@ -90,7 +90,7 @@ class LockTests(SynchronousTestCase):
         self.assertEqual(last_instance(spool), "old")
 
 
-def leave_a_spool(testcase: SynchronousTestCase, count: int) -> Twistd:
+def leave_a_spool(testcase: SynchronousTestCase, count: int, extra: bytes = b"") -> Twistd:
     """
     A service that took C{count} events, could deliver none (its bucket is
     behind a closed port), and was killed: sealed segments and a current one
@@ -111,7 +111,7 @@ def leave_a_spool(testcase: SynchronousTestCase, count: int) -> Twistd:
     service.start()
     send(service.port, make_stream(range(count // 2)))
     wait_for(lambda: os.listdir(os.path.join(service.spool, "sealed")), 30, "a sealed segment")
-    send(service.port, make_stream(range(count // 2, count)))
+    send(service.port, make_stream(range(count // 2, count)) + extra)
     wait_for(
         lambda: os.path.exists(os.path.join(service.spool, "current")),
         30,
@@ -143,6 +143,16 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertIn("no segments, no events", again.stdout)
         self.assertEqual(sorted(delivered_numbers(outbox)), sorted(numbers))
+
+    def test_quarantined_pieces_are_said(self) -> None:
+        """What drain delivered includes what it quarantined, said so."""
+        dead = leave_a_spool(self, 10, b'<?xml version="1.0"?><EVENT><a></b></EVENT>\n')
+        outbox = os.path.abspath(self.mktemp())
+        drained = eventpipe("drain", f"--spool-dir={dead.spool}", f"--outbox={outbox}")
+        self.assertEqual(drained.returncode, 0, drained.stdout + drained.stderr)
+        self.assertIn(
+            "drained: 10 events delivered, 1 piece quarantined; nothing is left", drained.stdout
+        )
 
     def test_the_spools_own_instance_wins(self) -> None:
         """
@@ -233,3 +243,6 @@ class DrainTests(SynchronousTestCase):
         assert match is not None, drained.stdout
         self.assertEqual(int(match.group(2)), 20)
         self.assertTrue(os.listdir(os.path.join(dead.spool, "sealed")))
+        # Its log does not promise a next start: drain is run again.
+        self.assertIn("ship when drain runs again", drained.stderr)
+        self.assertNotIn("ship at the next start", drained.stderr)
