@@ -109,6 +109,18 @@ def quarantined(metrics: Metrics, reason: str, count: int, at: float) -> None:
     metrics.recent_quarantine.append((at, reason[:REASON_KEPT], count))
 
 
+# What lxml says of ACM's element names printed with a space
+# (<plasectrxPanel date>): the name's second half read as an attribute.
+_SPACED_NAME = ("Specification mandates value for attribute", "attributes construct error")
+
+
+def reason_hint(reason: str) -> str:
+    """What to do about a quarantine reason, when there is something to do."""
+    if any(words in reason for words in _SPACED_NAME):
+        return "ACM's element names with a space? --repair-acm-tag-names joins them"
+    return ""
+
+
 def quarantine_reason(reason: str) -> str:
     """A short, bounded label for a quarantine reason (no event content)."""
     for prefix, label in (

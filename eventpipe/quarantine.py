@@ -48,7 +48,7 @@ from eventpipe.destinations import (
     UploadError,
     UploadRequest,
 )
-from eventpipe.metrics import quarantine_reason
+from eventpipe.metrics import quarantine_reason, reason_hint
 from eventpipe.naming import QUARANTINE, extension, normalize_prefix, sealed_at
 from eventpipe.options import Options as ServiceOptions
 from eventpipe.status import counted
@@ -294,6 +294,8 @@ def run_quarantine(options: QuarantineOptions, out: TextIO) -> int:
 
 def list_pieces(quarantine: Quarantine, options: Any, out: TextIO) -> int:
     reasons: Counter[str] = Counter()
+    hints: set[str] = set()
+    done: list[tuple[str, int]] = []
     objects = quarantine.objects(options["since"], options["until"])
     for key in objects:
         replayed = set().union(*quarantine.replays_of(key).values())
@@ -301,6 +303,10 @@ def list_pieces(quarantine: Quarantine, options: Any, out: TextIO) -> int:
             entry = piece.entry
             reason = str(entry.get("reason", ""))
             reasons[quarantine_reason(reason)] += 1
+            if reason_hint(reason):
+                hints.add(reason_hint(reason))
+            if piece.line in replayed:
+                done.append((key, piece.line))
             cn = _CN.search(str(entry.get("text", "")))
             out.write(
                 "  ".join(
@@ -319,10 +325,13 @@ def list_pieces(quarantine: Quarantine, options: Any, out: TextIO) -> int:
             )
     total = sum(reasons.values())
     by_reason = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common())
+    again = f"; {counted(len(done), 'piece')} replayed" if done else ""
     out.write(
         f"{counted(total, 'piece')} in {counted(len(objects), 'object')} at "
-        f"{quarantine.store.description}" + (f": {by_reason}" if by_reason else "") + "\n"
+        f"{quarantine.store.description}" + (f": {by_reason}" if by_reason else "") + again + "\n"
     )
+    for hint in sorted(hints):
+        out.write(f"hint: {hint}\n")
     return 0
 
 
@@ -346,6 +355,10 @@ def show(quarantine: Quarantine, where: str, out: TextIO) -> int:
             if terminal or not hasattr(out, "buffer"):
                 text = data.decode("utf-8", "replace")
                 out.write(text if not terminal else "\n".join(map(printable, text.split("\n"))))
+                if terminal and wanted is not None and not text.endswith("\n"):
+                    # A person's prompt starts on a line of its own; a pipe
+                    # gets the bytes as they arrived.
+                    out.write("\n")
             else:
                 out.flush()
                 out.buffer.write(data)

@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 
 from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest
 from eventpipe.logs import Logger
-from eventpipe.metrics import Metrics, quarantined
+from eventpipe.metrics import Metrics, quarantined, reason_hint
 from eventpipe.naming import object_key
 from eventpipe.render import render_segment
 from eventpipe.retry import Retry, backoff_policy
@@ -456,7 +456,10 @@ class Shipping:
                 count=result.quarantined,
                 name=shipment.segment.name,
                 key=shipment.quarantine_key,
-                reasons="; ".join(f"{n} x {reason}" for reason, n in result.reasons.items()),
+                reasons="; ".join(
+                    f"{n} x {reason}" + (f" ({reason_hint(reason)})" if reason_hint(reason) else "")
+                    for reason, n in result.reasons.items()
+                ),
             )
         log.info(
             "delivered {key}: {events} events, {bytes} bytes, {seconds:.3f} s, attempt {attempt}",
