@@ -463,7 +463,8 @@ class EventpipeService(Service):
             set_aside=tuple(segment.name for segment in self.spool.set_aside()),
             events_received=self.ingest.events_received,
             events_delivered=self.shipping.events_delivered,
-            pieces_quarantined=self.ingest.pieces_set_aside + self.shipping.pieces_found,
+            # Stored in a delivered quarantine object (not merely found).
+            pieces_quarantined=self.shipping.events_quarantined,
             recent_quarantine=tuple(self.metrics.recent_quarantine),
             events_waiting=events + self.spool.current_events,
             current_events=self.spool.current_events,

@@ -101,6 +101,8 @@ class Shipment:
         # after that (its batch's key was taken) does not write it again.
         self.quarantine_key: str | None = None
         self.last_error = ""
+        # The key of the write that is under way (or failed) in this attempt.
+        self.failing_key: str | None = None
         # The retries that ship it; their result fires when it is delivered
         # or set aside (or the shipping is cancelled at shutdown).
         self.retry: Retry | None = None

@@ -230,6 +230,7 @@ class Shipping:
         try:
             began = self.clock.seconds()
             shipment.phase = Phase.RENDERING
+            shipment.failing_key = None
             shipment.attempting(self.renders_done)
             if not await self._render(shipment):
                 return attempt
@@ -383,7 +384,10 @@ class Shipping:
         if result.quarantined and shipment.quarantine_key is None:
             shipment.quarantine_key = await self.in_sealer(self.spool.written, result.source_sha256)
         for request in upload_requests(shipment, self.settings.instance_id, self.settings.prefix):
+            # The key a failure is about: the batch's, or its quarantine's.
+            shipment.failing_key = request.key
             await self._send(request)
+            shipment.failing_key = None
             if request.content_type == QUARANTINE_TYPE:
                 shipment.quarantine_key = request.key
                 await self.in_sealer(self.spool.note_written, result.source_sha256, request.key)
@@ -422,7 +426,7 @@ class Shipping:
         log.error(
             "delivering {key} to {where} failed (attempt {attempt}): {error}{hint}; "
             "next attempt in {delay:.1f} s, the segment stays in the spool",
-            key=self.key_for(shipment.segment),
+            key=shipment.failing_key or self.key_for(shipment.segment),
             where=self.uploader.description,
             attempt=attempt,
             error=description,

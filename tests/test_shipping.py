@@ -41,6 +41,25 @@ class ShippingTests(ServiceHarness):
         self.assertIn(b"<EVENT><broken></EVENT>", self.uploader.objects[quarantine])
         self.assertEqual(service.shipping.events_quarantined, 1)
 
+    def test_quarantine_counted_once_stored(self) -> None:
+        """
+        A piece is counted as quarantined once its quarantine object is
+        stored, not when the render found it; a failure of that write is
+        said under the quarantine's key, not the batch's.
+        """
+        service = self.service()
+        self.uploader.failures = [UploadError("503", transient=True)]
+        receiver, _ = self.connect(service)
+        receiver.dataReceived(make_stream([1]) + DECLARATION + b"<EVENT><broken></EVENT>\n")
+        self.clock.advance(60)
+        self.assertEqual(service.status().pieces_quarantined, 0)
+        [shipment] = service.shipping.shipments.values()
+        self.assertTrue(
+            (shipment.failing_key or "").startswith("quarantine/"), shipment.failing_key
+        )
+        self.clock.advance(1)
+        self.assertEqual(service.status().pieces_quarantined, 1)
+
     def test_retry_with_backoff(self) -> None:
         """
         A failed upload is retried with growing delays; the segment stays
