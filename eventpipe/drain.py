@@ -24,10 +24,11 @@ from twisted.python import usage
 from eventpipe.lock import last_instance
 from eventpipe.naming import instance_of, split_segment_file
 from eventpipe.options import Options as ServiceOptions
+from eventpipe.options import OwnOptionsFirst
 from eventpipe.spool import waiting_in
 
 
-class DrainOptions(ServiceOptions):
+class DrainOptions(OwnOptionsFirst, ServiceOptions):
     synopsis = "[service options] [--timeout SECONDS]"
     longdesc = (
         "Ship every segment of --spool-dir (sealed, and a current one a stopped or "

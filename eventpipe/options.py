@@ -521,6 +521,38 @@ OTHER_VARIABLES = frozenset(
 NOT_SETTINGS = frozenset({"EVENTPIPE_LAG_INTERVAL", "EVENTPIPE_REGENERATE_GOLDEN"})
 
 
+class OwnOptionsFirst(usage.Options):
+    """
+    The C{--help} of a tool that takes the service's options too: the
+    tool's own options first (those its classes below the service's
+    options define), then the service's, under a heading of their own.
+    """
+
+    def own_options(self) -> set[str]:
+        names = {"help", "version"}
+        for cls in type(self).__mro__:
+            if cls is Options:
+                break
+            for table in ("optFlags", "optParameters"):
+                for line in cls.__dict__.get(table, ()):
+                    names.add(line[0])
+        return names
+
+    def getUsage(self, width: int | None = None) -> str:
+        everything = self.longOpt
+        own = self.own_options()
+        try:
+            self.longOpt = [o for o in everything if o.rstrip("=") in own]
+            head = super().getUsage(width)
+            self.longOpt = [o for o in everything if o.rstrip("=") not in own]
+            self.longdesc = ""  # said once, above
+            tail = super().getUsage(width)
+        finally:
+            self.longOpt = everything
+            del self.longdesc
+        return head + "\nService options (as for twistd eventpipe):" + tail.partition(":")[2]
+
+
 def print_version() -> None:
     """C{--version} of every eventpipe command: eventpipe's, not Twisted's."""
     from eventpipe import __version__

@@ -51,6 +51,7 @@ from eventpipe.destinations import (
 from eventpipe.metrics import quarantine_reason, reason_hint
 from eventpipe.naming import QUARANTINE, extension, normalize_prefix, sealed_at
 from eventpipe.options import Options as ServiceOptions
+from eventpipe.options import OwnOptionsFirst
 from eventpipe.status import counted
 
 # A quarantine object's key, below the prefix: the day and the segment name.
@@ -80,7 +81,7 @@ def _since(text: str, now: float) -> float:
     raise ValueError(text)
 
 
-class _Window(ServiceOptions):
+class _Window(OwnOptionsFirst, ServiceOptions):
     optParameters = [
         ["since", None, None, "Only objects from then on: 7d, 24h, 30m, or a UTC date/time."],
         ["until", None, None, "Only objects before then (same forms)."],
@@ -109,7 +110,7 @@ class ListOptions(_Window):
     )
 
 
-class ShowOptions(ServiceOptions):
+class ShowOptions(OwnOptionsFirst, ServiceOptions):
     synopsis = "[service options] KEY[:LINE]"
     longdesc = (
         "Print a quarantined piece as it arrived (KEY:LINE as list prints it), or every "
@@ -138,6 +139,12 @@ class ReplayOptions(_Window):
 
 class QuarantineOptions(usage.Options):
     synopsis = "list | show | replay [options]"
+
+    def getSynopsis(self) -> str:
+        """Under a chosen subcommand, just C{eventpipe quarantine} (it adds its own)."""
+        if getattr(self, "subCommand", None) and self.parent is not None:
+            return " ".join((self.parent.getSynopsis(), self.parent.subCommand))
+        return str(super().getSynopsis())
 
     def opt_version(self) -> None:
         """Print eventpipe's version and exit."""

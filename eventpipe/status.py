@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from eventpipe.lock import holder
 from eventpipe.options import Options as ServiceOptions
-from eventpipe.options import parse_endpoint
+from eventpipe.options import OwnOptionsFirst, parse_endpoint
 from eventpipe.spool import waiting_in
 
 HEALTHY, DEGRADED, DOWN, UNKNOWN = 0, 1, 2, 3
@@ -27,7 +27,7 @@ HEALTH_NAMES = {HEALTHY: "healthy", DEGRADED: "degraded", DOWN: "down", UNKNOWN:
 FETCH_TIMEOUT = 3.0
 
 
-class StatusOptions(ServiceOptions):
+class StatusOptions(OwnOptionsFirst, ServiceOptions):
     synopsis = "[service options] [--json]"
     longdesc = (
         "One screen: running or not, connections, events received, delivered and "

@@ -418,6 +418,24 @@ class SimulatorTests(SynchronousTestCase):
         ):
             result = subprocess.run(command, capture_output=True, text=True, timeout=60)
             self.assertEqual(result.stdout.strip(), f"eventpipe {__version__}", command)
+        listed = subprocess.run(
+            [*EVENTPIPE, "quarantine", "list", "--help"], capture_output=True, text=True, timeout=60
+        ).stdout
+        self.assertTrue(
+            listed.startswith("Usage: eventpipe quarantine list [service options] [--since WHEN]"),
+            listed,
+        )
+        # A tool's own options first, then the service's under their heading.
+        for tool, own in (("status", "--json"), ("drain", "--timeout"), ("quarantine", "--since")):
+            text = subprocess.run(
+                [*EVENTPIPE, *([tool, "list"] if tool == "quarantine" else [tool]), "--help"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+            heading = text.index("Service options (as for twistd eventpipe):")
+            self.assertLess(text.index(own), heading, tool)
+            self.assertGreater(text.index("      --spool-dir="), heading, tool)
         usage = subprocess.run(
             [*EVENTPIPE, "snowflake-sql", "--help"], capture_output=True, text=True, timeout=60
         ).stdout
