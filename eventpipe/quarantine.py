@@ -143,7 +143,7 @@ class QuarantineOptions(usage.Options):
     def getSynopsis(self) -> str:
         """Under a chosen subcommand, just C{eventpipe quarantine} (it adds its own)."""
         if getattr(self, "subCommand", None) and self.parent is not None:
-            return " ".join((self.parent.getSynopsis(), self.parent.subCommand))
+            return " ".join((self.parent.getSynopsis(), str(self.parent.subCommand)))
         return str(super().getSynopsis())
 
     def opt_version(self) -> None:
