@@ -146,7 +146,13 @@ class SimulateOptions(usage.Options):
         ["count", None, None, "Stop after this many events (default 1000 without --duration)."],
         ["duration", None, None, "Stop after this many seconds."],
         ["connections", None, "1", "Connections to spread the events over."],
-        ["malformed-every", None, "0", "Make every Nth event malformed (0: none)."],
+        [
+            "malformed-every",
+            None,
+            "0",
+            "Make every Nth event malformed (0: none), the ways ACM does in turn: names "
+            "with a space, a wrong end tag, cut short, bytes outside any event.",
+        ],
         ["seed", None, "0", "Random seed (the same seed sends the same events)."],
     ]
     optFlags = [

@@ -53,6 +53,11 @@ _LAST = [
 _DOORS = ["Stair 4 L2", "Lobby <Main>", "Loading Dock", "Server Room", "Roof Hatch"]
 
 
+# What a malformed document is, in turn: names with a space, a wrong end
+# tag, an event cut short, bytes outside any event.
+MALFORMATIONS = ("spaced_name", "wrong_end_tag", "truncated", "outside")
+
+
 class AcmEvents:
     """
     Realistic Generic XML events: the 42 fields ACM documents, in its order,
@@ -63,14 +68,19 @@ class AcmEvents:
     def __init__(self, seed: int = 0, start: float = 1754296600.0) -> None:
         self._random = random.Random(seed)
         self._start = start
+        # Event numbers of one seed never meet another's (cn, Seqno).
+        self._base = seed * 1_000_000_000
 
     def event(self, number: int) -> bytes:
         r = self._random
+        moment_number = number
+        number += self._base
         kind, name, alarm, background, foreground = r.choice(_EVENT_TYPES)
-        moment = time.gmtime(self._start + number)
+        moment = time.gmtime(self._start + moment_number)
         utc = time.strftime("%Y%m%d%H%M%SZ", moment)
         local = (
-            time.strftime("%Y%m%d%H%M%S", time.gmtime(self._start + number - 5 * 3600)) + "-0500"
+            time.strftime("%Y%m%d%H%M%S", time.gmtime(self._start + moment_number - 5 * 3600))
+            + "-0500"
         )
         card = r.randrange(1, 99_999_999)
         panel = r.randrange(1, 64)
@@ -125,12 +135,31 @@ class AcmEvents:
         body = "\n".join(f"<{tag}>{escape(value)}</{tag}>" for tag, value in fields)
         return f"<EVENT>\n{body}\n</EVENT>".encode()
 
-    def document(self, number: int, malformed: bool = False) -> bytes:
-        """One document as ACM puts it on the wire: declaration, event, newline."""
+    def document(self, number: int, malformed: bool = False, kind: str = "") -> bytes:
+        """
+        One document as ACM puts it on the wire: declaration, event, newline.
+        A malformed one is one of what ACM and its network really produce
+        (L{MALFORMATIONS}, in turn unless C{kind} says which): the receiver
+        must quarantine just that piece.
+        """
         event = self.event(number)
-        if malformed:
-            # A mismatched end tag: the receiver must quarantine just this one.
+        if not malformed:
+            return DECLARATION + event + b"\n"
+        kind = kind or MALFORMATIONS[number % len(MALFORMATIONS)]
+        if kind == "spaced_name":
+            # As ACM's guide prints the names (--repair-acm-tag-names joins them).
+            event = event.replace(b"<plasectrxPaneldate>", b"<plasectrxPanel date>", 1)
+            event = event.replace(b"</plasectrxPaneldate>", b"</plasectrxPanel date>", 1)
+        elif kind == "wrong_end_tag":
             event = event.replace(b"</plasectrxPri>", b"</plasectrxPRI>", 1)
+        elif kind == "truncated":
+            # Cut short by a dropped connection or a restart of the sender.
+            return DECLARATION + event[: len(event) // 2] + b"\n"
+        elif kind == "outside":
+            # Bytes outside any event (a keep-alive, a banner); the event after them is good.
+            return b"ACM keep-alive\n" + DECLARATION + event + b"\n"
+        else:
+            raise ValueError(f"unknown malformation {kind!r}")
         return DECLARATION + event + b"\n"
 
 
@@ -204,7 +233,8 @@ def simulate(
     @return: a Deferred that fires with the final L{Progress}.
     """
     clock: IReactorTime = reactor
-    events = AcmEvents(seed)
+    # Dated from the run's own time, not a fixed day.
+    events = AcmEvents(seed, start=clock.seconds())
     progress = Progress(began=clock.seconds())
     done: Deferred[Progress] = Deferred()
     open_senders: list[_Sender] = []
@@ -222,9 +252,11 @@ def simulate(
     def document() -> bytes:
         number = progress.sent
         bad = malformed_every > 0 and (number + 1) % malformed_every == 0
+        # Each kind of malformation in turn.
+        kind = MALFORMATIONS[progress.malformed % len(MALFORMATIONS)] if bad else ""
         progress.malformed += bad
         progress.sent += 1
-        return events.document(number, bad)
+        return events.document(number, bad, kind)
 
     def failed(failure: Failure) -> None:
         progress.errors += 1

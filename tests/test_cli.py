@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import socket
@@ -14,6 +15,7 @@ from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.check import check_s3, run_checks
+from eventpipe.metrics import quarantine_reason
 from eventpipe.options import Options
 from eventpipe.simulate import AcmEvents
 from tests.support import (
@@ -356,8 +358,20 @@ class SimulatorTests(SynchronousTestCase):
         self.assertEqual(root[0].tag, "plasectrxGatewayDN")
         self.assertEqual(root[-1].tag, "plasectrxIsAlarm")
         self.assertRegex(root.findtext("plasectrxCardno") or "", r"^ +\d+$")
-        broken = events.document(1, malformed=True).split(b"\n", 1)[1]
-        self.assertRaises(etree.XMLSyntaxError, etree.fromstring, broken)
+        for kind in ("spaced_name", "wrong_end_tag"):
+            broken = events.document(1, malformed=True, kind=kind).split(b"\n", 1)[1]
+            self.assertRaises(etree.XMLSyntaxError, etree.fromstring, broken)
+        spaced = events.document(2, malformed=True, kind="spaced_name")
+        self.assertIn(b"<plasectrxPanel date>", spaced)
+        cut = events.document(3, malformed=True, kind="truncated")
+        self.assertNotIn(b"</EVENT>", cut)
+        self.assertTrue(events.document(4, malformed=True, kind="outside").startswith(b"ACM"))
+        # Distinct numbers per seed; the run's own time.
+        other = etree.fromstring(AcmEvents(seed=8).document(0).split(b"\n", 1)[1])
+        self.assertNotEqual(other.findtext("cn"), root.findtext("cn"))
+        self.assertNotEqual(other.findtext("plasectrxSeqno"), root.findtext("plasectrxSeqno"))
+        now = AcmEvents(seed=7, start=1_800_000_000).document(0)
+        self.assertIn(b"<plasectrxRecdateUTC>20270115", now)
 
     def simulate(self, port: int, *args: str) -> str:
         result = subprocess.run(
@@ -389,9 +403,13 @@ class SimulatorTests(SynchronousTestCase):
         def delivered() -> int:
             return sum(read_object(p).count(b"</EVENT>") for p in batch_files(outbox))
 
-        wait_for(lambda: delivered() >= 1020, 20, "the good events")
-        reasons = [str(e["reason"]) for e in quarantined(outbox)]
-        self.assertEqual(sum(1 for r in reasons if r.startswith("not well-formed")), 20)
+        # Of the 20 malformed, in turn: 5 spaced names, 5 wrong end tags, 5
+        # cut short, and 5 events behind bytes outside any event (delivered).
+        wait_for(lambda: delivered() >= 1000 - 15 + 40, 20, "the good events")
+        reasons = [quarantine_reason(str(e["reason"])) for e in quarantined(outbox)]
+        self.assertEqual(
+            collections.Counter(reasons), {"malformed": 10, "truncated": 5, "outside_event": 5}
+        )
         process.stop()
 
     def test_refused(self) -> None:
