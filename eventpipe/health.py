@@ -68,6 +68,11 @@ class Status:
     probe_error: str | None = None
     # Events in the current segment (not sealed yet; in events_waiting).
     current_events: int = 0
+    # Since the last delivery: failed attempts, when the next one is due,
+    # and what the last failure says to do.
+    failed_attempts: int = 0
+    next_attempt_at: float | None = None
+    hint: str = ""
 
     @property
     def oldest_event_age(self) -> float:
@@ -154,6 +159,13 @@ class Status:
                 "destination": self.destination,
                 "state": "failing" if trouble else ("waiting" if self.segments_waiting else "idle"),
                 "last_error": trouble,
+                "hint": self.hint if trouble else "",
+                "failed_attempts": self.failed_attempts if trouble else 0,
+                "next_attempt_in_seconds": (
+                    round(max(0.0, self.next_attempt_at - self.now), 1)
+                    if trouble and self.next_attempt_at is not None
+                    else None
+                ),
                 "last_delivery": _iso(self.last_delivery_at),
             },
         }

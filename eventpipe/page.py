@@ -40,7 +40,7 @@ HTML = b"""<!DOCTYPE html>
 <dt>State</dt><dd id="service">waiting for the first answer</dd>
 <dt>Listening</dt><dd id="listening">-</dd>
 <dt>Connections open</dt><dd id="connections">-</dd>
-<dt>Last event</dt><dd id="last-event">-</dd>
+<dt>Last event</dt><dd id="last-event" class="time">-</dd>
 </dl></section>
 <section><h2>Since start</h2><dl>
 <dt>Events received</dt><dd id="received">-</dd>
@@ -54,27 +54,33 @@ HTML = b"""<!DOCTYPE html>
 <dt>Oldest event</dt><dd id="oldest">-</dd>
 <dt>Reading</dt><dd id="reading">-</dd>
 </dl></section>
-<section><h2>Delivery</h2><dl>
+<section id="delivery-card"><h2>Delivery</h2><dl>
 <dt>Destination</dt><dd id="destination">-</dd>
 <dt>State</dt><dd id="delivery-state">-</dd>
+<dt>Attempts</dt><dd id="attempts">-</dd>
 <dt>Last error</dt><dd id="last-error">-</dd>
-<dt>Last delivery</dt><dd id="last-delivery">-</dd>
+<dt>What to do</dt><dd id="hint">-</dd>
+<dt>Last delivery</dt><dd id="last-delivery" class="time">-</dd>
 </dl></section>
-<section class="wide"><h2>Events per second, last 5 minutes</h2>
+<section class="wide"><h2>Events per second, the last 5 minutes</h2>
+<div class="plot"><div class="y"><span id="chart-peak">-</span><span>0</span></div>
 <svg id="chart" viewBox="0 0 600 120" preserveAspectRatio="none" role="img"
- aria-label="events received and delivered per second">
+ aria-label="events received and delivered per second, the last 5 minutes">
+<line class="grid" x1="0" y1="60" x2="600" y2="60"/>
 <polyline id="line-received" class="received" points=""/>
 <polyline id="line-delivered" class="delivered" points=""/></svg>
+<div class="x"><span>5 min ago</span><span>2.5 min ago</span><span>now</span></div></div>
 <p class="legend"><span class="received">received</span> <span id="rate-received">-</span>/s
-&#160; <span class="delivered">delivered</span> <span id="rate-delivered">-</span>/s
-&#160; peak <span id="chart-peak">-</span>/s</p></section>
+&#160; <span class="delivered">delivered</span> (averaged over 30 s, as batches go
+out at once) <span id="rate-delivered">-</span>/s &#160; scale: 0 to the top value,
+events per second</p></section>
 <section class="wide"><h2>Recent quarantine</h2>
 <table><thead><tr><th>When</th><th>Pieces</th><th>Kind</th><th>Reason</th></tr></thead>
 <tbody id="quarantine"></tbody></table><p id="quarantine-none">none since start</p></section>
 <section class="wide"><h2>Set aside (cannot be rendered)</h2>
 <ul id="set-aside"></ul><p id="set-aside-none">none</p></section>
 </main>
-<footer>Updated <span id="updated">never</span>; <a href="status">/status</a>
+<footer>Updated <span id="updated" class="time">never</span>; <a href="status">/status</a>
 <a href="metrics">/metrics</a></footer>
 </body>
 </html>
@@ -85,10 +91,19 @@ header{background:#1d2330;color:#fff;padding:.6em 1em;display:flex;gap:1em;align
 h1{font-size:1.2em;margin:0}h2{font-size:1em;margin:0 0 .5em}
 .badge{padding:.15em .6em;border-radius:1em;background:#777;font-weight:600}
 .healthy{background:#1f8a4c}.degraded{background:#c77700}.down{background:#b3261e}
-main{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:1em;padding:1em}
+main{display:grid;grid-template-columns:repeat(4,minmax(0,1fr));gap:1em;padding:1em}
+@media (max-width:1000px){main{grid-template-columns:repeat(2,minmax(0,1fr))}}
+@media (max-width:560px){main{grid-template-columns:minmax(0,1fr)}}
 section{background:#fff;border-radius:6px;padding:.8em 1em;box-shadow:0 1px 2px #0002}
 .wide{grid-column:1/-1}dl{display:grid;grid-template-columns:auto 1fr;gap:.2em 1em;margin:0}
-dt{color:#5a6272}dd{margin:0;font-variant-numeric:tabular-nums;word-break:break-word}
+dt{color:#5a6272}dd{margin:0;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
+.time{white-space:nowrap;overflow-wrap:normal}
+section.failing{box-shadow:inset 4px 0 0 #b3261e,0 1px 2px #0002;background:#fdf3f2}
+.plot{display:grid;grid-template-columns:auto 1fr;grid-template-rows:120px auto;gap:0 .4em}
+.y{display:flex;flex-direction:column;justify-content:space-between;text-align:right;
+color:#5a6272;font-size:.85em;font-variant-numeric:tabular-nums}
+.x{grid-column:2;display:flex;justify-content:space-between;color:#5a6272;font-size:.85em}
+line.grid{stroke:#e3e5e9;stroke-width:1;vector-effect:non-scaling-stroke}
 svg{width:100%;height:120px;background:#fafbfc;border:1px solid #e3e5e9}
 polyline{fill:none;stroke-width:1.5;vector-effect:non-scaling-stroke}
 polyline.received{stroke:#2563eb}polyline.delivered{stroke:#1f8a4c}
@@ -106,10 +121,13 @@ const $ = (id) => document.getElementById(id);
 const text = (id, value) => { $(id).textContent = value === null || value === undefined ? '-' : String(value); };
 const EVERY = 2000;
 
-function size(bytes) {
-  const units = ['B', 'KiB', 'MiB', 'GiB'];
+// In the unit family of the limit the user set (1GB: GB; 1GiB: GiB).
+function size(bytes, like) {
+  const decimal = like && like % 1000 === 0 && like % 1024 !== 0;
+  const step = decimal ? 1000 : 1024;
+  const units = decimal ? ['B', 'KB', 'MB', 'GB'] : ['B', 'KiB', 'MiB', 'GiB'];
   let i = 0;
-  while (bytes >= 1024 && i < units.length - 1) { bytes /= 1024; i++; }
+  while (bytes >= step && i < units.length - 1) { bytes /= step; i++; }
   return (i ? bytes.toFixed(1) : bytes) + ' ' + units[i];
 }
 
@@ -150,17 +168,27 @@ function show(s) {
   text('delivered', s.since_start.events_delivered);
   text('quarantined', s.since_start.pieces_quarantined);
   const spool = s.spool, share = spool.limit_bytes ? spool.waiting_bytes / spool.limit_bytes : 0;
-  text('spool', size(spool.waiting_bytes) + ' of ' + size(spool.limit_bytes) +
+  text('spool', size(spool.waiting_bytes, spool.limit_bytes) + ' of ' +
+    size(spool.limit_bytes, spool.limit_bytes) +
     ' (' + (100 * share).toFixed(1) + '%)');
   $('spool-bar').style.width = Math.min(100, 100 * share).toFixed(1) + '%';
   $('spool-bar').className = share >= 0.9 ? 'full' : '';
-  text('segments', spool.segments_waiting + ' (' + (spool.events_waiting_exact ? '' : 'at least ') +
-    spool.events_waiting + ' events)');
+  const current = spool.current_segment_events || 0;
+  const sealed = spool.segments_waiting + ' sealed' + (current ? ' and the current one' : '');
+  text('segments', spool.segments_waiting || spool.events_waiting ?
+    sealed + ' (' + (spool.events_waiting_exact ? '' : 'at least ') + spool.events_waiting + ' events)' :
+    'nothing waits');
   text('oldest', spool.segments_waiting || spool.waiting_bytes ? age(spool.oldest_event_age_seconds) + ' old' : 'nothing waits');
   text('reading', spool.reading_paused_because.length ? 'paused: ' + spool.reading_paused_because.join(', ') : 'not paused');
   text('destination', s.delivery.destination);
   text('delivery-state', s.delivery.state);
+  const failing = s.delivery.state === 'failing';
+  $('delivery-card').className = failing ? 'failing' : '';
+  const next = s.delivery.next_attempt_in_seconds;
+  text('attempts', failing ? (s.delivery.failed_attempts || 0) + ' failed since the last delivery' +
+    (next === null || next === undefined ? '' : '; next in ' + age(next)) : 'no failure');
   text('last-error', s.delivery.last_error || 'none');
+  text('hint', s.delivery.hint || (failing ? 'see the log' : '-'));
   text('last-delivery', s.delivery.last_delivery || 'none since start');
   rows(s.recent_quarantine || [], $('quarantine'), $('quarantine-none'), (q) => {
     const tr = document.createElement('tr');
@@ -175,8 +203,18 @@ function show(s) {
   text('updated', new Date().toISOString().replace('.000', ''));
 }
 
+// Batches go out all at once: delivered is shown averaged over 30 s (15
+// samples of 2 s), beside received as it came.
+function smooth(values, width) {
+  return values.map((_, i) => {
+    const run = values.slice(Math.max(0, i - width + 1), i + 1);
+    return run.reduce((a, b) => a + b, 0) / run.length;
+  });
+}
+
 function plot(r) {
-  const received = r.received_per_second || [], delivered = r.delivered_per_second || [];
+  const received = r.received_per_second || [];
+  const delivered = smooth(r.delivered_per_second || [], 15);
   const peak = Math.max(1, ...received, ...delivered);
   const slots = Math.max(r.slots || 0, received.length, 2);
   chart('line-received', received, peak, slots);

@@ -468,6 +468,9 @@ class EventpipeService(Service):
             recent_quarantine=tuple(self.metrics.recent_quarantine),
             events_waiting=events + self.spool.current_events,
             current_events=self.spool.current_events,
+            failed_attempts=self.shipping.failed_attempts,
+            next_attempt_at=self.shipping.next_attempt_at,
+            hint=self.shipping.last_attempt_hint,
             events_waiting_exact=exact,
         )
 

@@ -99,6 +99,11 @@ class Shipping:
         self._on_delivered = on_delivered
         self.shipments: dict[str, Shipment] = {}
         self.last_attempt_error: str | None = None
+        # Since the last delivery: failed attempts, the next one's time, and
+        # what the last failure says to do.
+        self.failed_attempts = 0
+        self.next_attempt_at: float | None = None
+        self.last_attempt_hint = ""
         # Why the destination's probe fails (see EventpipeService); cleared
         # by a probe or a delivery that succeeds.
         self.probe_error: str | None = None
@@ -423,6 +428,9 @@ class Shipping:
         self.metrics.uploads.labels("failure").inc()
         self.metrics.upload_retries.inc()
         self.last_attempt_error = description
+        self.failed_attempts += 1
+        self.next_attempt_at = self.clock.seconds() + delay
+        self.last_attempt_hint = hint
         log.error(
             "delivering {key} to {where} failed (attempt {attempt}): {error}{hint}; "
             "next attempt in {delay:.1f} s, the segment stays in the spool",
@@ -444,6 +452,9 @@ class Shipping:
         self.events_quarantined += result.quarantined
         self.last_attempt_error = None
         self.probe_error = None
+        self.failed_attempts = 0
+        self.next_attempt_at = None
+        self.last_attempt_hint = ""
         self.last_delivery_at = self.clock.seconds()
         self.metrics.uploads.labels("success").inc()
         self.metrics.events_delivered.inc(result.events)

@@ -297,7 +297,14 @@ class PageTests(SynchronousTestCase):
         self.assertEqual(text("delivered"), "30")
         self.assertEqual(text("quarantined"), "1")
         self.assertEqual(text("reading"), "not paused")
-        self.assertEqual(text("segments"), "0 (0 events)")
+        self.assertEqual(text("segments"), "nothing waits")
+        self.assertEqual(text("spool"), "0 B of 1.0 GB (0.0%)")
+        # The chart says what it shows: a scale and the time.
+        self.assertEqual(
+            dom.xpath('//div[@class="x"]/span/text()'), ["5 min ago", "2.5 min ago", "now"]
+        )
+        self.assertEqual(dom.xpath('//div[@class="y"]/span/text()')[-1], "0")
+        self.assertEqual(text("attempts"), "no failure")
         self.assertIn("outbox", text("destination"))
         self.assertEqual(text("last-error"), "none")
         rows = dom.xpath('//tbody[@id="quarantine"]/tr')
@@ -308,10 +315,39 @@ class PageTests(SynchronousTestCase):
         points = dom.xpath('//*[@id="line-received"]/@points')[0].split()
         self.assertGreaterEqual(len(points), 2)
         self.assertNotEqual(text("chart-peak"), "-")
-        screenshot = os.path.abspath("page.png")
-        browse(running.url, "--window-size=1100,1000", f"--screenshot={screenshot}")
-        with open(screenshot, "rb") as stream:
-            self.assertEqual(stream.read(8), b"\x89PNG\r\n\x1a\n")
+        for width in (1400, 800):
+            screenshot = os.path.abspath(f"page-{width}.png")
+            browse(running.url, f"--window-size={width},1000", f"--screenshot={screenshot}")
+            with open(screenshot, "rb") as stream:
+                self.assertEqual(stream.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_failing_delivery_in_a_real_browser(self) -> None:
+        """
+        A destination that refuses: the delivery card is marked failing and
+        shows the attempts, the next try and what to do.
+        """
+        running = Running(
+            self,
+            f"--s3-bucket={BUCKET}",
+            "--s3-endpoint-url=http://127.0.0.1:9",
+            "--retry-max-delay=30",
+            env=CREDENTIALS,
+        )
+        send(running.service.port, make_stream(range(3)))
+        wait_for(
+            lambda: running.status()["delivery"]["failed_attempts"] >= 1,  # type: ignore[index]
+            60,
+            "a failed attempt",
+        )
+        dom = html.fromstring(browse(running.url, "--dump-dom"))
+        [card] = dom.xpath('//*[@id="delivery-card"]')
+        self.assertEqual(card.get("class"), "failing")
+        [attempts] = dom.xpath('//*[@id="attempts"]')
+        self.assertRegex(attempts.text_content(), r"^\d+ failed since the last delivery; next in ")
+        [hint] = dom.xpath('//*[@id="hint"]')
+        self.assertIn("--s3-endpoint-url", hint.text_content())
+        screenshot = os.path.abspath("page-failing.png")
+        browse(running.url, "--window-size=1400,1000", f"--screenshot={screenshot}")
 
     def test_says_down_when_the_service_stops(self) -> None:
         """The page keeps what it showed and says the service does not answer."""
