@@ -9,7 +9,8 @@
 # the next start.  Metrics are published on the host's loopback only (they
 # say where events go); the health check follows EVENTPIPE_METRICS.
 # --stop-timeout must exceed --shutdown-timeout (30 s) so a stop can ship
-# the last batch; --restart brings it back after a stop by SIGHUP.
+# the last batch.  SIGHUP reads an --env-file (or EVENTPIPE_ENV_FILE) again;
+# docker --env-file values are fixed for the container's life.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

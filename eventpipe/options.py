@@ -521,6 +521,52 @@ OTHER_VARIABLES = frozenset(
 NOT_SETTINGS = frozenset({"EVENTPIPE_LAG_INTERVAL", "EVENTPIPE_REGENERATE_GOLDEN"})
 
 
+# What a SIGHUP applies to the running service, by option; every other
+# change needs a restart.
+RELOADABLE = frozenset(
+    {
+        "allow",
+        "log-level",
+        "max-connections",
+        "max-connections-per-host",
+        "idle-timeout",
+        "rotation-interval",
+        "check-interval",
+        "retry-initial-delay",
+        "retry-max-delay",
+        "render-timeout",
+        "upload-timeout",
+        "shutdown-timeout",
+        "max-spool-size",
+    }
+)
+
+
+def read_again(options: Options) -> Options:
+    """
+    The settings read again as at the start: the same command line, the
+    environment, the env file as it is now.
+
+    @raise usage.UsageError: they are not valid now (the running ones stay).
+    """
+    fresh = type(options)(environ=options.environ)
+    fresh.argv = list(options.argv)
+    usage.Options.parseOptions(fresh, fresh.argv)
+    return fresh
+
+
+def changes(running: Options, fresh: Options) -> dict[str, tuple[Any, Any]]:
+    """The options whose values differ, with (running, fresh) values."""
+    names = {p.name for p in running.parameters} | {
+        "allow",
+        "listen",
+        "listen-udp",
+        "repair-acm-tag-names",
+        "allow-unconditional-writes",
+    }
+    return {n: (running[n], fresh[n]) for n in sorted(names) if running[n] != fresh[n]}
+
+
 class OwnOptionsFirst(usage.Options):
     """
     The C{--help} of a tool that takes the service's options too: the
@@ -660,6 +706,8 @@ class SettingsOptions(usage.Options):
         print_version()
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        # What was given, to read the settings again (SIGHUP).
+        self.argv = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as error:

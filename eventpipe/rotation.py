@@ -67,6 +67,17 @@ class Rotation:
     def start(self) -> None:
         self._timer.startService()
 
+    def every(self, seconds: float) -> None:
+        """Check every C{seconds} from now on (the settings were reloaded)."""
+        if self._timer.step == seconds:
+            return
+        running = self._timer.running
+        if running:
+            self._timer.stopService()
+        self._timer.step = seconds
+        if running:
+            self._timer.startService()
+
     def stop(self) -> Deferred[None] | None:
         """Stop the timer (sealing at shutdown is the service's call)."""
         if self._timer.running:

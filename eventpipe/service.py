@@ -22,6 +22,7 @@ import random
 import signal
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import IService, Service
@@ -435,6 +436,56 @@ class EventpipeService(Service):
             then="ship at the next start" if self.listeners else "ship when drain runs again",
         )
 
+    # SIGHUP.
+
+    def reload(
+        self, fresh: Any, changed: dict[str, tuple[Any, Any]]
+    ) -> tuple[list[str], list[str]]:
+        """
+        Apply the settings read again (C{fresh}, an L{Options}) that can
+        change while the service runs; C{changed} says what differs.
+
+        @return: the options applied, and those that need a restart (not
+            applied).
+        """
+        from eventpipe.logs import set_level
+        from eventpipe.options import RELOADABLE
+        from eventpipe.retry import backoff_policy
+
+        applied = [name for name in changed if name in RELOADABLE]
+        restart = [name for name in changed if name not in RELOADABLE]
+        if not applied:
+            return applied, restart
+        new = Settings(**fresh.settings_fields())
+        fields = {
+            "allow",
+            "max_connections",
+            "max_connections_per_host",
+            "idle_timeout",
+            "rotation_interval",
+            "check_interval",
+            "retry_initial",
+            "retry_max",
+            "render_timeout",
+            "upload_timeout",
+            "shutdown_timeout",
+            "max_spool_size",
+        }
+        self.settings = replace(self.settings, **{f: getattr(new, f) for f in fields})
+        settings = self.settings
+        self.shipping.settings = self.rotation.settings = settings
+        self.admission.allow = settings.allow
+        self.admission.max_connections = settings.max_connections
+        self.admission.max_per_host = settings.max_connections_per_host
+        self.ingest.idle_timeout = settings.idle_timeout
+        self.ingest.max_spool_size = settings.max_spool_size
+        self.shipping.retry_policy(backoff_policy(settings.retry_initial, settings.retry_max))
+        self.rotation.every(settings.check_interval)
+        if "log-level" in applied:
+            set_level(fresh["log-level"])
+        self.ingest.update_backpressure()
+        return applied, restart
+
     # What an operator asks.
 
     def status(self) -> Status:
@@ -475,30 +526,28 @@ class EventpipeService(Service):
         )
 
 
-class StopOnHangup(Service):
+class ReloadOnHangup(Service):
     """
-    SIGHUP stops the service gracefully, exactly as SIGTERM does (by
-    default it would end the process at once, leaving the current segment
-    unsealed).  Logs are reopened on SIGUSR1, which twistd handles.
+    SIGHUP reads the settings again and applies what can change while the
+    service runs (as log shippers do on SIGHUP); connections stay open.
+    Logs are reopened on SIGUSR1, which twistd handles.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, reload: Callable[[], None]) -> None:
         self.reactor = reactor
-        self._previous: Any = None
+        self.reload = reload
 
     def startService(self) -> None:
         super().startService()
-        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+        signal.signal(signal.SIGHUP, self._hangup)
 
     def _hangup(self, number: int, frame: Any) -> None:
         if self.running:
-            self.running = False
-            log.info("SIGHUP: stopping as on SIGTERM")
-            self.reactor.callFromThread(self.reactor.stop)
+            self.reactor.callFromThread(self.reload)
 
     def stopService(self) -> None:
         self.running = False
-        # A second SIGHUP during the stop must not cut it short.
+        # A SIGHUP during the stop changes nothing.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 

@@ -219,6 +219,10 @@ class Shipping:
 
     # One attempt: render, upload, remove.
 
+    def retry_policy(self, policy: Callable[[int], float]) -> None:
+        """Back off so from now on (the settings were reloaded)."""
+        self._policy = policy
+
     def retry_delay(self, attempt: int) -> float:
         """The backoff before attempt C{attempt + 1} (jittered)."""
         return self._policy(attempt)

@@ -52,7 +52,7 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
     from eventpipe.lock import SpoolBusy, acquire
     from eventpipe.naming import extension
     from eventpipe.protocol import EventReceiverFactory
-    from eventpipe.service import EventpipeService, StopOnHangup
+    from eventpipe.service import EventpipeService, ReloadOnHangup
     from eventpipe.settings import Settings
     from eventpipe.spool import Spool, SpoolFormatError, private_makedirs
     from eventpipe.threads import ProcessWork, ThreadedWork
@@ -121,5 +121,45 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
         site = health_site(service.status, service.metrics, service.rates)
         metrics = listening_service(options["metrics"], site, reactor)
         service.add_support(Listener(options["metrics"], metrics, option="--metrics"))
-    service.add_support(StopOnHangup(reactor))
+    service.add_support(ReloadOnHangup(reactor, lambda: reload(options, service)))
     return service
+
+
+def reload(options: Options, service: Any) -> None:
+    """SIGHUP: read the settings again, apply what can change live, say what."""
+    from twisted.python import usage
+
+    from eventpipe.options import changes, read_again
+
+    try:
+        fresh = read_again(options)
+    except (usage.UsageError, SystemExit) as error:
+        log.error(
+            "SIGHUP: the settings were not read again ({error}); the running ones stay",
+            error=str(error),
+        )
+        return
+    changed = changes(options, fresh)
+    applied, restart = service.reload(fresh, changed)
+    for name in applied:
+        options[name] = fresh[name]
+
+    def said(names: list[str]) -> str:
+        return ", ".join(
+            f"--{n} {_shown(changed[n][1])} (was {_shown(changed[n][0])})" for n in names
+        )
+
+    if not changed:
+        log.info("SIGHUP: settings read again: nothing changed")
+        return
+    log.info(
+        "SIGHUP: settings read again: {applied}{restart}",
+        applied=f"applied {said(applied)}" if applied else "applied nothing",
+        restart=f"; needs a restart to take effect: {said(restart)}" if restart else "",
+    )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "(none)"
+    return "(none)" if value is None else str(value)

@@ -37,15 +37,16 @@ class SystemdTests(SynchronousTestCase):
         for line in (
             "DynamicUser=yes",
             "StateDirectory=eventpipe",
-            # Required: a missing env file must not start on defaults.
-            "EnvironmentFile=/etc/eventpipe/eventpipe.env",
+            # Read by eventpipe itself (so that a reload reads it again);
+            # a missing one stops the start.
+            "Environment=EVENTPIPE_ENV_FILE=/etc/eventpipe/eventpipe.env",
+            "ExecReload=/bin/kill -HUP $MAINPID",
             # A configuration error is not retried for ever.
             "RestartPreventExitStatus=1",
             "NoNewPrivileges=yes",
             "ProtectSystem=strict",
             "ProtectHome=yes",
             "PrivateTmp=yes",
-            # A SIGHUP stop exits 0: only "always" brings it back.
             "Restart=always",
         ):
             self.assertIn(line + "\n", unit)

@@ -346,14 +346,49 @@ class ProcessStopTests(SynchronousTestCase):
         self.assertEqual(exactly_once_problems(numbers, range(40)), ([], [], []))
         process.stop()
 
-    def test_sighup_stops_like_sigterm(self) -> None:
-        """SIGHUP seals and ships what arrived, exactly as SIGTERM does."""
-        process = self.twistd("--rotation-interval=3600").start()
-        connection = open_connection(process.port, make_stream(range(30)) + DECLARATION)
+    def test_sighup_reloads(self) -> None:
+        """
+        SIGHUP reads the env file again, as log shippers do: what can change
+        live is applied (here the allow-list and the rotation), what cannot
+        is named as needing a restart, and the open connection goes on; a
+        bad value keeps the running settings.
+        """
+        env_file = os.path.abspath(self.mktemp())
+        with open(env_file, "w") as stream:
+            stream.write("EVENTPIPE_ROTATION_INTERVAL=3600\n")
+        process = self.twistd(f"--env-file={env_file}", "--check-interval=0.1").start()
+        connection = open_connection(process.port, make_stream(range(10)))
         self.addCleanup(connection.close)
-        spooled(process, 30)
-        status = process.stop(signal.SIGHUP)
-        self.assertIn(status, (-signal.SIGHUP, -signal.SIGTERM, 0))
+        spooled(process, 10)
+        with open(env_file, "w") as stream:
+            stream.write(
+                "EVENTPIPE_ROTATION_INTERVAL=0.5\nEVENTPIPE_ALLOW=127.0.0.2\n"
+                "EVENTPIPE_FORMAT=json\n"
+            )
+        assert process.process is not None
+        process.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: settings read again" in process.log(), 30, "the reload")
+        log = process.log()
+        self.assertIn("applied --allow 127.0.0.2/32 (was (none))", log)
+        self.assertIn("--rotation-interval 0.5 (was 3600.0)", log)
+        self.assertIn("needs a restart to take effect: --format json (was xml)", log)
+        # The rotation applies: the events are delivered within a second or two.
         outbox = os.path.join(process.spool, "outbox")
-        self.assertEqual(sorted(delivered_numbers(outbox)), list(range(30)))
-        self.assertFalse(os.path.exists(os.path.join(process.spool, "current")))
+        wait_for(lambda: sorted(delivered_numbers(outbox)) == list(range(10)), 30, "delivery")
+        # The open connection goes on; a new one from 127.0.0.1 is refused.
+        connection.sendall(make_stream(range(10, 15)))
+        wait_for(lambda: len(delivered_numbers(outbox)) >= 15, 30, "the open connection's events")
+        refused = socket.create_connection(("127.0.0.1", process.port))
+        refused.settimeout(5)
+        self.assertEqual(refused.recv(1), b"", "not on the allow-list now")
+        refused.close()
+        # A bad value: said, and the running settings stay.
+        with open(env_file, "w") as stream:
+            stream.write("EVENTPIPE_ROTATON_INTERVAL=5\n")
+        process.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "the settings were not read again" in process.log(), 30, "the refusal")
+        self.assertIn("did you mean EVENTPIPE_ROTATION_INTERVAL?", process.log())
+        connection.sendall(make_stream(range(15, 20)))
+        wait_for(lambda: len(delivered_numbers(outbox)) >= 20, 30, "still running")
+        self.assertEqual(process.stop(), -signal.SIGTERM)
+        self.assertEqual(sorted(delivered_numbers(outbox)), list(range(20)))
