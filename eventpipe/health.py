@@ -272,12 +272,19 @@ def health_resource(
         return b"ok\n"
 
     def readyz(request: Request) -> bytes:
-        reason = status().not_ready_because()
+        # Ready means "takes events" (failing it would turn ACM away, and
+        # the spool keeps what arrives); delivery trouble is said beside it.
+        now = status()
+        reason = now.not_ready_because()
         request.setHeader(b"content-type", b"application/json")
-        if reason is None:
-            return b'{"ready": true}\n'
-        request.setResponseCode(503)
-        return json.dumps({"ready": False, "reason": reason}).encode("utf-8") + b"\n"
+        found: dict[str, Any] = {"ready": reason is None}
+        if reason is not None:
+            request.setResponseCode(503)
+            found["reason"] = reason
+        trouble = now.delivery_trouble()
+        if trouble:
+            found["delivery_failing"] = trouble
+        return json.dumps(found).encode("utf-8") + b"\n"
 
     def status_json(request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")

@@ -151,6 +151,10 @@ class StatusCommandTests(SynchronousTestCase):
         shown = eventpipe("status", *running.options)
         self.assertEqual(shown.returncode, 1, shown.stdout + shown.stderr)
         self.assertIn("delivery failing: cannot connect to the S3 endpoint", shown.stdout)
+        # Ready (it takes events, which the spool keeps), and says why delivery fails.
+        ready = get_json(running.url + "readyz")
+        self.assertTrue(ready["ready"])
+        self.assertIn("cannot connect to the S3 endpoint", str(ready["delivery_failing"]))
         with urllib.request.urlopen(running.url + "metrics", timeout=10) as answer:
             scraped = answer.read().decode()
         self.assertRegex(scraped, r'eventpipe_uploads_total\{result="failure"\} [1-9]')
