@@ -231,8 +231,10 @@ class PooledUploader(abc.ABC):
         Whether the store overwrites an object written only if absent:
         write C{key} so, twice (a refusal of the first proves it as well:
         an earlier probe left it), then remove it where allowed.  Blocking.
+        A store whose writes are conditional by their nature (the outbox's
+        link, which fails on an existing name) never does: the default.
         """
-        raise NotImplementedError
+        return False
 
     @abc.abstractmethod
     def deliver(self, request: UploadRequest) -> None:
