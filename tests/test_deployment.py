@@ -37,9 +37,8 @@ class SystemdTests(SynchronousTestCase):
         for line in (
             "DynamicUser=yes",
             "StateDirectory=eventpipe",
-            # Read by eventpipe itself (so that a reload reads it again);
-            # a missing one stops the start.
-            "Environment=EVENTPIPE_ENV_FILE=/etc/eventpipe/eventpipe.env",
+            # Required: a missing one stops the start.
+            "EnvironmentFile=/etc/eventpipe/eventpipe.env",
             "ExecReload=/bin/kill -HUP $MAINPID",
             # A configuration error is not retried for ever.
             "RestartPreventExitStatus=1",
