@@ -23,7 +23,8 @@ Events vary (names, numbers, times), so that gzip figures are honest.
    lateness of a 1 ms timer (``eventpipe_reactor_lag_seconds``);
 5. memory: peak RSS of eventpipe in each run, and with 1,000 connections
    each holding half an event;
-6. rendering a large segment.
+6. rendering a large segment;
+7. what --fsync always costs one append (the reactor waits for it).
 
 Prints one table, ratios first, and writes the same as JSON.
 """
@@ -520,6 +521,33 @@ def render_large(workdir: str, size: int, runs: int) -> dict[str, Any]:
 # The run.
 
 
+def fsync_appends(workdir: str, appends: int = 300) -> dict[str, Any]:
+    """
+    What --fsync always costs the reactor: the time of one append (one read
+    of one 1.2 KB event) with each mode, median and 99th percentile, in ms.
+    """
+    from eventpipe.spool import Spool
+
+    event = [bench_event(0)]
+    found: dict[str, Any] = {}
+    for mode in ("seal", "always"):
+        directory = os.path.join(workdir, f"fsync-{mode}")
+        spool = Spool(directory, "bench", time.time, mode)
+        times = []
+        for _ in range(appends):
+            began = time.perf_counter()
+            spool.append(event)
+            times.append(time.perf_counter() - began)
+        spool.close()
+        shutil.rmtree(directory, ignore_errors=True)
+        times.sort()
+        found[mode] = {
+            "median_ms": times[len(times) // 2] * 1000,
+            "p99_ms": times[int(len(times) * 0.99)] * 1000,
+        }
+    return found
+
+
 def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the median time, with the spread of the others."""
     ordered = sorted(runs, key=lambda r: r["seconds"])
@@ -546,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         action="append",
         default=[],
-        help="skip a section (raw, ingest, layouts, e2e, s3, moto, stall, partial, render)",
+        help="skip a section (raw, ingest, layouts, e2e, s3, moto, stall, partial, fsync, render)",
     )
     options = parser.parse_args(argv)
     from eventpipe.options import parse_size
@@ -637,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["stall"] = stalls(os.path.join(workdir, "stall"), streams, events)
             if step("partial"):
                 results["partial"] = partial_connections(os.path.join(workdir, "partial"))
+            if step("fsync"):
+                results["fsync"] = fsync_appends(workdir)
             if step("render"):
                 results["render"] = [
                     render_large(workdir, size, options.runs)
@@ -717,6 +747,14 @@ def report(results: dict[str, Any]) -> None:
         pc = results["partial"]
         print(
             f"  {pc['connections']:,.0f} connections each holding half an event: peak RSS {pc['peak_rss_mib']:.0f} MiB"
+        )
+    if "fsync" in results:
+        f = results["fsync"]
+        print(
+            "  one append (a read of one event) with --fsync seal: "
+            f"median {f['seal']['median_ms']:.3f} ms, p99 {f['seal']['p99_ms']:.3f} ms; "
+            f"with --fsync always: median {f['always']['median_ms']:.3f} ms, "
+            f"p99 {f['always']['p99_ms']:.3f} ms"
         )
     for r in results.get("render", []):
         print(
