@@ -121,7 +121,14 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
         site = health_site(service.status, service.metrics, service.rates)
         metrics = listening_service(options["metrics"], site, reactor)
         service.add_support(Listener(options["metrics"], metrics, option="--metrics"))
-    service.add_support(ReloadOnHangup(reactor, lambda: reload(options, service)))
+
+    def on_hangup() -> None:
+        try:
+            reload(options, service)
+        except Exception:
+            log.failure("SIGHUP: reading the settings again failed; the running ones stay")
+
+    service.add_support(ReloadOnHangup(reactor, on_hangup))
     return service
 
 
