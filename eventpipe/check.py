@@ -85,38 +85,21 @@ def check_directory(label: str, path: str, need: int = 0) -> Check:
         finally:
             os.close(fd)
             os.unlink(probe)
-        stats = os.statvfs(path)
+        free = _free(path)
     except OSError as error:
         return False, f"{label} {path}: not writable ({error.strerror or error})"
-    free = stats.f_bavail * stats.f_frsize
     if free < need:
         return False, f"{label} {path}: only {free:,} bytes free, {need:,} needed"
     return True, f"{label} {path}: writable, {free:,} bytes free"
 
 
-_CREDENTIAL_CODES = {
-    "InvalidAccessKeyId": "the access key id is unknown",
-    "SignatureDoesNotMatch": "the secret access key is wrong",
-    "ExpiredToken": "the session token has expired",
-    "InvalidToken": "the session token is invalid",
-    "TokenRefreshRequired": "the session token has expired",
-}
-
-
-def _code(error: Exception) -> str:
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 def _missing(error: Exception, action: str) -> str:
-    from eventpipe.destinations.s3 import classify
+    from eventpipe.destinations.s3 import CREDENTIAL_CODES, classify, error_code
 
     classified = classify(error)
-    code = _code(error)
-    if code in _CREDENTIAL_CODES:
-        return f"the credentials are refused: {_CREDENTIAL_CODES[code]} ({code})"
+    code = error_code(error)
+    if code in CREDENTIAL_CODES:
+        return f"the credentials are refused: {CREDENTIAL_CODES[code]} ({code})"
     if code in ("AccessDenied", "403"):
         return f"access denied: the IAM policy lacks {action}"
     hint = f" ({classified.hint})" if classified.hint else ""
@@ -154,7 +137,7 @@ def check_s3(
     else:
         yield True, f"bucket {bucket}: reachable"
     key = f"{normalize_prefix(prefix)}.eventpipe-check/{instance}-{uuid.uuid4().hex}"
-    from eventpipe.destinations.s3 import _precondition_failed
+    from eventpipe.destinations.s3 import _precondition_failed, error_code
 
     def write() -> Any:
         return client.put_object(Bucket=bucket, Key=key, Body=b"probe\n", IfNoneMatch="*")
@@ -168,7 +151,7 @@ def check_s3(
         try:
             call()
         except Exception as error:
-            if verb == "delete" and _code(error) in ("AccessDenied", "403"):
+            if verb == "delete" and error_code(error) in ("AccessDenied", "403"):
                 # The service never deletes: its policy need not allow it.
                 yield (
                     None,

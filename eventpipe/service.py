@@ -449,7 +449,7 @@ class EventpipeService(Service):
             applied).
         """
         from eventpipe.logs import set_level
-        from eventpipe.options import RELOADABLE
+        from eventpipe.options import PARAMETERS, RELOADABLE
         from eventpipe.retry import backoff_policy
 
         applied = [name for name in changed if name in RELOADABLE]
@@ -457,19 +457,9 @@ class EventpipeService(Service):
         if not applied:
             return applied, restart
         new = Settings(**fresh.settings_fields())
-        fields = {
-            "allow",
-            "max_connections",
-            "max_connections_per_host",
-            "idle_timeout",
-            "rotation_interval",
-            "check_interval",
-            "retry_initial",
-            "retry_max",
-            "render_timeout",
-            "upload_timeout",
-            "shutdown_timeout",
-            "max_spool_size",
+        # The Settings fields of the reloadable options (the table says which).
+        fields = {"allow"} | {
+            p.setting for p in PARAMETERS if p.name in RELOADABLE and p.setting is not None
         }
         self.settings = replace(self.settings, **{f: getattr(new, f) for f in fields})
         settings = self.settings

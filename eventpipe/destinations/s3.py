@@ -363,16 +363,23 @@ class S3Uploader(PooledUploader):
             raise classify(error) from error
 
 
-# Codes that say the credentials themselves are refused (not a permission).
-CREDENTIAL_CODES = frozenset(
-    {
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidToken",
-        "TokenRefreshRequired",
-    }
-)
+# Codes that say the credentials themselves are refused (not a permission),
+# and what each means.
+CREDENTIAL_CODES = {
+    "InvalidAccessKeyId": "the access key id is unknown",
+    "SignatureDoesNotMatch": "the secret access key is wrong",
+    "ExpiredToken": "the session token has expired",
+    "InvalidToken": "the session token is invalid",
+    "TokenRefreshRequired": "the session token has expired",
+}
+
+
+def error_code(error: BaseException) -> str:
+    """The S3 error code of a botocore ClientError (empty for anything else)."""
+    response: Any = getattr(error, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
 
 
 def explained(client: Any, bucket: str, error: BaseException) -> BaseException:
@@ -387,8 +394,7 @@ def explained(client: Any, bucket: str, error: BaseException) -> BaseException:
     try:
         client.list_objects_v2(Bucket=bucket, MaxKeys=1)
     except Exception as detailed:
-        response: Any = getattr(detailed, "response", None) or {}
-        if str(response.get("Error", {}).get("Code", "")) in CREDENTIAL_CODES:
+        if error_code(detailed) in CREDENTIAL_CODES:
             return detailed
     return error
 
