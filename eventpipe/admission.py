@@ -7,14 +7,14 @@ counted and logged at most once a second per reason.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IReactorTime
 
+from eventpipe.config.endpoints import Network
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics
-from eventpipe.settings import Network
 
 log = Logger()
 
@@ -95,15 +95,6 @@ class Admission:
             }[reason],
             more=f" ({suppressed} more refused in the last second)" if suppressed else "",
         )
-
-
-def parse_networks(texts: Iterable[str]) -> list[Network]:
-    """
-    C{10.0.0.0/8}, C{192.0.2.7} (one host), C{2001:db8::/32}.
-
-    @raise ValueError: not an address or network.
-    """
-    return [ipaddress.ip_network(text.strip(), strict=False) for text in texts if text.strip()]
 
 
 def allowed(host: str, networks: Sequence[Network]) -> bool:

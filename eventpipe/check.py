@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
+from eventpipe.config.endpoints import parse_endpoint
 from eventpipe.naming import normalize_prefix
-from eventpipe.options import parse_endpoint
-from eventpipe.spool import disk_reserve
+from eventpipe.spool.layout import disk_reserve
 
 # (True: passes, False: fails, None: a warning; the line).
 Check = tuple[bool | None, str]

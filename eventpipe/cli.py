@@ -16,9 +16,11 @@ from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
 from eventpipe import __version__
+from eventpipe.config.help import option_lines, print_version
+from eventpipe.config.options import Options as ServiceOptions
+from eventpipe.config.options import SettingsOptions
+from eventpipe.config.table import PARAMETERS
 from eventpipe.drain import DrainOptions
-from eventpipe.options import PARAMETERS, SettingsOptions, option_lines, print_version
-from eventpipe.options import Options as ServiceOptions
 from eventpipe.quarantine import QuarantineOptions
 from eventpipe.snowflake import AzureTarget, SnowflakeNames, snowflake_sql
 from eventpipe.status import StatusOptions

@@ -21,11 +21,11 @@ from typing import TextIO
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
+from eventpipe.config.help import OwnOptionsFirst
+from eventpipe.config.options import Options as ServiceOptions
 from eventpipe.lock import last_instance
 from eventpipe.naming import instance_of, split_segment_file
-from eventpipe.options import Options as ServiceOptions
-from eventpipe.options import OwnOptionsFirst
-from eventpipe.spool import waiting_in
+from eventpipe.spool.waiting import waiting_in
 
 
 class DrainOptions(OwnOptionsFirst, ServiceOptions):

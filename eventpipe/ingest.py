@@ -23,13 +23,15 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from eventpipe.admission import NOT_EVENTS, SHUTTING_DOWN, Admission
+from eventpipe.config.settings import Settings
 from eventpipe.framing import DECLARATION, Rejected, split_documents
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics, quarantined
 from eventpipe.protocol import EventReceiver, Source
 from eventpipe.records import documents_record, encode_context, encode_event, encode_rejected
-from eventpipe.settings import Settings
-from eventpipe.spool import Spool, SpoolWriteError, disk_reserve, runs_within
+from eventpipe.spool.layout import SpoolWriteError, disk_reserve
+from eventpipe.spool.spool import Spool
+from eventpipe.spool.waiting import runs_within
 
 log = Logger()
 

@@ -32,7 +32,7 @@ def listening_service(
     """
     from twisted.application.internet import TCPServer
 
-    from eventpipe.options import parse_tcp
+    from eventpipe.config.endpoints import parse_tcp
 
     tcp = parse_tcp(description)
     if tcp is not None:

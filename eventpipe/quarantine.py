@@ -37,6 +37,8 @@ from typing import Any, BinaryIO, TextIO
 
 from twisted.python import usage
 
+from eventpipe.config.help import OwnOptionsFirst
+from eventpipe.config.options import Options as ServiceOptions
 from eventpipe.destinations import (
     EVENTS,
     INSTANCE,
@@ -50,8 +52,6 @@ from eventpipe.destinations import (
 )
 from eventpipe.metrics import quarantine_reason, reason_hint
 from eventpipe.naming import QUARANTINE, extension, normalize_prefix, sealed_at
-from eventpipe.options import Options as ServiceOptions
-from eventpipe.options import OwnOptionsFirst
 from eventpipe.status import counted
 
 # A quarantine object's key, below the prefix: the day and the segment name.
@@ -148,7 +148,7 @@ class QuarantineOptions(usage.Options):
 
     def opt_version(self) -> None:
         """Print eventpipe's version and exit."""
-        from eventpipe.options import print_version
+        from eventpipe.config.help import print_version
 
         print_version()
 
@@ -458,7 +458,7 @@ def replay_one(
     """
     from eventpipe.render import render_segment, replayable
     from eventpipe.shipment import CONTENT_TYPES
-    from eventpipe.spool import Spool
+    from eventpipe.spool.spool import Spool
 
     outcome: Counter[str] = Counter()
     earlier = quarantine.replays_of(key)

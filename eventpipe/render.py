@@ -45,6 +45,7 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 
+from eventpipe import fs
 from eventpipe.framing import EventFramer, Rejected, frame_documents, uniform_events
 from eventpipe.naming import FORMATS
 from eventpipe.records import (
@@ -327,7 +328,7 @@ def render_segment(
 
     try:
         with open(segment_path, "rb", buffering=1 << 16) as stream:
-            result.source_sha256 = sha256_of(stream)
+            result.source_sha256 = fs.digest_of(stream).hexdigest()
             stream.seek(0)
             for record in read_records(stream):
                 if record.kind == KIND_EVENT:
@@ -407,22 +408,6 @@ def replayable(
             return [], reason, 0
         good.append(event)
     return good, None, repaired
-
-
-def sha256_of(stream: BinaryIO) -> str:
-    """
-    The SHA-256 of what C{stream} holds from where it stands, read into one
-    reused buffer (a fresh MiB per read costs a process megabytes of peak).
-    """
-    digest = hashlib.sha256()
-    buffer = bytearray(1 << 16)
-    view = memoryview(buffer)
-    while True:
-        count = stream.readinto(view)  # type: ignore[attr-defined]
-        if not count:
-            break
-        digest.update(view[:count])
-    return digest.hexdigest()
 
 
 # Events are validated in chunks: one parse of the chunk wrapped in a root.

@@ -15,10 +15,11 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from eventpipe.config.settings import Settings
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics
-from eventpipe.settings import Settings
-from eventpipe.spool import Detached, Segment, Spool
+from eventpipe.spool.layout import Detached, Segment
+from eventpipe.spool.spool import Spool
 from eventpipe.threads import BlockingWork
 
 log = Logger()

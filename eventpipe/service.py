@@ -32,6 +32,7 @@ from twisted.internet.task import LoopingCall
 
 from eventpipe import __version__
 from eventpipe.admission import Admission
+from eventpipe.config.settings import Settings
 from eventpipe.destinations import IUploader, UnconditionalStore
 from eventpipe.health import Status
 from eventpipe.ingest import Ingest
@@ -40,9 +41,8 @@ from eventpipe.lock import SpoolLock
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics
 from eventpipe.rotation import Rotation
-from eventpipe.settings import Settings
 from eventpipe.shipping import Shipping
-from eventpipe.spool import Spool
+from eventpipe.spool.spool import Spool
 from eventpipe.threads import BlockingWork
 
 log = Logger()
@@ -448,8 +448,8 @@ class EventpipeService(Service):
         @return: the options applied, and those that need a restart (not
             applied).
         """
+        from eventpipe.config.table import PARAMETERS, RELOADABLE
         from eventpipe.logs import set_level
-        from eventpipe.options import PARAMETERS, RELOADABLE
         from eventpipe.retry import backoff_policy
 
         applied = [name for name in changed if name in RELOADABLE]

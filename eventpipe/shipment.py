@@ -16,7 +16,7 @@ from eventpipe.destinations import EVENTS, INSTANCE, ITEMS, SEGMENT, UploadReque
 from eventpipe.naming import object_key, quarantine_key
 from eventpipe.render import CONTENT_TYPES, RenderResult
 from eventpipe.retry import Retry
-from eventpipe.spool import Segment
+from eventpipe.spool.layout import Segment
 from eventpipe.worker import MACHINE, UNCLEAR
 from eventpipe.worker import SEGMENT as SEGMENTS_OWN
 

@@ -40,13 +40,13 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, Defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from eventpipe.config.settings import Settings
 from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics, quarantined, reason_hint
 from eventpipe.naming import object_key
 from eventpipe.render import render_segment
 from eventpipe.retry import Retry, backoff_policy
-from eventpipe.settings import Settings
 from eventpipe.shipment import (
     QUARANTINE_TYPE,
     RENDER_ATTEMPTS,
@@ -58,7 +58,8 @@ from eventpipe.shipment import (
     render_fault,
     upload_requests,
 )
-from eventpipe.spool import Segment, Spool
+from eventpipe.spool.layout import Segment
+from eventpipe.spool.spool import Spool
 from eventpipe.worker import MACHINE
 
 log = Logger()

@@ -17,10 +17,11 @@ import time
 import urllib.request
 from typing import Any, TextIO
 
+from eventpipe.config.endpoints import parse_endpoint
+from eventpipe.config.help import OwnOptionsFirst
+from eventpipe.config.options import Options as ServiceOptions
 from eventpipe.lock import holder
-from eventpipe.options import Options as ServiceOptions
-from eventpipe.options import OwnOptionsFirst, parse_endpoint
-from eventpipe.spool import waiting_in
+from eventpipe.spool.waiting import waiting_in
 
 HEALTHY, DEGRADED, DOWN, UNKNOWN = 0, 1, 2, 3
 HEALTH_NAMES = {HEALTHY: "healthy", DEGRADED: "degraded", DOWN: "down", UNKNOWN: "unknown"}

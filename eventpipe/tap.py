@@ -1,6 +1,6 @@
 """
 C{twistd eventpipe}: read the options, wire the stages.  Nothing else
-happens here: the options live in L{eventpipe.options}, the order of start
+happens here: the options live in L{eventpipe.config.options}, the order of start
 and stop in L{eventpipe.service.EventpipeService}.
 """
 
@@ -12,8 +12,8 @@ from typing import Any, NoReturn
 
 from twisted.application.service import IService
 
+from eventpipe.config.options import Options
 from eventpipe.logs import Logger
-from eventpipe.options import Options
 
 log = Logger()
 
@@ -41,8 +41,10 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
     # (it is opened after this; twistd --umask still has the last word).
     os.umask(0o077)
 
+    from eventpipe.config.settings import Settings
     from eventpipe.destinations import IUploader
     from eventpipe.destinations.select import destination_for
+    from eventpipe.fs import private_makedirs
     from eventpipe.listeners import (
         LISTEN_BACKLOG,
         DatagramService,
@@ -53,8 +55,8 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
     from eventpipe.naming import extension
     from eventpipe.protocol import EventReceiverFactory
     from eventpipe.service import EventpipeService, ReloadOnHangup
-    from eventpipe.settings import Settings
-    from eventpipe.spool import Spool, SpoolFormatError, private_makedirs
+    from eventpipe.spool.layout import SpoolFormatError
+    from eventpipe.spool.spool import Spool
     from eventpipe.threads import ProcessWork, ThreadedWork
 
     settings = Settings(**options.settings_fields())
@@ -136,7 +138,7 @@ def reload(options: Options, service: Any) -> None:
     """SIGHUP: read the settings again, apply what can change live, say what."""
     from twisted.python import usage
 
-    from eventpipe.options import changes, read_again
+    from eventpipe.config.options import changes, read_again
 
     try:
         fresh = read_again(options)

@@ -16,18 +16,13 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from eventpipe.destinations import (
-    IUploader,
-    KeyConflict,
-    UploadRequest,
-    delivered_before,
-    file_sha256,
-)
+from eventpipe.config.settings import Settings
+from eventpipe.destinations import IUploader, KeyConflict, UploadRequest, delivered_before
+from eventpipe.fs import file_sha256
 from eventpipe.naming import extension
 from eventpipe.protocol import EventReceiver, EventReceiverFactory
 from eventpipe.service import EventpipeService
-from eventpipe.settings import Settings
-from eventpipe.spool import Spool
+from eventpipe.spool.spool import Spool
 from tests.support import numbers_in_xml_batch
 
 

@@ -15,8 +15,8 @@ from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.check import check_s3, run_checks
+from eventpipe.config.options import Options
 from eventpipe.metrics import quarantine_reason
-from eventpipe.options import Options
 from eventpipe.simulate import AcmEvents
 from tests.support import (
     BUCKET,

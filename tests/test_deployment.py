@@ -15,7 +15,9 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.options import OTHER_VARIABLES, PARAMETERS, Options, read_env_file
+from eventpipe.config.envfile import read_env_file
+from eventpipe.config.options import Options
+from eventpipe.config.table import OTHER_VARIABLES, PARAMETERS
 from tests.support import Twistd, free_port, missing, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from eventpipe.spool import SpoolWriteError
+from eventpipe.spool.layout import SpoolWriteError
 from tests.harness import ServiceHarness
 from tests.support import make_stream
 

@@ -9,7 +9,9 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.options import PARAMETERS, Options, parse_size
+from eventpipe.config.convert import parse_size
+from eventpipe.config.options import Options
+from eventpipe.config.table import PARAMETERS
 
 
 def parse(args: list[str], environ: dict[str, str] | None = None) -> Options:
@@ -325,8 +327,8 @@ class OptionTests(SynchronousTestCase):
         """
         import dataclasses
 
-        from eventpipe.options import PARAMETERS
-        from eventpipe.settings import Settings
+        from eventpipe.config.settings import Settings
+        from eventpipe.config.table import PARAMETERS
 
         fields = {f.name: f for f in dataclasses.fields(Settings)}
         filled = {p.setting: p for p in PARAMETERS if p.setting}

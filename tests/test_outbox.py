@@ -16,8 +16,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from eventpipe.destinations import IUploader, KeyConflict, UploadRequest, file_sha256
+from eventpipe.destinations import IUploader, KeyConflict, UploadRequest
 from eventpipe.destinations.outbox import LocalDirectoryUploader
+from eventpipe.fs import file_sha256
 from tests.test_s3 import ImmediateReactor, SynchronousPool
 
 KEY = "acm/2025/07/29/20250729_161500_gw1_000000.xml"

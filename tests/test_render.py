@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.framing import Rejected
 from eventpipe.render import _render_event, event_to_json, make_parser, render_segment
-from eventpipe.spool import Spool
+from eventpipe.spool.spool import Spool
 from tests.support import make_event, numbers_in_xml_batch, quarantine_entries
 
 

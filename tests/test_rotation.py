@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from eventpipe.spool import Spool
+from eventpipe.spool.spool import Spool
 from tests.harness import ServiceHarness
 from tests.support import make_stream
 

@@ -24,15 +24,10 @@ from botocore.exceptions import (
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from eventpipe.destinations import (
-    IUploader,
-    KeyConflict,
-    UploadError,
-    UploadRequest,
-    file_sha256,
-)
+from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest
 from eventpipe.destinations import s3 as s3_module
 from eventpipe.destinations.s3 import S3Uploader, classify
+from eventpipe.fs import file_sha256
 from tests.support import (
     BUCKET,
     CREDENTIALS,

@@ -22,12 +22,12 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from eventpipe.config.settings import Settings
 from eventpipe.destinations import UploadError
 from eventpipe.destinations.outbox import LocalDirectoryUploader
 from eventpipe.protocol import EventReceiverFactory
 from eventpipe.service import EventpipeService
-from eventpipe.settings import Settings
-from eventpipe.spool import Spool
+from eventpipe.spool.spool import Spool
 from eventpipe.threads import ThreadedWork
 from tests.harness import SETTINGS, ServiceHarness
 from tests.support import (

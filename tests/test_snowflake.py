@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.cli import run
 from eventpipe.render import event_to_json, make_parser, render_segment, repair_tag_names
-from eventpipe.spool import Spool
+from eventpipe.spool.spool import Spool
 from tests.support import (
     SAMPLE,
     Twistd,

@@ -9,11 +9,14 @@ import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe import spool as spool_module
+from eventpipe import fs
 from eventpipe.framing import Rejected
 from eventpipe.naming import sequence_of
 from eventpipe.records import KIND_EVENT, KIND_REJECTED, KIND_TORN, read_records
-from eventpipe.spool import Spool, SpoolWriteError
+from eventpipe.spool import current, recovery, sequence, written
+from eventpipe.spool import spool as spool_module
+from eventpipe.spool.layout import SpoolWriteError
+from eventpipe.spool.spool import Spool
 
 
 class FakeTime:
@@ -76,7 +79,7 @@ class SpoolTests(SynchronousTestCase):
             segment = spool.seal()
             assert segment is not None
             names.append(segment.name)
-            spool.delete(segment)
+            spool.forget(segment, spool.remove(segment))
         self.assertEqual([sequence_of(n) for n in names], [0, 1, 2])
         again = self.spool()
         again.recover()
@@ -145,12 +148,12 @@ class SpoolTests(SynchronousTestCase):
         spool = self.spool()
         real_writev = os.writev
         self.patch(
-            spool_module.os,
+            current.os,
             "writev",
             lambda fd, buffers: real_writev(fd, [b"".join(buffers)[:7]]),
         )
         spool.append([b"<EVENT>1</EVENT>", b"<EVENT>2</EVENT>"])
-        self.patch(spool_module.os, "writev", real_writev)
+        self.patch(current.os, "writev", real_writev)
         many = [b"<EVENT>%d</EVENT>" % n for n in range(3000)]
         spool.append(many)
         segment = spool.seal()
@@ -176,13 +179,13 @@ class SpoolTests(SynchronousTestCase):
         def full(fd: int, data: bytes) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        self.patch(spool_module.os, "writev", partly)
-        self.patch(spool_module.os, "write", full)
+        self.patch(current.os, "writev", partly)
+        self.patch(current.os, "write", full)
         error = self.assertRaises(SpoolWriteError, spool.append, [b"<EVENT>lost?</EVENT>"])
         self.assertEqual(error.error.errno, errno.ENOSPC)
         self.assertIn("No space left", str(error))
-        self.patch(spool_module.os, "write", real_write)
-        self.patch(spool_module.os, "writev", real_writev)
+        self.patch(current.os, "write", real_write)
+        self.patch(current.os, "writev", real_writev)
         spool.append([b"<EVENT>after</EVENT>"])
         segment = spool.seal()
         assert segment is not None
@@ -216,15 +219,15 @@ class SpoolTests(SynchronousTestCase):
         never, nothing is flushed; with always, every append is.
         """
         calls: list[str] = []
-        real_rename = spool_module.rename_noreplace
-        self.patch(spool_module, "_fsync_file", lambda fd: calls.append(_what(fd)))
-        self.patch(spool_module, "fsync_directory", lambda path: calls.append("dir " + path))
+        real_rename = fs.rename_noreplace
+        self.patch(fs, "fsync_file", lambda fd: calls.append(_what(fd)))
+        self.patch(fs, "fsync_directory", lambda path: calls.append("dir " + path))
 
         def rename(source: str, target: str) -> None:
             calls.append("rename")
             real_rename(source, target)
 
-        self.patch(spool_module, "rename_noreplace", rename)
+        self.patch(fs, "rename_noreplace", rename)
         spool = self.spool(fsync="seal")
         spool.append([b"<EVENT/>"])
         self.assertEqual(calls, [])
@@ -290,12 +293,12 @@ class SpoolTests(SynchronousTestCase):
         source = os.path.join(self.directory, "mine")
         with open(source, "wb") as stream:
             stream.write(b"mine")
-        self.assertRaises(FileExistsError, spool_module.rename_noreplace, source, target)
+        self.assertRaises(FileExistsError, fs.rename_noreplace, source, target)
         with open(target, "rb") as stream:
             self.assertEqual(stream.read(), b"theirs")
-        self.patch(spool_module, "_RENAMEAT2", None)
-        self.assertRaises(FileExistsError, spool_module.rename_noreplace, source, target)
-        spool_module.rename_noreplace(source, target + "2")
+        self.patch(fs, "_RENAMEAT2", None)
+        self.assertRaises(FileExistsError, fs.rename_noreplace, source, target)
+        fs.rename_noreplace(source, target + "2")
         self.assertFalse(os.path.exists(source))
 
     def test_format_fixed_at_seal(self) -> None:
@@ -337,7 +340,7 @@ class RunsTests(SynchronousTestCase):
         than the limit stands alone; a header never leaves the record after
         it; a new segment counts the header written again.
         """
-        from eventpipe.spool import runs_within
+        from eventpipe.spool.waiting import runs_within
 
         self.assertEqual(runs_within([40, 40, 40], 0, 100), [2, 1])
         self.assertEqual(runs_within([40, 40], 70, 100), [0, 2])
@@ -361,7 +364,7 @@ class DetachTests(SynchronousTestCase):
         """
         time = FakeTime()
         flushed: list[int] = []
-        self.patch(spool_module, "_fsync_file", flushed.append)
+        self.patch(fs, "fsync_file", flushed.append)
         spool = Spool(self.mktemp(), "gw1", time, "seal", monotonic=time)
         spool.append([b"<EVENT>1</EVENT>"])
         first = spool.detach()
@@ -449,7 +452,7 @@ class CrashWindowTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.patch(spool_module, "_RENAMEAT2", None)
+        self.patch(fs, "_RENAMEAT2", None)
         self.time = FakeTime()
         self.notices: list[str] = []
 
@@ -488,14 +491,16 @@ class CrashWindowTests(SynchronousTestCase):
             spool = self.spool(directory)
             expected, extra = prepare(spool)  # type: ignore[operator]
             crashing = CrashingOs(at)
-            self.patch(spool_module, "os", crashing)
+            for module in (fs, spool_module, current, recovery, sequence, written):
+                self.patch(module, "os", crashing)
             try:
                 move(spool)  # type: ignore[operator]
                 done = True
             except Crash:
                 done = False
             finally:
-                self.patch(spool_module, "os", os)
+                for module in (fs, spool_module, current, recovery, sequence, written):
+                    self.patch(module, "os", os)
             shipped, aside = self.shipped(directory)
             self.assertEqual(sorted(shipped + aside), sorted(expected), (at, crashing.steps))
             if extra is not None:

@@ -14,7 +14,7 @@ from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from eventpipe.options import Options
+from eventpipe.config.options import Options
 from eventpipe.service import EventpipeService
 from eventpipe.tap import makeService
 from tests.support import TWISTD, free_port
@@ -146,7 +146,7 @@ class PluginTests(SynchronousTestCase):
 
         self.assertIn("eventpipe", twistd("--help"))
         help_text = twistd("eventpipe", "--help")
-        from eventpipe.options import PARAMETERS
+        from eventpipe.config.table import PARAMETERS
 
         for name, *_ in PARAMETERS:
             self.assertIn(f"--{name}=", help_text)

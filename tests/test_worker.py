@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from eventpipe.render import render_segment
-from eventpipe.spool import Spool
+from eventpipe.spool.spool import Spool
 from eventpipe.threads import ProcessWork, WorkerDied
 from tests.support import Twistd, make_event, make_stream, send, wait_for
 

@@ -243,10 +243,3 @@ class PooledUploader(abc.ABC):
     @abc.abstractmethod
     def _check(self) -> str:
         """Probe the destination, blocking (see L{IUploader.check})."""
-
-
-def file_sha256(path: str) -> str:
-    from eventpipe.render import sha256_of
-
-    with open(path, "rb") as stream:
-        return sha256_of(stream)

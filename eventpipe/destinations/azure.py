@@ -18,7 +18,6 @@ Azure CLI).  Nothing secret is logged.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import os
 import uuid
@@ -29,6 +28,7 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from eventpipe import fs
 from eventpipe.destinations import (
     IObjectReader,
     IUploader,
@@ -217,7 +217,7 @@ class AzureBlobUploader(PooledUploader):
         settings = ContentSettings(
             content_type=request.content_type,
             content_encoding=request.content_encoding,
-            content_md5=bytearray(_md5_of(request.path)),
+            content_md5=bytearray(fs.file_digest(request.path, "md5").digest()),
         )
         metadata = request.object_metadata()
         try:
@@ -331,19 +331,6 @@ class AzureBlobUploader(PooledUploader):
             return {}
         except Exception as error:
             raise classify(error) from error
-
-
-def _md5_of(path: str) -> bytes:
-    digest = hashlib.md5(usedforsecurity=False)
-    buffer = bytearray(1 << 16)
-    view = memoryview(buffer)
-    with open(path, "rb") as stream:
-        while True:
-            size = stream.readinto(buffer)
-            if not size:
-                break
-            digest.update(view[:size])
-    return digest.digest()
 
 
 def account_host(connection: str, account_url: str | None, unknown: str = "?") -> str:

@@ -30,9 +30,8 @@ from eventpipe.destinations import (
     UploadError,
     UploadRequest,
     delivered_before,
-    file_sha256,
 )
-from eventpipe.spool import fsync_directory, private_makedirs
+from eventpipe.fs import file_sha256, fsync_directory, private_makedirs
 
 _TEMPORARY = ".part"
 # Where the claims are, below the outbox.

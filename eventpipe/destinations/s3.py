@@ -162,7 +162,7 @@ class S3Uploader(PooledUploader):
         self._concurrency = concurrency
         self._client = client
         # Credentials, profile and endpoint read from an env file (see
-        # eventpipe.options.AWS_FROM_ENV_FILE); never logged.
+        # eventpipe.config.table.AWS_FROM_ENV_FILE); never logged.
         self._environment = dict(environment or {})
         for name in _SECRET_NAMES:
             for value in (self._environment.get(name), os.environ.get(name)):
@@ -184,7 +184,7 @@ class S3Uploader(PooledUploader):
             import boto3
             from botocore.config import Config
 
-            from eventpipe.options import AWS_FROM_ENV_FILE
+            from eventpipe.config.table import AWS_FROM_ENV_FILE
 
             session = {
                 AWS_FROM_ENV_FILE[key]: value

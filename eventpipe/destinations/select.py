@@ -9,7 +9,7 @@ def destination_for(options: Any, reactor: Any, concurrency: int | None = None) 
     """
     An L{IUploader} (and L{IObjectReader}) for the options' destination.
 
-    @param options: parsed service options (L{eventpipe.options.Options}).
+    @param options: parsed service options (L{eventpipe.config.options.Options}).
     """
     threads = concurrency or options["upload-concurrency"]
     uploader: Any

@@ -526,7 +526,7 @@ def fsync_appends(workdir: str, appends: int = 300) -> dict[str, Any]:
     What --fsync always costs the reactor: the time of one append (one read
     of one 1.2 KB event) with each mode, median and 99th percentile, in ms.
     """
-    from eventpipe.spool import Spool
+    from eventpipe.spool.spool import Spool
 
     event = [bench_event(0)]
     found: dict[str, Any] = {}
@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         help="skip a section (raw, ingest, layouts, e2e, s3, moto, stall, partial, fsync, render)",
     )
     options = parser.parse_args(argv)
-    from eventpipe.options import parse_size
+    from eventpipe.config.convert import parse_size
 
     pin(0, SENDER_CPU)
     render_size = parse_size(options.render_size)

@@ -1,16 +1,14 @@
 """
-The pipeline's settings, already validated (see L{eventpipe.options}, whose
-table of options is the source of every default here).
+The pipeline's settings, already validated: what every stage is given.
+Each field's default is the option table's (L{eventpipe.config.table}).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
-from eventpipe.options import defaults
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from eventpipe.config.endpoints import Network
+from eventpipe.config.table import defaults
 
 _DEFAULT = defaults()
 
