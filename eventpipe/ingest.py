@@ -24,7 +24,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from eventpipe.admission import NOT_EVENTS, SHUTTING_DOWN, Admission
 from eventpipe.config.settings import Settings
-from eventpipe.framing import DECLARATION, Rejected, split_documents
+from eventpipe.framing.common import Rejected
+from eventpipe.framing.reads import DECLARATION, split_documents
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics, quarantined
 from eventpipe.protocol import EventReceiver, Source

@@ -18,7 +18,9 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from eventpipe.admission import describe
-from eventpipe.framing import EventFramer, ReadSplitter, Rejected
+from eventpipe.framing.common import Rejected
+from eventpipe.framing.framer import EventFramer
+from eventpipe.framing.reads import ReadSplitter
 from eventpipe.logs import Logger
 
 log = Logger()

@@ -8,7 +8,7 @@ newline.  Kinds:
 
 - C{E}: one event, framed at ingest;
 - C{R}: whole documents of one read of one connection, kept as read and
-  framed when the segment is rendered (see L{eventpipe.framing.ReadSplitter});
+  framed when the segment is rendered (see L{eventpipe.framing.reads.ReadSplitter});
 - C{Q}: bytes set aside by the framer, with the reason;
 - C{C}: the context of what follows: when it arrived, from which sender, on
   which listener.
@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from eventpipe.framing import Rejected
+from eventpipe.framing.common import Rejected
 
 KIND_EVENT = b"E"
 KIND_REJECTED = b"Q"

@@ -46,7 +46,9 @@ from typing import Any, BinaryIO
 from lxml import etree
 
 from eventpipe import fs
-from eventpipe.framing import EventFramer, Rejected, frame_documents, uniform_events
+from eventpipe.framing.common import Rejected
+from eventpipe.framing.framer import EventFramer
+from eventpipe.framing.reads import frame_documents, uniform_events
 from eventpipe.naming import FORMATS
 from eventpipe.records import (
     KIND_CONTEXT,

@@ -12,14 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.framing import (
-    EventFramer,
-    ReadSplitter,
-    Rejected,
-    State,
-    frame_documents,
-    uniform_events,
-)
+from eventpipe.framing.common import Rejected, State
+from eventpipe.framing.framer import EventFramer
+from eventpipe.framing.reads import ReadSplitter, frame_documents, uniform_events
 from tests.support import SAMPLE, make_event
 
 DECL = b'<?xml version="1.0" encoding="UTF-8"?>'

@@ -6,7 +6,7 @@ import io
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.framing import Rejected
+from eventpipe.framing.common import Rejected
 from eventpipe.records import (
     KIND_EVENT,
     KIND_REJECTED,

@@ -9,7 +9,7 @@ import os
 from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.framing import Rejected
+from eventpipe.framing.common import Rejected
 from eventpipe.render import _render_event, event_to_json, make_parser, render_segment
 from eventpipe.spool.spool import Spool
 from tests.support import make_event, numbers_in_xml_batch, quarantine_entries
@@ -361,7 +361,7 @@ class UniformRecordTests(SynchronousTestCase):
         namespace prefix, which a parse that builds nothing does not check)
         leaves it.
         """
-        from eventpipe.framing import uniform_events
+        from eventpipe.framing.reads import uniform_events
         from eventpipe.render import _plain
 
         declaration = b'<?xml version="1.0" encoding="UTF-8"?>\n'

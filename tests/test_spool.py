@@ -10,7 +10,7 @@ import stat
 from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe import fs
-from eventpipe.framing import Rejected
+from eventpipe.framing.common import Rejected
 from eventpipe.naming import sequence_of
 from eventpipe.records import KIND_EVENT, KIND_REJECTED, KIND_TORN, read_records
 from eventpipe.spool import current, recovery, sequence, written

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable
 
 from eventpipe import fs
-from eventpipe.framing import Rejected
+from eventpipe.framing.common import Rejected
 from eventpipe.records import encode_event, encode_rejected
 from eventpipe.spool.layout import _GATHERED, SpoolState, SpoolWriteError
 
