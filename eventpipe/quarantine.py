@@ -456,7 +456,7 @@ def replay_one(
 
     @raise KeyConflict: another replay took the next number meanwhile.
     """
-    from eventpipe.render import render_segment, replayable
+    from eventpipe.render.batch import render_segment, replayable
     from eventpipe.shipment import CONTENT_TYPES
     from eventpipe.spool.spool import Spool
 

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 
 from eventpipe.destinations import EVENTS, INSTANCE, ITEMS, SEGMENT, UploadRequest
 from eventpipe.naming import object_key, quarantine_key
-from eventpipe.render import CONTENT_TYPES, RenderResult
+from eventpipe.render.batch import CONTENT_TYPES, RenderResult
 from eventpipe.retry import Retry
 from eventpipe.spool.layout import Segment
 from eventpipe.worker import MACHINE, UNCLEAR

@@ -45,7 +45,7 @@ from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRe
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics, quarantined, reason_hint
 from eventpipe.naming import object_key
-from eventpipe.render import render_segment
+from eventpipe.render.batch import render_segment
 from eventpipe.retry import Retry, backoff_policy
 from eventpipe.shipment import (
     QUARANTINE_TYPE,

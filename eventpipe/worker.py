@@ -25,9 +25,9 @@ import sys
 from typing import Any
 
 # What a worker may be asked to call.
-ALLOWED = frozenset({"eventpipe.render:render_segment"})
+ALLOWED = frozenset({"eventpipe.render.batch:render_segment"})
 # Results that come back as dataclasses, by name.
-RESULTS = {"RenderResult": "eventpipe.render:RenderResult"}
+RESULTS = {"RenderResult": "eventpipe.render.batch:RenderResult"}
 
 
 def resolve(name: str) -> Any:

@@ -10,7 +10,9 @@ from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.framing.common import Rejected
-from eventpipe.render import _render_event, event_to_json, make_parser, render_segment
+from eventpipe.render.batch import render_segment
+from eventpipe.render.jsonlines import event_to_json
+from eventpipe.render.validate import _render_event, make_parser
 from eventpipe.spool.spool import Spool
 from tests.support import make_event, numbers_in_xml_batch, quarantine_entries
 
@@ -154,7 +156,7 @@ class RenderTests(SynchronousTestCase):
         the general conversion makes of it; any other shape is left to the
         general conversion.
         """
-        from eventpipe.render import _flat_value, _value
+        from eventpipe.render.jsonlines import _flat_value, _value
         from tests.support import SAMPLE
 
         with open(SAMPLE, "rb") as stream:
@@ -295,8 +297,8 @@ class UniformRecordTests(SynchronousTestCase):
 
     def render(self, documents: list[bytes]) -> tuple[object, bytes, bytes, int]:
         """Render one record per item; also say how often the framer ran."""
-        from eventpipe import render
         from eventpipe.records import encode_documents
+        from eventpipe.render import batch as render
 
         directory = self.mktemp()
         os.makedirs(directory)
@@ -312,7 +314,7 @@ class UniformRecordTests(SynchronousTestCase):
         return result, read(segment + ".xml"), read(segment + ".q"), len(framed)
 
     def assertAsFramed(self, documents: list[bytes], framed: int) -> tuple[bytes, bytes]:
-        from eventpipe import render
+        from eventpipe.render import batch as render
 
         result, batch, quarantine, calls = self.render(documents)
         self.assertEqual(calls, framed, "records framed one by one")
@@ -362,7 +364,7 @@ class UniformRecordTests(SynchronousTestCase):
         leaves it.
         """
         from eventpipe.framing.reads import uniform_events
-        from eventpipe.render import _plain
+        from eventpipe.render.validate import _plain
 
         declaration = b'<?xml version="1.0" encoding="UTF-8"?>\n'
         for event, plain in [

@@ -21,7 +21,9 @@ from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.cli import run
-from eventpipe.render import event_to_json, make_parser, render_segment, repair_tag_names
+from eventpipe.render.batch import render_segment
+from eventpipe.render.jsonlines import event_to_json
+from eventpipe.render.validate import make_parser, repair_tag_names
 from eventpipe.spool.spool import Spool
 from tests.support import (
     SAMPLE,

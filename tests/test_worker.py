@@ -11,7 +11,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from eventpipe.render import render_segment
+from eventpipe.render.batch import render_segment
 from eventpipe.spool.spool import Spool
 from eventpipe.threads import ProcessWork, WorkerDied
 from tests.support import Twistd, make_event, make_stream, send, wait_for

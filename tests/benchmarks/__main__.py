@@ -470,7 +470,7 @@ def partial_connections(workdir: str, count: int = 1000) -> dict[str, float]:
 
 RENDER = r"""
 import sys, time
-from eventpipe.render import render_segment
+from eventpipe.render.batch import render_segment
 path = sys.argv[1]
 def hwm():
     # VmHWM, not ru_maxrss: the latter carries the parent's peak over fork.
