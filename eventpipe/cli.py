@@ -22,7 +22,9 @@ from eventpipe.config.options import SettingsOptions
 from eventpipe.config.table import PARAMETERS
 from eventpipe.drain import DrainOptions
 from eventpipe.quarantine import QuarantineOptions
-from eventpipe.snowflake import AzureTarget, SnowflakeNames, snowflake_sql
+from eventpipe.snowflake.script import snowflake_sql
+from eventpipe.snowflake.setup import AzureTarget
+from eventpipe.snowflake.sql import SnowflakeNames
 from eventpipe.status import StatusOptions
 
 SNOWFLAKE_SETTINGS = (

@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from eventpipe.cli import run
 from eventpipe.quarantine import MAX_RUNS, ranges, unranges
 from eventpipe.render.output import quarantine_entry
-from eventpipe.snowflake import batch_pattern
+from eventpipe.snowflake.setup import batch_pattern
 from tests.support import (
     BUCKET,
     CONTAINER,

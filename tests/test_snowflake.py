@@ -762,7 +762,7 @@ class RealEngineTests(SynchronousTestCase):
     def check_typed(self, rows: list[dict[str, Any]]) -> None:
         import datetime
 
-        from eventpipe.snowflake import FIELDS
+        from eventpipe.snowflake.setup import FIELDS
 
         self.assertEqual(len(rows), 25)
         for name, _, _ in FIELDS:

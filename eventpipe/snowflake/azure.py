@@ -1,5 +1,5 @@
 """
-The Azure parts of the Snowflake set-up (L{eventpipe.snowflake}): a storage
+The Azure parts of the Snowflake set-up (L{eventpipe.snowflake.script}): a storage
 integration with C{STORAGE_PROVIDER = 'AZURE'}, a notification integration
 on the storage queue Event Grid fills, and the steps in Azure between them
 (consent, role assignments, the queue and the Event Grid subscription).
@@ -8,14 +8,17 @@ Every other part is the one the S3 set-up runs.  Pure text.
 
 from __future__ import annotations
 
-from eventpipe.snowflake import (
+from eventpipe.snowflake.setup import (
     Setup,
-    _bare,
-    _comment,
-    _create_then_set,
-    _literal,
-    _outside,
-    _part,
+)
+from eventpipe.snowflake.sql import (
+    Provider,
+    bare,
+    comment,
+    create_then_set,
+    literal,
+    outside,
+    part,
     set_me,
 )
 
@@ -28,20 +31,20 @@ def part_1_azure(setup: Setup) -> str:
     names = setup.names
     azure = setup.azure
     assert azure is not None
-    return _part(
+    return part(
         1,
         names.admin_role,
         "the storage and notification integrations, the reader role",
         f"USE ROLE {names.admin_role};",
         "",
-        *_create_then_set(
+        *create_then_set(
             "STORAGE INTEGRATION",
             names.storage_integration,
             ["TYPE = EXTERNAL_STAGE", "STORAGE_PROVIDER = 'AZURE'"],
             [
                 "ENABLED = TRUE",
-                f"AZURE_TENANT_ID = {_literal(azure.tenant_id or set_me('--azure-tenant-id'))}",
-                f"STORAGE_ALLOWED_LOCATIONS = ({_literal(setup.location)})",
+                f"AZURE_TENANT_ID = {literal(azure.tenant_id or set_me('--azure-tenant-id'))}",
+                f"STORAGE_ALLOWED_LOCATIONS = ({literal(setup.location)})",
             ],
         ),
         f"GRANT USAGE ON INTEGRATION {names.storage_integration} TO ROLE {names.role};",
@@ -51,8 +54,8 @@ def part_1_azure(setup: Setup) -> str:
         "  ENABLED = TRUE",
         "  TYPE = QUEUE",
         "  NOTIFICATION_PROVIDER = AZURE_STORAGE_QUEUE",
-        f"  AZURE_STORAGE_QUEUE_PRIMARY_URI = {_literal(azure.queue)}",
-        f"  AZURE_TENANT_ID = {_literal(azure.tenant_id or set_me('--azure-tenant-id'))};",
+        f"  AZURE_STORAGE_QUEUE_PRIMARY_URI = {literal(azure.queue)}",
+        f"  AZURE_TENANT_ID = {literal(azure.tenant_id or set_me('--azure-tenant-id'))};",
         "-- (The queue is fixed when it is created: for another one, DROP INTEGRATION",
         "-- and run this part again.  A prefix lives in the Event Grid filter below.)",
         f"GRANT USAGE ON INTEGRATION {names.notification_integration} TO ROLE {names.role};",
@@ -77,14 +80,14 @@ def azure_access(setup: Setup) -> str:
     queue = azure.queue.rsplit("/", 1)[1]
     subject = f"/blobServices/default/containers/{azure.container}/blobs/{setup.prefix}"
     app = "<the application id of AZURE_MULTI_TENANT_APP_NAME>"
-    return _outside(
+    return outside(
         "Azure",
         "before part 2: Snowflake's access, the queue and Event Grid",
         "-- 1. Open each AZURE_CONSENT_URL that DESC printed and accept, as a",
         "--    tenant administrator: it adds Snowflake's application to the tenant.",
         f"-- 2. Let that application read the container ({BLOB_ROLE}) and take",
         f"--    messages off the queue ({QUEUE_ROLE}), nothing else:",
-        _comment(
+        comment(
             f"az storage queue create --name {queue} --account-name {azure.account} "
             "--auth-mode login\n"
             f'az role assignment create --assignee "{app}" --role "{BLOB_ROLE}" \\\n'
@@ -93,8 +96,8 @@ def azure_access(setup: Setup) -> str:
             f"  --scope {account}/queueServices/default/queues/{queue}"
         ),
         "-- 3. Send what is written under the prefix to the queue:",
-        _comment(
-            f"az eventgrid event-subscription create --name {_bare(setup.names.pipe).replace('_', '-')} \\\n"
+        comment(
+            f"az eventgrid event-subscription create --name {bare(setup.names.pipe).replace('_', '-')} \\\n"
             f"  --source-resource-id {account} \\\n"
             "  --endpoint-type storagequeue \\\n"
             f"  --endpoint {account}/queueservices/default/queues/{queue} \\\n"
@@ -104,3 +107,6 @@ def azure_access(setup: Setup) -> str:
         "--    (the prefix only: the pipe's pattern takes the batches, so a change of",
         "--    --compress or --format needs nothing here).",
     )
+
+
+PROVIDER = Provider(part_1_azure, azure_access, lambda setup: "")
