@@ -24,6 +24,10 @@ _SEGMENT_FILE = re.compile(
 FORMATS = ("xml", "json")
 COMPRESSIONS = ("none", "gzip")
 QUARANTINE = "quarantine/"
+# Taken keys in a row that one delivery (or replay) steps over, each to
+# the next sequence number, before it gives up and waits, like any
+# failed attempt.
+RENUMBERS = 16
 
 
 def valid_instance_id(instance_id: str) -> bool:

@@ -51,15 +51,13 @@ from eventpipe.destinations import (
     UploadRequest,
 )
 from eventpipe.metrics import quarantine_reason, reason_hint
-from eventpipe.naming import QUARANTINE, extension, normalize_prefix, sealed_at
+from eventpipe.naming import QUARANTINE, RENUMBERS, extension, normalize_prefix, sealed_at
 from eventpipe.status import counted
 
 # A quarantine object's key, below the prefix: the day and the segment name.
 _QUARANTINE_KEY = re.compile(r"(\d{4}/\d{2}/\d{2})/([^/]+)\.jsonl$")
 _REPLAY_NUMBER = re.compile(r"-r(\d+)\.")
 _CN = re.compile(r"<cn>([^<]{1,64})</cn>")
-# Renumbering tries, as for the service's own keys.
-RENUMBERS = 16
 # At most this many runs of lines in one replay's metadata (S3 keeps 2 KiB
 # of it): more pieces go in the next replay.
 MAX_RUNS = 100

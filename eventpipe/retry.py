@@ -1,7 +1,7 @@
 """
 Retrying with exponential backoff.
 
-L{backoff_policy} is pure (no clock, no reactor); L{retrying} drives an
+L{backoff_policy} is pure (no clock, no reactor); L{Retry} drives an
 operation with an injected clock until it succeeds or is cancelled.
 """
 
@@ -47,29 +47,17 @@ def backoff_policy(
     return policy
 
 
-def retrying(
-    clock: IReactorTime,
-    operation: Callable[[int], Deferred[T] | T],
-    delay_for: Callable[[Failure, int], float],
-    on_failure: Callable[[Failure, int, float], None] = lambda f, a, d: None,
-) -> Deferred[T]:
+class Retry:
     """
-    Call C{operation(attempt)} until it succeeds.
+    The retries of one operation: C{operation(attempt)} is called until it
+    succeeds.  L{result} fires with the first success (cancelling it stops
+    the retries, and cancels an attempt in progress); L{wake} cuts a wait
+    short.
 
     @param delay_for: given the failure and the attempt number, how long to
         wait before the next attempt.
     @param on_failure: told of every failure with the delay chosen (for
         logging); it must not raise.
-    @return: a Deferred that fires with the first success.  Cancelling it
-        stops the retries (and cancels an attempt in progress).
-    """
-    return Retry(clock, operation, delay_for, on_failure).result
-
-
-class Retry:
-    """
-    The retries of one operation (see L{retrying}); L{result} fires with
-    the first success, and L{wake} cuts a wait short.
     """
 
     def __init__(
@@ -77,7 +65,7 @@ class Retry:
         clock: IReactorTime,
         operation: Callable[[int], Any],
         delay_for: Callable[[Failure, int], float],
-        on_failure: Callable[[Failure, int, float], None],
+        on_failure: Callable[[Failure, int, float], None] = lambda f, a, d: None,
     ) -> None:
         self._clock = clock
         self._operation = operation

@@ -68,7 +68,8 @@ LAG_INTERVAL = float(os.environ.get("EVENTPIPE_LAG_INTERVAL", "") or 0.1)
 
 class EventpipeService(Service):
     """
-    @param render: where segments are rendered (a one-thread pool).
+    @param render: where segments are rendered (the render worker
+        processes, L{eventpipe.threads.ProcessWork}, in a deployment).
     @param sealer: where seals are finished and delivered segments removed
         (a one-thread pool: the reactor never waits on a disk flush).
     @param jitter: the retry backoff's jitter source (tests pass 0).
@@ -83,8 +84,8 @@ class EventpipeService(Service):
         uploader: IUploader,
         clock: IReactorTime,
         render: BlockingWork,
+        sealer: BlockingWork,
         metrics: Metrics | None = None,
-        sealer: BlockingWork | None = None,
         jitter: Callable[[], float] = random.random,
         announcement: str = "",
         lock: SpoolLock | None = None,
@@ -99,7 +100,7 @@ class EventpipeService(Service):
         self.uploader = uploader
         self.clock = clock
         self.render = render
-        self.sealer = sealer if sealer is not None else render
+        self.sealer = sealer
         self.metrics = metrics if metrics is not None else Metrics()
         self.admission = Admission(
             clock,

@@ -22,9 +22,6 @@ from eventpipe.worker import SEGMENT as SEGMENTS_OWN
 
 # Renders in a row that may fail before a segment is set aside.
 RENDER_ATTEMPTS = 3
-# Taken keys in a row that one attempt steps over before it gives up (and
-# waits, like any failed attempt).
-RENUMBERS = 16
 
 
 class Phase(enum.Enum):

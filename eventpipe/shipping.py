@@ -44,13 +44,12 @@ from eventpipe.config.settings import Settings
 from eventpipe.destinations import IUploader, KeyConflict, UploadError, UploadRequest
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics, quarantined, reason_hint
-from eventpipe.naming import object_key
+from eventpipe.naming import RENUMBERS, object_key
 from eventpipe.render.batch import render_segment
 from eventpipe.retry import Retry, backoff_policy
 from eventpipe.shipment import (
     QUARANTINE_TYPE,
     RENDER_ATTEMPTS,
-    RENUMBERS,
     Phase,
     RenderFailed,
     Shipment,
@@ -64,16 +63,18 @@ from eventpipe.worker import MACHINE
 
 log = Logger()
 
-RunInThread = Callable[..., "Deferred[Any]"]
+RunAway = Callable[..., "Deferred[Any]"]
 
 
 class Shipping:
     """
     Every sealed segment not yet delivered, each with its retry chain.
 
-    @param render_in_thread: C{render_in_thread(f, *args)} runs the render
-        away from the reactor and returns a Deferred (cancelling it abandons
-        the render).
+    @param render_in_worker: C{render_in_worker(f, *args)} runs the render
+        in a worker process and returns a Deferred (cancelling it abandons
+        the render and replaces the worker).
+    @param sealer: C{sealer(f, *args)} runs a removal or a rename in the
+        thread that seals.
     @param on_delivered: called after each delivery (space was freed).
     """
 
@@ -83,19 +84,20 @@ class Shipping:
         spool: Spool,
         uploader: IUploader,
         clock: IReactorTime,
-        render_in_thread: RunInThread,
+        render_in_worker: RunAway,
         metrics: Metrics,
+        *,
+        sealer: RunAway,
         jitter: Callable[[], float] = random.random,
         on_delivered: Callable[[], None] = lambda: None,
-        sealer: RunInThread | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.uploader = uploader
         self.clock = clock
-        self.render_in_thread = render_in_thread
+        self.render_in_worker = render_in_worker
         # Removing and renaming segments: in the thread that seals.
-        self.in_sealer = sealer if sealer is not None else render_in_thread
+        self.in_sealer = sealer
         self.metrics = metrics
         self._on_delivered = on_delivered
         self.shipments: dict[str, Shipment] = {}
@@ -272,7 +274,7 @@ class Shipping:
         fmt, compress = segment.format
         shipment.batch_path = self.spool.rendered_path(segment, segment.extension)
         shipment.quarantine_path = self.spool.rendered_path(segment, ".quarantine")
-        rendering = self.render_in_thread(
+        rendering = self.render_in_worker(
             render_segment,
             segment.path,
             shipment.batch_path,

@@ -137,6 +137,7 @@ class ServiceHarness(SynchronousTestCase):
             self.uploader,
             self.clock,
             render if render is not None else SynchronousWork(),
+            sealer=SynchronousWork(),
             jitter=lambda: 0.0,
         )
         service.startService()

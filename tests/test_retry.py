@@ -3,7 +3,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from eventpipe.retry import backoff_policy, retrying
+from eventpipe.retry import Retry, backoff_policy
 
 
 class PolicyTests(SynchronousTestCase):
@@ -34,12 +34,12 @@ class RetryingTests(SynchronousTestCase):
                 return fail(RuntimeError("nope"))
             return succeed("done")
 
-        d = retrying(
+        d = Retry(
             clock,
             operation,
             lambda failure, attempt: 2.0**attempt,
             lambda failure, attempt, delay: failures.append((attempt, delay)),
-        )
+        ).result
         self.assertNoResult(d)
         clock.advance(2)
         clock.advance(4)
@@ -51,7 +51,7 @@ class RetryingTests(SynchronousTestCase):
 
     def test_cancel_while_waiting(self) -> None:
         clock = Clock()
-        d = retrying(clock, lambda a: fail(RuntimeError()), lambda f, a: 5.0)
+        d = Retry(clock, lambda a: fail(RuntimeError()), lambda f, a: 5.0).result
         d.cancel()
         self.failureResultOf(d, CancelledError)
         self.assertEqual(clock.getDelayedCalls(), [])
@@ -60,7 +60,7 @@ class RetryingTests(SynchronousTestCase):
         clock = Clock()
         cancelled: list[object] = []
         pending: Deferred[None] = Deferred(cancelled.append)
-        d = retrying(clock, lambda a: pending, lambda f, a: 5.0)
+        d = Retry(clock, lambda a: pending, lambda f, a: 5.0).result
         d.cancel()
         self.failureResultOf(d, CancelledError)
         self.assertEqual(cancelled, [pending])
@@ -72,7 +72,7 @@ class RetryingTests(SynchronousTestCase):
         def broken(failure: Failure, attempt: int) -> float:
             raise ZeroDivisionError()
 
-        d = retrying(Clock(), lambda a: fail(RuntimeError()), broken)
+        d = Retry(Clock(), lambda a: fail(RuntimeError()), broken).result
         self.failureResultOf(d, ZeroDivisionError)
 
 

@@ -2,10 +2,11 @@
 Destinations.  Everything the pipeline knows of a destination is
 L{IUploader}: deliver this file under this key, idempotently.
 
-Two implementations: L{eventpipe.destinations.outbox.LocalDirectoryUploader}
-(the outbox, laid out as the bucket would be) and
-L{eventpipe.destinations.s3.S3Uploader} (boto3 in a dedicated thread pool).
-Both write conditionally, and decide what an object already under the key
+Three implementations: L{eventpipe.destinations.outbox.LocalDirectoryUploader}
+(the outbox, laid out as the bucket would be),
+L{eventpipe.destinations.s3.S3Uploader} (boto3 in a dedicated thread pool)
+and L{eventpipe.destinations.azure.AzureBlobUploader} (azure-storage-blob, in
+its own thread pool).  All write conditionally, and decide what an object already under the key
 is by one rule, L{delivered_before}: it is this segment's delivery when it
 carries this segment's identity (the digest of the sealed segment's own
 bytes, the same for every render of it and different for every other
