@@ -222,7 +222,9 @@ class AlertRuleTests(ServiceHarness):
         )
         with open(path) as stream:
             rules = yaml.safe_load(stream)
-        with open(os.path.join(os.path.dirname(path), "..", "..", "README.rst")) as stream:
+        with open(
+            os.path.join(os.path.dirname(path), "..", "..", "docs", "operating.rst")
+        ) as stream:
             readme = stream.read()
         service = self.service()
         text = get(health_resource(service.status, service.metrics), b"metrics")[1].decode()
@@ -234,9 +236,10 @@ class AlertRuleTests(ServiceHarness):
                 alerts.append(rule["alert"])
                 self.assertIn("summary", rule["annotations"])
                 self.assertTrue(rule["alert"].startswith("Eventpipe"), rule["alert"])
-                # Its runbook: its own section of README.rst.
+                # Its runbook: its own section of the manual's operating page.
                 self.assertEqual(
-                    rule["annotations"]["runbook_url"], f"README.rst#{rule['alert'].lower()}"
+                    rule["annotations"]["runbook_url"],
+                    f"docs/operating.rst#{rule['alert'].lower()}",
                 )
                 self.assertIn(f"\n{rule['alert']}\n{'^' * len(rule['alert'])}\n", readme)
                 named.update(re.findall(r"\b(eventpipe_[a-z_]+)", rule["expr"]))

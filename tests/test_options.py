@@ -70,23 +70,29 @@ class UnknownSettingTests(SynchronousTestCase):
         self.assertEqual(options.sources["s3-bucket"], "EVENTPIPE_S3_BUCKET")
 
 
-class ReadmeTableTests(SynchronousTestCase):
-    def test_every_option_and_variable_in_the_readme(self) -> None:
-        """README's option table has a row for every option, naming each of its variables."""
+class ReferenceTests(SynchronousTestCase):
+    def test_every_option_and_variable_in_the_reference(self) -> None:
+        """
+        The manual's option reference (made from the parser, included by
+        docs/options.rst and the man page) has an entry for every option,
+        naming each of its variables.
+        """
+        from eventpipe.config.reference import option_reference
+
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        with open(os.path.join(root, "README.rst"), encoding="utf-8") as stream:
-            lines = stream.read().splitlines()
-        start = next(n for n, line in enumerate(lines) if re.match(r"^option +default +env", line))
-        end = next(n for n in range(start + 2, len(lines)) if lines[n].startswith("===="))
+        for page in ("options.rst", os.path.join("man", "eventpipe.rst")):
+            with open(os.path.join(root, "docs", page), encoding="utf-8") as stream:
+                self.assertIn("_generated/options.rst", stream.read(), page)
+        lines = option_reference().splitlines()
         rows = {
-            match.group(1): line
-            for line in lines[start + 2 : end]
+            match.group(1): lines[number + 1]
+            for number, line in enumerate(lines)
             if (match := re.match(r"^``--([a-z0-9-]+)", line))
         }
         for parameter in PARAMETERS:
             self.assertIn(parameter.name, rows, f"--{parameter.name}")
             for variable in parameter.environment:
-                self.assertIn(f"``{variable}", rows[parameter.name], f"--{parameter.name}")
+                self.assertIn(variable, rows[parameter.name], f"--{parameter.name}")
         for flag, variable in (
             ("repair-acm-tag-names", "EVENTPIPE_REPAIR_ACM_TAG_NAMES"),
             ("allow-unconditional-writes", "EVENTPIPE_ALLOW_UNCONDITIONAL_WRITES"),
