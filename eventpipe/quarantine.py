@@ -454,8 +454,7 @@ def replay_one(
 
     @raise KeyConflict: another replay took the next number meanwhile.
     """
-    from eventpipe.render.batch import render_segment, replayable
-    from eventpipe.shipment import CONTENT_TYPES
+    from eventpipe.render.batch import CONTENT_TYPES, render_segment, replayable
     from eventpipe.spool.spool import Spool
 
     outcome: Counter[str] = Counter()

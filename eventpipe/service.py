@@ -41,7 +41,7 @@ from eventpipe.lock import SpoolLock
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics
 from eventpipe.rotation import Rotation
-from eventpipe.shipping import Shipping
+from eventpipe.shipping.chain import Shipping
 from eventpipe.spool.spool import Spool
 from eventpipe.threads import BlockingWork
 

@@ -39,7 +39,7 @@ def resolve(name: str) -> Any:
     return value
 
 
-# Whose fault a failed render is (see eventpipe.shipment): the segment's
+# Whose fault a failed render is (see eventpipe.shipping.shipment): the segment's
 # own (the render names it so), the machine's (a system error, memory, an
 # import that fails after an upgrade in place), or not known from one
 # failure (anything else: known once it repeats while other segments

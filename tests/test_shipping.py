@@ -11,11 +11,11 @@ from twisted.internet.error import ProcessTerminated
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from eventpipe import shipment as shipment_module
-from eventpipe import shipping as shipping_module
 from eventpipe import threads
 from eventpipe.destinations import IUploader, UploadError
 from eventpipe.render import batch as render_module
+from eventpipe.shipping import rendering as shipping_module
+from eventpipe.shipping import shipment as shipment_module
 from tests.harness import ServiceHarness, SynchronousWork
 from tests.support import DECLARATION, make_stream, numbers_in_xml_batch
 

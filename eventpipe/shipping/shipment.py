@@ -46,7 +46,7 @@ def render_fault(error: BaseException) -> str:
     could not start), or C{unclear} (a render past its time limit, a crash
     of the worker on it, an error of the render code): an unclear failure is
     the segment's only when it repeats while other segments render (see
-    L{Shipment.counts}).
+    L{Shipment.render_failed}).
     """
     fault = getattr(error, "fault", None)
     if getattr(error, "segments_own", False):
@@ -64,10 +64,11 @@ class RenderFailed(Exception):
     def __init__(self, error: BaseException, counted: bool = True, fault: str = UNCLEAR) -> None:
         super().__init__(f"rendering failed: {describe(error)}")
         self.error = error
-        # Whether it counted toward setting the segment aside, and whose
-        # fault it was (see render_fault).
+        # Whether it counted toward setting the segment aside, whose fault
+        # it was (see render_fault), and whether the segment is set aside.
         self.counted = counted
         self.fault = fault
+        self.set_aside = False
 
 
 class Shipment:
@@ -89,7 +90,7 @@ class Shipment:
         self.rendered = False
         self.render_failures = 0
         # Renders of any segment done when this one's last attempt began
-        # (see L{counts}).
+        # (see L{render_failed}).
         self.renders_at_attempt: int | None = None
         self.renders_at_previous_attempt: int | None = None
         # Whether what the render set aside was counted (the first render).
@@ -104,25 +105,70 @@ class Shipment:
         # or set aside (or the shipping is cancelled at shutdown).
         self.retry: Retry | None = None
 
-    def attempting(self, renders_done: int) -> None:
+    # The transitions: each moves the phase, and only these do.
+
+    def queue(self) -> None:
+        """Wait for a slot (a new attempt, or one woken from its wait)."""
+        self.phase = Phase.QUEUED
+
+    def render(self, renders_done: int) -> None:
         """An attempt begins, when C{renders_done} renders have succeeded."""
+        self.phase = Phase.RENDERING
+        self.failing_key = None
         self.renders_at_previous_attempt = self.renders_at_attempt
         self.renders_at_attempt = renders_done
 
-    def counts(self, fault: str, renders_done: int) -> bool:
+    def upload(self) -> None:
+        self.phase = Phase.UPLOADING
+
+    def remove(self) -> None:
+        """Delivered: the segment's file is removed (the "reset")."""
+        self.phase = Phase.REMOVING
+
+    def delivered(self) -> None:
+        self.phase = Phase.DELIVERED
+
+    def wait(self, error: str) -> None:
+        """The attempt failed with C{error}: wait to retry."""
+        self.phase = Phase.WAITING
+        self.last_error = error
+
+    def set_aside(self) -> None:
+        self.phase = Phase.SET_ASIDE
+
+    def gone(self) -> None:
+        self.phase = Phase.GONE
+
+    def stopped(self) -> None:
+        self.phase = Phase.STOPPED
+
+    @property
+    def ended_undelivered(self) -> bool:
+        """Whether its chain ended without a delivery (set aside, or gone)."""
+        return self.phase in (Phase.SET_ASIDE, Phase.GONE)
+
+    def render_failed(self, error: BaseException, renders_done: int) -> RenderFailed:
         """
-        Whether a failed render counts toward setting the segment aside: a
-        failure the segment's own does; one of the machine never does; an
-        unclear one does when another segment has rendered since this one's
-        previous attempt began (the machine works, a fresh worker rendered
-        something else, and this segment failed again).
+        The one decision on a failed render: whose fault it is
+        (L{render_fault}), and whether it counts toward setting the segment
+        aside.  A failure the segment's own counts; one of the machine never
+        does; an unclear one counts when another segment has rendered since
+        this one's previous attempt began (the machine works, a fresh worker
+        rendered something else, and this segment failed again).
+
+        @return: the failure to raise; C{set_aside} on it says whether the
+            segment has failed L{RENDER_ATTEMPTS} times in a row now.
         """
-        if fault == SEGMENTS_OWN:
-            return True
-        if fault == MACHINE:
-            return False
+        fault = render_fault(error)
         before = self.renders_at_previous_attempt
-        return before is not None and renders_done > before
+        counted = fault == SEGMENTS_OWN or (
+            fault == UNCLEAR and before is not None and renders_done > before
+        )
+        if counted:
+            self.render_failures += 1
+        failed = RenderFailed(error, counted, fault)
+        failed.set_aside = self.render_failures >= RENDER_ATTEMPTS
+        return failed
 
     @property
     def deferred(self) -> Deferred[Any] | None:
