@@ -17,12 +17,8 @@ small fixed margin beyond the timeout.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import IService, Service
@@ -33,16 +29,20 @@ from twisted.internet.task import LoopingCall
 from eventpipe import __version__
 from eventpipe.admission import Admission
 from eventpipe.config.settings import Settings
-from eventpipe.destinations import IUploader, UnconditionalStore
+from eventpipe.destinations import IUploader
 from eventpipe.health import Status
 from eventpipe.ingest import Ingest
 from eventpipe.listeners import loopback_only
 from eventpipe.lock import SpoolLock
-from eventpipe.logs import Logger
+from eventpipe.logs import Logger, set_level
 from eventpipe.metrics import Metrics
+from eventpipe.probe import DestinationProbe
+from eventpipe.reload import apply_live, live_settings, reloadable
 from eventpipe.rotation import Rotation
+from eventpipe.samples import Lag, Rates
 from eventpipe.shipping.chain import Shipping
 from eventpipe.spool.spool import Spool
+from eventpipe.stopping import report_left, ship_before_stopping
 from eventpipe.threads import BlockingWork
 
 log = Logger()
@@ -57,13 +57,6 @@ STOP_MARGIN = 1.5
 MIN_STEP = 0.25
 # Seconds between two summaries of ingest in the log.
 SUMMARY_INTERVAL = 60.0
-# The counts kept for the status page's chart: one sample every RATE_INTERVAL
-# seconds, for the last RATE_SAMPLES of them (five minutes).
-RATE_INTERVAL = 2.0
-RATE_SAMPLES = 151
-# Seconds between two looks at the reactor's lateness (the benchmark sets a
-# shorter one through EVENTPIPE_LAG_INTERVAL, to catch short stalls).
-LAG_INTERVAL = float(os.environ.get("EVENTPIPE_LAG_INTERVAL", "") or 0.1)
 
 
 class EventpipeService(Service):
@@ -92,9 +85,6 @@ class EventpipeService(Service):
     ) -> None:
         self.settings = settings
         self.lock = lock
-        # The destination's probe: how many so far, and the next one.
-        self._probes = 0
-        self._probe_call: Any = None
         self.announcement = announcement
         self.spool = spool
         self.uploader = uploader
@@ -102,6 +92,32 @@ class EventpipeService(Service):
         self.render = render
         self.sealer = sealer
         self.metrics = metrics if metrics is not None else Metrics()
+        self._stages(jitter)
+        self.probe = DestinationProbe(
+            uploader,
+            self.shipping,
+            self.metrics,
+            clock,
+            running=lambda: bool(self.running),
+            serving=lambda: bool(self.listeners),
+        )
+        # Receivers of events (TCP, TLS, UDP); metrics and signal handling.
+        self.listeners: list[IService] = []
+        # Where the listeners take events, as written (tcp:8080, udp 10.0.0.5:5000).
+        self.listening_on: list[str] = []
+        self._summary = LoopingCall(self.ingest.log_summary)
+        self._summary.clock = clock
+        self._lag = Lag(clock, self.metrics)
+        self._rates = Rates(
+            clock, lambda: self.ingest.events_received, lambda: self.shipping.events_delivered
+        )
+        self.started_at = clock.seconds()
+        self.listening = False
+        self.support: list[IService] = []
+
+    def _stages(self, jitter: Callable[[], float]) -> None:
+        """The stages of an event's journey, wired to one another."""
+        settings, spool, uploader, clock = self.settings, self.spool, self.uploader, self.clock
         self.admission = Admission(
             clock,
             self.metrics,
@@ -114,7 +130,7 @@ class EventpipeService(Service):
             spool,
             uploader,
             clock,
-            render.run,
+            self.render.run,
             self.metrics,
             jitter=jitter,
             sealer=self.sealer.run,
@@ -138,21 +154,6 @@ class EventpipeService(Service):
             self.metrics,
             on_segment_full=self.rotation.seal_full,
         )
-        # Receivers of events (TCP, TLS, UDP); metrics and signal handling.
-        self.listeners: list[IService] = []
-        # Where the listeners take events, as written (tcp:8080, udp 10.0.0.5:5000).
-        self.listening_on: list[str] = []
-        self._summary = LoopingCall(self.ingest.log_summary)
-        self._summary.clock = clock
-        self._lag = LoopingCall(self._measure_lag)
-        self._lag.clock = clock
-        self._lag_due = 0.0
-        self._samples: deque[tuple[float, int, int]] = deque(maxlen=RATE_SAMPLES)
-        self._sampler = LoopingCall(self._sample)
-        self._sampler.clock = clock
-        self.started_at = clock.seconds()
-        self.listening = False
-        self.support: list[IService] = []
 
     def add_listener(self, service: IService) -> None:
         """A service that takes events in: started last, stopped first."""
@@ -195,20 +196,15 @@ class EventpipeService(Service):
         self.render.start()
         self.sealer.start()
         self.uploader.start()
-        self._probe()
+        self.probe.probe()
         for segment in segments:
             self.shipping.ship(segment)
         self.rotation.start()
         self._summary.start(SUMMARY_INTERVAL, now=False).addErrback(
             lambda failure: log.failure("the ingest summary stopped", failure)
         )
-        self._sampler.start(RATE_INTERVAL, now=True).addErrback(
-            lambda failure: log.failure("the rate samples stopped", failure)
-        )
-        self._lag_due = self.clock.seconds() + LAG_INTERVAL
-        self._lag.start(LAG_INTERVAL, now=False).addErrback(
-            lambda failure: log.failure("the reactor lag measure stopped", failure)
-        )
+        self._rates.start()
+        self._lag.start()
         for service in (*self.listeners, *self.support):
             service.startService()
         self.listening = True
@@ -227,86 +223,9 @@ class EventpipeService(Service):
                 where=", ".join(open_to_all),
             )
 
-    def _sample(self) -> None:
-        self._samples.append(
-            (self.clock.seconds(), self.ingest.events_received, self.shipping.events_delivered)
-        )
-
     def rates(self) -> dict[str, Any]:
-        """Events received and delivered per second, one figure per sample, oldest first."""
-        samples = list(self._samples)
-        received, delivered = [], []
-        for (then, got, sent), (now, got_now, sent_now) in zip(samples, samples[1:]):
-            seconds = max(now - then, 1e-3)
-            received.append(round((got_now - got) / seconds, 3))
-            delivered.append(round((sent_now - sent) / seconds, 3))
-        return {
-            "interval_seconds": RATE_INTERVAL,
-            "slots": RATE_SAMPLES - 1,
-            "received_per_second": received,
-            "delivered_per_second": delivered,
-        }
-
-    def _measure_lag(self) -> None:
-        now = self.clock.seconds()
-        self.metrics.reactor_lag.observe(max(0.0, now - self._lag_due))
-        self._lag_due = now + LAG_INTERVAL
-
-    def _probe(self) -> None:
-        """
-        Probe the destination.  While it fails, that is the delivery state
-        (as a failed delivery would be: counted, shown, alerted on), and the
-        probe is tried again with the retry backoff until it, or a
-        delivery, succeeds.
-        """
-        self._probe_call = None
-        self._probes += 1
-        self.uploader.check().addCallbacks(
-            self._destination_usable, self._destination_unusable
-        ).addErrback(lambda failure: log.failure("probing the destination", failure))
-
-    def _destination_usable(self, where: str) -> None:
-        again = " again" if self.shipping.probe_error is not None else ""
-        self.shipping.probe_error = None
-        if getattr(self.uploader, "allow_unconditional", False) and "conditional" in where:
-            log.warn("destination {where} is reachable{again}", where=where, again=again)
-        else:
-            log.info("destination {where} is reachable{again}", where=where, again=again)
-
-    def _destination_unusable(self, failure: Any) -> None:
-        error = failure.value
-        hint = getattr(error, "hint", "")
-        if not self.running:
-            return
-        if isinstance(error, UnconditionalStore):
-            # Nothing is written to it (the uploader refuses every
-            # delivery); a serving service stops rather than spool for a
-            # destination it will never use.  What arrived stays spooled.
-            log.critical(
-                "refusing {where}: {error} ({hint}); stopping, the spool keeps what arrived",
-                where=self.uploader.description,
-                error=str(error),
-                hint=hint,
-            )
-            stop = getattr(self.clock, "stop", None)
-            if self.listeners and stop is not None:
-                self.clock.callLater(0, stop)
-            return
-        if self.shipping.last_delivery_at is not None and self._probes > 1:
-            # A delivery succeeded meanwhile: the deliveries say the rest.
-            return
-        description = str(error) + (f" ({hint})" if hint else "")
-        self.shipping.probe_error = description
-        self.metrics.uploads.labels("failure").inc()
-        delay = self.shipping.retry_delay(self._probes)
-        log.error(
-            "destination {where} is not usable yet: {error}; events are spooled and "
-            "delivered once it is (probed again in {delay:.1f} s)",
-            where=self.uploader.description,
-            error=description,
-            delay=delay,
-        )
-        self._probe_call = self.clock.callLater(delay, self._probe)
+        """Events received and delivered per second (see L{Rates.rates})."""
+        return self._rates.rates()
 
     # Stop.
 
@@ -321,121 +240,16 @@ class EventpipeService(Service):
         what is left of C{--shutdown-timeout} plus L{STOP_MARGIN}: the
         whole stop fits in the timeout and a small, fixed margin.
         """
-        deadline = self.clock.seconds() + self.settings.shutdown_timeout
-        unwritten = 0
-
-        def left(cap: float) -> float:
-            # What a step after the drain may take.
-            return min(cap, max(MIN_STEP, deadline + STOP_MARGIN - self.clock.seconds()))
-
-        async def stop_listening() -> None:
-            self.admission.close()
-            self.listening = False
-            await _all(service.stopService for service in self.listeners)
-
-        async def stop_timers() -> None:
-            if self._probe_call is not None and self._probe_call.active():
-                self._probe_call.cancel()
-            for loop in (self._summary, self._lag, self._sampler):
-                if loop.running:
-                    loop.stop()
-            await maybeDeferred(self.rotation.stop)
-
-        async def close_connections() -> None:
-            nonlocal unwritten
-            await self.ingest.close_connections(min(CLOSE_TIMEOUT, self.settings.shutdown_timeout))
-            unwritten = self.ingest.flush()
-            self.ingest.log_summary()
-
-        async def seal() -> None:
+        stop = _Stop(self.clock.seconds() + self.settings.shutdown_timeout)
+        for name, step in _STOP_STEPS:
             try:
-                self.rotation.seal("shutdown")
-            except Exception:
-                log.failure("sealing at shutdown failed; the current segment stays in the spool")
-            await self.rotation.wait()
-
-        async def ship() -> None:
-            await Deferred.fromCoroutine(
-                self.shipping.drain(max(0.0, deadline - self.clock.seconds()))
-            )
-
-        async def stop_uploader() -> None:
-            await self.uploader.stop(left(POOL_STOP_TIMEOUT))
-
-        async def stop_render() -> None:
-            await self.render.stop(left(POOL_STOP_TIMEOUT))
-
-        async def stop_sealer() -> None:
-            if self.sealer is not self.render:
-                await self.sealer.stop(left(POOL_STOP_TIMEOUT))
-
-        async def close_spool() -> None:
-            self.spool.close()
-            self._report_left(unwritten)
-            if self.lock is not None:
-                self.lock.release()
-
-        async def stop_support() -> None:
-            await _all(service.stopService for service in self.support)
-
-        for name, step in (
-            ("stop listening", stop_listening),
-            ("stop the timers", stop_timers),
-            ("close the connections", close_connections),
-            ("seal", seal),
-            ("ship", ship),
-            ("stop the uploads", stop_uploader),
-            ("stop the render workers", stop_render),
-            ("stop the sealer", stop_sealer),
-            ("close the spool", close_spool),
-            ("stop metrics and signals", stop_support),
-        ):
-            try:
-                await Deferred.fromCoroutine(step())
+                await Deferred.fromCoroutine(step(self, stop))
             except Exception:
                 log.failure(
                     "stopping: {step} failed; going on with the next steps (what was not "
                     "delivered stays in the spool)",
                     step=name,
                 )
-
-    def _report_left(self, unwritten: int) -> None:
-        """
-        Say what was not delivered, and where it waits; and what could not
-        be kept.  Counted from what is known (no segment is read on the
-        reactor, whatever the spool holds).
-        """
-        if self.shipping.left_at_stop is None:
-            self.shipping.stop_shipping()
-        assert self.shipping.left_at_stop is not None
-        segments, events, exact = self.shipping.left_at_stop
-        if self.spool.current_size:
-            segments += 1
-            events += self.spool.current_events
-        lost = unwritten
-        unread = self.ingest.unread_at_stop
-        if lost or unread:
-            log.error(
-                "stopping: {lost} events were read but could not be written to the spool, "
-                "and {unread} bytes the kernel had accepted could not be read in time; "
-                "they are lost",
-                lost=lost,
-                unread=unread,
-            )
-        if not segments:
-            log.info("stopped: everything received was delivered")
-            return
-        log.warn(
-            "stopping with {count} {segments}, {more}{events} events not delivered; they stay "
-            "in {spool} and {then}",
-            count=segments,
-            segments="segment" if segments == 1 else "segments",
-            more="" if exact else "at least ",
-            events=events,
-            spool=self.spool.directory,
-            # eventpipe drain serves nothing: it is run again, not restarted.
-            then="ship at the next start" if self.listeners else "ship when drain runs again",
-        )
 
     # SIGHUP.
 
@@ -449,32 +263,12 @@ class EventpipeService(Service):
         @return: the options applied, and those that need a restart (not
             applied).
         """
-        from eventpipe.config.table import PARAMETERS, RELOADABLE
-        from eventpipe.logs import set_level
-        from eventpipe.retry import backoff_policy
-
-        applied = [name for name in changed if name in RELOADABLE]
-        restart = [name for name in changed if name not in RELOADABLE]
-        if not applied:
-            return applied, restart
-        new = Settings(**fresh.settings_fields())
-        # The Settings fields of the reloadable options (the table says which).
-        fields = {"allow"} | {
-            p.setting for p in PARAMETERS if p.name in RELOADABLE and p.setting is not None
-        }
-        self.settings = replace(self.settings, **{f: getattr(new, f) for f in fields})
-        settings = self.settings
-        self.shipping.settings = self.rotation.settings = settings
-        self.admission.allow = settings.allow
-        self.admission.max_connections = settings.max_connections
-        self.admission.max_per_host = settings.max_connections_per_host
-        self.ingest.idle_timeout = settings.idle_timeout
-        self.ingest.max_spool_size = settings.max_spool_size
-        self.shipping.retry_policy(backoff_policy(settings.retry_initial, settings.retry_max))
-        self.rotation.every(settings.check_interval)
-        if "log-level" in applied:
-            set_level(fresh["log-level"])
-        self.ingest.update_backpressure()
+        applied, restart = reloadable(changed)
+        if applied:
+            self.settings = live_settings(self.settings, fresh)
+            apply_live(self.settings, self.shipping, self.rotation, self.admission, self.ingest)
+            if "log-level" in applied:
+                set_level(fresh["log-level"])
         return applied, restart
 
     # What an operator asks.
@@ -517,34 +311,96 @@ class EventpipeService(Service):
         )
 
 
-class ReloadOnHangup(Service):
-    """
-    SIGHUP reads the settings again and applies what can change while the
-    service runs (as log shippers do on SIGHUP); connections stay open.
-    Logs are reopened on SIGUSR1, which twistd handles.
-    """
-
-    def __init__(self, reactor: Any, reload: Callable[[], None]) -> None:
-        self.reactor = reactor
-        self.reload = reload
-
-    def startService(self) -> None:
-        super().startService()
-        signal.signal(signal.SIGHUP, self._hangup)
-
-    def _hangup(self, number: int, frame: Any) -> None:
-        if self.running:
-            self.reactor.callFromThread(self.reload)
-
-    def stopService(self) -> None:
-        self.running = False
-        # A SIGHUP during the stop changes nothing.
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-
 async def _all(stops: Any) -> None:
     """Call every stop at once and wait for all of them; log failures."""
     results = await DeferredList([maybeDeferred(stop) for stop in stops], consumeErrors=True)
     for ok, failure in results:
         if not ok:
             log.failure("a service failed to stop", failure)
+
+
+class _Stop:
+    """What the steps of one stop share: its deadline, and what could not be written."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.unwritten = 0
+
+    def left(self, clock: IReactorTime, cap: float) -> float:
+        """What a step after the drain may take."""
+        return min(cap, max(MIN_STEP, self.deadline + STOP_MARGIN - clock.seconds()))
+
+
+async def _stop_listening(service: EventpipeService, stop: _Stop) -> None:
+    service.admission.close()
+    service.listening = False
+    await _all(listener.stopService for listener in service.listeners)
+
+
+async def _stop_timers(service: EventpipeService, stop: _Stop) -> None:
+    service.probe.cancel()
+    if service._summary.running:
+        service._summary.stop()
+    service._lag.stop()
+    service._rates.stop()
+    await maybeDeferred(service.rotation.stop)
+
+
+async def _close_connections(service: EventpipeService, stop: _Stop) -> None:
+    await service.ingest.close_connections(min(CLOSE_TIMEOUT, service.settings.shutdown_timeout))
+    stop.unwritten = service.ingest.flush()
+    service.ingest.log_summary()
+
+
+async def _seal(service: EventpipeService, stop: _Stop) -> None:
+    try:
+        service.rotation.seal("shutdown")
+    except Exception:
+        log.failure("sealing at shutdown failed; the current segment stays in the spool")
+    await service.rotation.wait()
+
+
+async def _ship(service: EventpipeService, stop: _Stop) -> None:
+    timeout = max(0.0, stop.deadline - service.clock.seconds())
+    await Deferred.fromCoroutine(ship_before_stopping(service.shipping, timeout))
+
+
+async def _stop_uploader(service: EventpipeService, stop: _Stop) -> None:
+    await service.uploader.stop(stop.left(service.clock, POOL_STOP_TIMEOUT))
+
+
+async def _stop_render(service: EventpipeService, stop: _Stop) -> None:
+    await service.render.stop(stop.left(service.clock, POOL_STOP_TIMEOUT))
+
+
+async def _stop_sealer(service: EventpipeService, stop: _Stop) -> None:
+    if service.sealer is not service.render:
+        await service.sealer.stop(stop.left(service.clock, POOL_STOP_TIMEOUT))
+
+
+async def _close_spool(service: EventpipeService, stop: _Stop) -> None:
+    service.spool.close()
+    report_left(
+        service.shipping, service.spool, service.ingest, stop.unwritten, bool(service.listeners)
+    )
+    if service.lock is not None:
+        service.lock.release()
+
+
+async def _stop_support(service: EventpipeService, stop: _Stop) -> None:
+    await _all(support.stopService for support in service.support)
+
+
+# The order of stop.
+_STOP_STEPS: list[tuple[str, Callable[[EventpipeService, _Stop], Any]]] = [
+    ("stop listening", _stop_listening),
+    ("stop the timers", _stop_timers),
+    ("close the connections", _close_connections),
+    ("seal", _seal),
+    ("ship", _ship),
+    ("stop the uploads", _stop_uploader),
+    ("stop the render workers", _stop_render),
+    ("stop the sealer", _stop_sealer),
+    ("close the spool", _close_spool),
+    ("stop metrics and signals", _stop_support),
+]

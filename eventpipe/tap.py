@@ -54,7 +54,8 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
     from eventpipe.lock import SpoolBusy, acquire
     from eventpipe.naming import extension
     from eventpipe.protocol import EventReceiverFactory
-    from eventpipe.service import EventpipeService, ReloadOnHangup
+    from eventpipe.reload import ReloadOnHangup
+    from eventpipe.service import EventpipeService
     from eventpipe.spool.layout import SpoolFormatError
     from eventpipe.spool.spool import Spool
     from eventpipe.threads import ProcessWork, ThreadedWork

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
@@ -55,17 +55,14 @@ class Shipping:
         jitter: Callable[[], float] = random.random,
         on_delivered: Callable[[], None] = lambda: None,
     ) -> None:
-        self.settings = settings
-        self.spool = spool
-        self.uploader = uploader
-        self.clock = clock
+        self.spool, self.uploader, self.clock, self.metrics = spool, uploader, clock, metrics
         # Removing and renaming segments: in the thread that seals.
         self.in_sealer = sealer
         self.rendering = Rendering(settings, spool, clock, metrics, render_in_worker, sealer)
         self.delivery = Delivery(
             settings, spool, uploader, clock, metrics, sealer, self._renumbered
         )
-        self.metrics = metrics
+        self.settings = settings
         self._on_delivered = on_delivered
         self.shipments: dict[str, Shipment] = {}
         self.last_attempt_error: str | None = None
@@ -78,16 +75,23 @@ class Shipping:
         # by a probe or a delivery that succeeds.
         self.probe_error: str | None = None
         self.last_delivery_at: float | None = None
-        self.events_quarantined = 0
-        # Since the start: events delivered, and pieces the renders set
-        # aside (counted at the first render of a segment).
-        self.events_delivered = 0
+        # Since the start: pieces stored in quarantine objects, events delivered.
+        self.events_quarantined = self.events_delivered = 0
         # What the stop left: segments, events in them, whether that count
         # is exact (segments found at start-up and not rendered are not
         # counted), from what is known -- no segment is read to count it.
         self.left_at_stop: tuple[int, int, bool] | None = None
         self._policy = backoff_policy(settings.retry_initial, settings.retry_max, jitter=jitter)
         self._slots = DeferredSemaphore(settings.upload_concurrency)
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        """Settings given (at the start, or by a reload) reach every part."""
+        self._settings = self.rendering.settings = self.delivery.settings = settings
 
     @property
     def segments_waiting(self) -> int:
@@ -149,32 +153,6 @@ class Shipping:
                     shipment.retry.wake()
                     woken += 1
         return woken
-
-    async def drain(self, timeout: float) -> None:
-        """
-        Try every segment now, those waiting to retry included, and wait
-        until each is delivered, or C{timeout} seconds; then stop the
-        retries of those left (they stay in the spool).
-        """
-        waiting = [s.deferred for s in self.shipments.values() if s.deferred is not None]
-        if getattr(self.uploader, "refusing", None) is not None:
-            # The destination is refused (it ignores conditional writes):
-            # nothing can ship, so nothing is waited for.
-            waiting = []
-        if waiting:
-            woken = self.wake_waiting()
-            log.info(
-                "shipping {count} segments before stopping (at most {seconds:.0f} s; "
-                "{woken} were waiting to retry and are tried now)",
-                count=len(waiting),
-                seconds=timeout,
-                woken=woken,
-            )
-            give_up = self.clock.callLater(max(0.0, timeout), self.stop_shipping)
-            await DeferredList(waiting, consumeErrors=True)
-            if give_up.active():
-                give_up.cancel()
-        self.stop_shipping()
 
     def stop_shipping(self) -> None:
         """Note what is left (see L{left_at_stop}), then L{cancel}."""
