@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from twisted.application.service import Service
 from twisted.internet.error import CannotListenError
 
-from eventpipe.ingest import Ingest
+from eventpipe.ingest.ingest import Ingest
 from eventpipe.protocol import DatagramReceiver
 
 LISTEN_BACKLOG = 1024

@@ -15,7 +15,7 @@ from twisted.application.service import Service
 from eventpipe.admission import Admission
 from eventpipe.config.settings import Settings
 from eventpipe.config.table import PARAMETERS, RELOADABLE
-from eventpipe.ingest import Ingest
+from eventpipe.ingest.ingest import Ingest
 from eventpipe.retry import backoff_policy
 from eventpipe.rotation import Rotation
 from eventpipe.shipping.chain import Shipping

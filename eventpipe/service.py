@@ -31,7 +31,7 @@ from eventpipe.admission import Admission
 from eventpipe.config.settings import Settings
 from eventpipe.destinations import IUploader
 from eventpipe.health import Status
-from eventpipe.ingest import Ingest
+from eventpipe.ingest.ingest import Ingest
 from eventpipe.listeners import loopback_only
 from eventpipe.lock import SpoolLock
 from eventpipe.logs import Logger, set_level

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import DeferredList
 
-from eventpipe.ingest import Ingest
+from eventpipe.ingest.ingest import Ingest
 from eventpipe.logs import Logger
 from eventpipe.shipping.chain import Shipping
 from eventpipe.shipping.log import log as shipping_log

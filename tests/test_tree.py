@@ -34,8 +34,6 @@ TABLES = frozenset(
 # that fits is taken off it (the test says so), and nothing joins it.
 NOT_YET_SPLIT = frozenset(
     {
-        "eventpipe.ingest",
-        "eventpipe.ingest.Ingest",
         "eventpipe.quarantine",
         "eventpipe.check.check_s3",
         "eventpipe.cli.run",

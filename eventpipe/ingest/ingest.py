@@ -1,31 +1,23 @@
 """
-Ingest: connections hand their events here and they go to the spool at once
-(local disk, on the reactor thread, no network).
-
-When the spool holds more than C{max_spool_size} bytes, when its filesystem
-runs low, or when the disk refuses a write, every connection stops being
-read (TCP pushes back on the sender) until there is room again.  Events
-already framed when the disk refused are kept in memory (at most one read
-per connection, as reading stops) and written first when the disk accepts
-again.
+Where every receiver hands what it read: connections admitted and
+counted, events and documents encoded as records and appended to the
+spool, what the disk refused kept and written first when it accepts again.
 """
 
 from __future__ import annotations
 
-import fcntl
-import struct
-import termios
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from eventpipe.admission import NOT_EVENTS, SHUTTING_DOWN, Admission
 from eventpipe.config.settings import Settings
 from eventpipe.framing.common import Rejected
 from eventpipe.framing.reads import DECLARATION, split_documents
+from eventpipe.ingest.backpressure import Backpressure
+from eventpipe.ingest.closing import Activity, Closing
 from eventpipe.logs import Logger
 from eventpipe.metrics import Metrics, quarantined
 from eventpipe.protocol import EventReceiver, Source
@@ -34,16 +26,12 @@ from eventpipe.spool.layout import SpoolWriteError, disk_reserve
 from eventpipe.spool.spool import Spool
 from eventpipe.spool.waiting import runs_within
 
-log = Logger()
+log = Logger(namespace="eventpipe.ingest")
 
-DISK_RETRY_DELAY = 1.0
-# How often a stop looks whether a connection's socket has been read up.
-STOP_READ_POLL = 0.01
 # Bytes appended between two looks at the spool filesystem's free space.
 DISK_CHECK_BYTES = 256 * 1024
 # Pieces set aside from one connection that are logged one by one.
 LOGGED_PIECES = 3
-LOW_WATER = 0.9
 
 # What a record ingest writes holds: a context, nothing to deliver (set
 # aside), or a number of events (one, or the documents of a read).
@@ -56,26 +44,8 @@ _CONTEXT_SIZE = 128
 # A record's header and final newline.
 _RECORD_OVERHEAD = 19
 
-# Why reading is paused.
-SPOOL_FULL = "spool full"
-DISK_REFUSED = "disk"
-DISK_RESERVE = "disk reserve"
 
-
-@dataclass
-class Activity:
-    """What ingest did since the last summary."""
-
-    opened: int = 0
-    closed: int = 0
-    events: int = 0
-    bytes: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.opened or self.closed or self.events or self.bytes)
-
-
-class Ingest:
+class Ingest(Backpressure, Closing):
     """
     The L{eventpipe.protocol.EventSink} of every receiver.
 
@@ -173,79 +143,6 @@ class Ingest:
             waiting, self._all_gone = self._all_gone, []
             for d in waiting:
                 d.callback(None)
-
-    def close_connections(self, timeout: float) -> Deferred[None]:
-        """
-        Read what the kernel has already accepted on every connection, then
-        close it (what each has sent is framed and spooled by then).  ACM
-        has no acknowledgement: to it, what the kernel took is delivered.
-        So reading resumes whatever paused it (the spool's limit is for
-        back-pressure, not a reason to discard), and a connection closes
-        once it has been read up to what its socket held when the stop
-        began.  Fires when all are gone; connections still open after
-        C{timeout} seconds (a TLS peer that never answers the close) are
-        aborted, and the bytes their sockets still hold are counted in
-        C{unread_at_stop}.
-        """
-        self.stopping = True
-        if not self.receivers:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._all_gone.append(d)
-        targets = {}
-        for receiver in list(self.receivers):
-            targets[receiver] = receiver.bytes_read + unread_bytes(receiver.transport)
-            receiver.transport.resumeProducing()  # type: ignore[union-attr]
-
-        def close_read() -> None:
-            for receiver, target in list(targets.items()):
-                if receiver not in self.receivers:
-                    del targets[receiver]
-                elif receiver.bytes_read >= target or not unread_bytes(receiver.transport):
-                    del targets[receiver]
-                    receiver.transport.loseConnection()  # type: ignore[union-attr]
-            if targets:
-                self._closing = self.clock.callLater(STOP_READ_POLL, close_read)
-
-        close_read()
-
-        def abort(result: object, timeout: float) -> None:
-            if self._closing is not None and self._closing.active():
-                self._closing.cancel()
-            self.unread_at_stop = sum(unread_bytes(r.transport) for r in self.receivers)
-            log.warn(
-                "{count} connections did not close within {timeout:g} s: aborted, with "
-                "{unread} bytes their sockets held unread",
-                count=len(self.receivers),
-                timeout=timeout,
-                unread=self.unread_at_stop,
-            )
-            for receiver in list(self.receivers):
-                receiver.transport.abortConnection()  # type: ignore[union-attr]
-
-        d.addTimeout(timeout, self.clock, onTimeoutCancel=abort)
-        return d
-
-    def log_summary(self) -> None:
-        """
-        One info line for what happened since the last one (connections are
-        logged one by one only at debug: ACM may open one per event).
-        """
-        now = self.clock.seconds()
-        recent, self.recent = self.recent, Activity()
-        seconds, self._summarised_at = now - self._summarised_at, now
-        if not recent:
-            return
-        log.info(
-            "in the last {seconds:.0f} s: connections opened {opened}, closed {closed}, "
-            "open {open}; events spooled {events}, bytes {bytes}",
-            seconds=seconds,
-            opened=recent.opened,
-            closed=recent.closed,
-            open=len(self.receivers),
-            events=recent.events,
-            bytes=recent.bytes,
-        )
 
     def cut_off(self, receiver: EventReceiver) -> None:
         """
@@ -380,125 +277,4 @@ class Ingest:
         self.update_backpressure(check_disk=self._unchecked_bytes >= DISK_CHECK_BYTES)
         return True
 
-    def _refused(self, error: SpoolWriteError, records: list[Record]) -> None:
-        """Keep them, first in line; stop reading until the disk accepts writes."""
-        self._unwritten[:0] = records
-        if DISK_REFUSED not in self.paused_for:
-            log.error(
-                "{error}; reading paused, retrying every {delay} s",
-                error=error,
-                delay=DISK_RETRY_DELAY,
-            )
-            self.pause(DISK_REFUSED)
-        self._disk_retry = self.clock.callLater(DISK_RETRY_DELAY, self._write_unwritten)
-
-    def _write_unwritten(self) -> None:
-        self._disk_retry = None
-        records, self._unwritten = self._unwritten, []
-        if self._write(records):
-            log.info("the spool accepts writes again")
-            self.resume(DISK_REFUSED)
-
-    def flush(self) -> int:
-        """
-        Before sealing at shutdown: one last try to write what the disk
-        refused.
-
-        @return: the events that still could not be written (lost).
-        """
-        if self._disk_retry is None or not self._disk_retry.active():
-            return 0
-        self._disk_retry.cancel()
-        self._write_unwritten()
-        if self._disk_retry is None or not self._disk_retry.active():
-            return 0
-        self._disk_retry.cancel()
-        lost = sum(max(kind, 0) for _, kind in self._unwritten)
-        log.error(
-            "stopping while the spool refuses writes: {count} events read but not written",
-            count=lost,
-        )
-        return lost
-
     # Back-pressure.
-
-    def update_backpressure(self, check_disk: bool = True) -> None:
-        """
-        Pause or resume reading: by the bytes waiting in the spool, and by
-        the free space left on its filesystem (a reserve is kept so that
-        sealed segments can always be rendered and shipped, which is what
-        frees space again).
-
-        @param check_disk: look at the free space too (a system call); the
-            write path does so only every L{DISK_CHECK_BYTES}, which the
-            reserve's spare megabyte covers.
-        """
-        waiting = self.spool.waiting_bytes
-        if waiting >= self.max_spool_size:
-            if SPOOL_FULL not in self.paused_for:
-                log.warn(
-                    "spool holds {waiting} bytes (limit {limit}): reading paused",
-                    waiting=waiting,
-                    limit=self.max_spool_size,
-                )
-                self.pause(SPOOL_FULL)
-        elif waiting <= self.max_spool_size * LOW_WATER and SPOOL_FULL in self.paused_for:
-            log.info("spool down to {waiting} bytes: reading resumed", waiting=waiting)
-            self.resume(SPOOL_FULL)
-        if not check_disk:
-            return
-        self._unchecked_bytes = 0
-        free = self.spool.free_bytes()
-        if free < self.disk_reserve:
-            if DISK_RESERVE not in self.paused_for:
-                log.warn(
-                    "only {free} bytes free on the spool's filesystem, {reserve} are kept "
-                    "for rendering: reading paused",
-                    free=free,
-                    reserve=self.disk_reserve,
-                )
-                self.pause(DISK_RESERVE)
-        elif free >= self.disk_reserve * 1.5 and DISK_RESERVE in self.paused_for:
-            log.info("{free} bytes free on the spool's filesystem: reading resumed", free=free)
-            self.resume(DISK_RESERVE)
-
-    def pause(self, why: str) -> None:
-        if self.stopping:
-            # What the kernel holds is read at a stop, whatever the limits.
-            self.paused_for.add(why)
-            return
-        if not self.paused_for:
-            for receiver in self.receivers:
-                receiver.transport.pauseProducing()  # type: ignore[union-attr]
-            for port in self.datagram_ports:
-                # Datagrams that arrive meanwhile wait in (or overflow) the
-                # kernel's buffer: UDP promises nothing.
-                port.stopReading()
-        self.paused_for.add(why)
-
-    def resume(self, why: str) -> None:
-        if why not in self.paused_for:
-            return
-        self.paused_for.discard(why)
-        if not self.paused_for:
-            for receiver in self.receivers:
-                receiver.transport.resumeProducing()  # type: ignore[union-attr]
-            for port in self.datagram_ports:
-                port.startReading()
-
-
-def unread_bytes(transport: Any) -> int:
-    """
-    Bytes the kernel holds for a connection that were not read yet (the
-    socket under a TLS layer for a TLS connection); 0 when not known.
-    """
-    for _ in range(3):
-        if transport is None:
-            return 0
-        try:
-            fileno = transport.getHandle().fileno()
-            found = fcntl.ioctl(fileno, termios.FIONREAD, b"\0\0\0\0")
-            return int(struct.unpack("i", found)[0])
-        except Exception:
-            transport = getattr(transport, "transport", None)
-    return 0
