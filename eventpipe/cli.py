@@ -21,7 +21,7 @@ from eventpipe.config.options import Options as ServiceOptions
 from eventpipe.config.options import SettingsOptions
 from eventpipe.config.table import PARAMETERS
 from eventpipe.drain import DrainOptions
-from eventpipe.quarantine import QuarantineOptions
+from eventpipe.quarantine.options import QuarantineOptions
 from eventpipe.snowflake.script import snowflake_sql
 from eventpipe.snowflake.setup import AzureTarget
 from eventpipe.snowflake.sql import SnowflakeNames
@@ -248,7 +248,7 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
 
         return run_status(sub, stream)
     if options.subCommand == "quarantine":
-        from eventpipe.quarantine import run_quarantine
+        from eventpipe.quarantine.commands import run_quarantine
 
         return run_quarantine(sub, stream)
     if options.subCommand == "simulate":

@@ -20,7 +20,8 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.cli import run
-from eventpipe.quarantine import MAX_RUNS, ranges, unranges
+from eventpipe.quarantine.replay import MAX_RUNS
+from eventpipe.quarantine.store import ranges, unranges
 from eventpipe.render.output import quarantine_entry
 from eventpipe.snowflake.setup import batch_pattern
 from tests.support import (
@@ -330,7 +331,8 @@ class ReplayUnitTests(SynchronousTestCase):
     def test_window(self) -> None:
         """--since and --until choose objects by the time in their names."""
         from eventpipe.destinations.outbox import LocalDirectoryUploader
-        from eventpipe.quarantine import Quarantine, _since
+        from eventpipe.quarantine.options import _since
+        from eventpipe.quarantine.store import Quarantine
 
         outbox = os.path.abspath(self.mktemp())
         for day in ("20261120_101500", "20261124_101500", "20261128_235959"):

@@ -34,15 +34,12 @@ TABLES = frozenset(
 # that fits is taken off it (the test says so), and nothing joins it.
 NOT_YET_SPLIT = frozenset(
     {
-        "eventpipe.quarantine",
         "eventpipe.check.check_s3",
         "eventpipe.cli.run",
         "eventpipe.destinations.azure.AzureBlobUploader._deliver",
         "eventpipe.drain.run_drain",
         "eventpipe.framing.framer.EventFramer.feed",
         "eventpipe.health.health_resource",
-        "eventpipe.quarantine.replay",
-        "eventpipe.quarantine.replay_one",
         "eventpipe.render.batch.render_segment",
         "eventpipe.simulate.simulate",
         "eventpipe.status.screen",
