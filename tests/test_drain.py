@@ -12,6 +12,7 @@ import re
 from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.lock import SpoolBusy, acquire, holder, last_instance
+from eventpipe.spool.waiting import waiting_in
 from tests.support import (
     BUCKET,
     CONTAINER,
@@ -112,10 +113,12 @@ def leave_a_spool(testcase: SynchronousTestCase, count: int, extra: bytes = b"")
     send(service.port, make_stream(range(count // 2)))
     wait_for(lambda: os.listdir(os.path.join(service.spool, "sealed")), 30, "a sealed segment")
     send(service.port, make_stream(range(count // 2, count)) + extra)
+    # Every event spooled (a current segment alone may hold part of them).
     wait_for(
-        lambda: os.path.exists(os.path.join(service.spool, "current")),
+        lambda: os.path.exists(os.path.join(service.spool, "current"))
+        and waiting_in(service.spool).events >= count,
         30,
-        "a current segment",
+        "a current segment with every event",
     )
     service.kill()
     return service

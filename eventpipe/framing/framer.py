@@ -109,8 +109,7 @@ class EventFramer(BetweenDocuments, EndTags):
         rejected: list[Rejected] = []
         buf = self._buf
         buf += data
-        pos = 0
-        n = len(buf)
+        pos, n = 0, len(buf)
         while pos < n:
             state = self.state
             if state in _IN_EVENT:
@@ -124,9 +123,7 @@ class EventFramer(BetweenDocuments, EndTags):
                 if interrupted is not None:
                     # A new document began before this event ended.
                     if interrupted - pos > self.max_event_size:
-                        self._head = bytes(buf[pos : pos + self.max_event_size])
-                        self._dropped = interrupted - pos - self.max_event_size
-                        rejected.append(self._finish_oversize())
+                        rejected.append(self._oversize(buf, pos, interrupted))
                     else:
                         rejected.append(Rejected(REASON_INTERRUPTED, bytes(buf[pos:interrupted])))
                     self._declared = b""
@@ -142,9 +139,7 @@ class EventFramer(BetweenDocuments, EndTags):
                         continue
                     break
                 if end - pos > self.max_event_size:
-                    self._head = bytes(buf[pos : pos + self.max_event_size])
-                    self._dropped = end - pos - self.max_event_size
-                    rejected.append(self._finish_oversize())
+                    rejected.append(self._oversize(buf, pos, end))
                 else:
                     events.append(self._declared + bytes(buf[pos:end]))
                 self._declared = b""
@@ -163,6 +158,12 @@ class EventFramer(BetweenDocuments, EndTags):
         if self.state in _IN_EVENT:
             self._scan -= pos
         return events, rejected
+
+    def _oversize(self, buf: bytearray, start: int, end: int) -> Rejected:
+        """An event from C{start} to C{end} past the limit: its head is kept, the rest counted."""
+        self._head = bytes(buf[start : start + self.max_event_size])
+        self._dropped = end - start - self.max_event_size
+        return self._finish_oversize()
 
     def _interrupted(self, buf: bytearray, start: int, end: int) -> int | None:
         """

@@ -161,31 +161,115 @@ def render_segment(
     if not stat.S_ISREG(found.st_mode):
         # Never opened: a FIFO would block, a directory cannot be read.
         raise UnrenderableSegment(f"{segment_path} is not a regular file ({_kind_of(found)})")
-    result = RenderResult()
-    parser = make_parser()
-    well_formed = _WellFormed()
     header, footer = (XML_HEADER, XML_FOOTER) if fmt == "xml" else (b"", b"")
-    batch = _Output(batch_path, compress, header)
-    quarantine = _Output(quarantine_path, "none")
-    events: list[bytes] = []
-    # Where and when each pending event came from (see KIND_CONTEXT).
-    contexts: list[dict[str, Any]] = []
-    context: dict[str, Any] = {}
-    size = 0
+    render = _Render(
+        _Output(batch_path, compress, header),
+        _Output(quarantine_path, "none"),
+        fmt,
+        event_tag,
+        repair,
+        max_event_size,
+    )
+    try:
+        with open(segment_path, "rb", buffering=1 << 16) as stream:
+            render.result.source_sha256 = fs.digest_of(stream).hexdigest()
+            stream.seek(0)
+            for record in read_records(stream):
+                render.take(record)
+            render.flush()
+        result = render.result
+        result.batch_bytes, result.batch_sha256 = render.batch.finish(footer)
+        result.quarantine_bytes, result.quarantine_sha256 = render.quarantine.finish()
+    except BaseException:
+        render.batch.abort()
+        render.quarantine.abort()
+        raise
+    return result
 
-    good: list[bytes] = []
 
-    def flush() -> None:
-        if not events:
+class _Render:
+    """One render: the records of a segment in, the batch and quarantine written."""
+
+    def __init__(
+        self,
+        batch: _Output,
+        quarantine: _Output,
+        fmt: str,
+        event_tag: str,
+        repair: bool,
+        max_event_size: int,
+    ) -> None:
+        self.batch, self.quarantine = batch, quarantine
+        self.fmt, self.event_tag, self.repair = fmt, event_tag, repair
+        self.max_event_size = max_event_size
+        self.result = RenderResult()
+        self.parser = make_parser()
+        self.well_formed = _WellFormed()
+        # The events waiting to be validated as one chunk, and where and
+        # when each came from (see KIND_CONTEXT).
+        self.events: list[bytes] = []
+        self.contexts: list[dict[str, Any]] = []
+        self.context: dict[str, Any] = {}
+        self.size = 0
+
+    def take(self, record: Record) -> None:
+        """One record of the segment."""
+        if record.kind == KIND_EVENT:
+            framed: list[bytes] = [record.data]
+            aside: list[Rejected] = []
+        elif record.kind == KIND_DOCUMENTS:
+            if self._whole(record):
+                return
+            framed, aside = frame_documents(record.data, self.event_tag, self.max_event_size)
+        elif record.kind == KIND_CONTEXT:
+            self.context = decode_context(record)
             return
+        elif record.kind == KIND_TORN and record.data[:1] == KIND_DOCUMENTS:
+            framed, aside = _whole_documents_of_torn(record, self.event_tag, self.max_event_size)
+        else:
+            # Set aside by the framer (KIND_REJECTED), or torn.
+            framed = []
+            aside = [Rejected(record.reason, record.data)]
+        for piece in aside:
+            self.result.note(piece.reason, found=record.kind != KIND_REJECTED)
+            self.quarantine.write(quarantine_entry(piece.reason, piece.data, self.context))
+        for event in framed:
+            self.events.append(event)
+            self.contexts.append(self.context)
+            self.size += len(event)
+        if len(self.events) >= CHUNK_EVENTS or self.size >= CHUNK_BYTES:
+            self.flush()
+
+    def _whole(self, record: Record) -> bool:
+        """
+        Write a record of documents all alike at once (see
+        L{uniform_events}), when it is well-formed; what waits goes first,
+        to keep the order.
+        """
+        if self.fmt != "xml":
+            return False
+        uniform = uniform_events(record.data, self.event_tag, self.max_event_size)
+        if uniform is None or not _plain(uniform[0]) or not self.well_formed(uniform[0]):
+            return False
+        self.flush()
+        self.batch.write(uniform[0])
+        self.result.events += uniform[1]
+        return True
+
+    def flush(self) -> None:
+        """Validate the waiting events as one chunk; write the good, set aside the rest."""
+        self.size = 0
+        if not self.events:
+            return
+        result, good = self.result, []
         for data, where, (reason, rendered) in zip(
-            events,
-            contexts,
-            _render_events(events, parser, well_formed, fmt, event_tag),
+            self.events,
+            self.contexts,
+            _render_events(self.events, self.parser, self.well_formed, self.fmt, self.event_tag),
             strict=True,
         ):
-            if reason is not None and repair:
-                fixed = _repaired(data, parser, fmt, event_tag)
+            if reason is not None and self.repair:
+                fixed = _repaired(data, self.parser, self.fmt, self.event_tag)
                 if fixed is not None:
                     reason, rendered = None, fixed[1]
                     result.repaired += 1
@@ -194,63 +278,11 @@ def render_segment(
                 result.events += 1
             else:
                 result.note(reason)
-                quarantine.write(quarantine_entry(reason, data, where))
+                self.quarantine.write(quarantine_entry(reason, data, where))
         if good:
-            batch.write(b"".join(good))
-            good.clear()
-        events.clear()
-        contexts.clear()
-
-    try:
-        with open(segment_path, "rb", buffering=1 << 16) as stream:
-            result.source_sha256 = fs.digest_of(stream).hexdigest()
-            stream.seek(0)
-            for record in read_records(stream):
-                if record.kind == KIND_EVENT:
-                    framed: list[bytes] = [record.data]
-                    aside: list[Rejected] = []
-                elif record.kind == KIND_DOCUMENTS:
-                    uniform = (
-                        uniform_events(record.data, event_tag, max_event_size)
-                        if fmt == "xml"
-                        else None
-                    )
-                    if uniform is not None and _plain(uniform[0]) and well_formed(uniform[0]):
-                        # The whole record at once (see uniform_events);
-                        # what waits goes first, to keep the order.
-                        flush()
-                        size = 0
-                        batch.write(uniform[0])
-                        result.events += uniform[1]
-                        continue
-                    framed, aside = frame_documents(record.data, event_tag, max_event_size)
-                elif record.kind == KIND_CONTEXT:
-                    context = decode_context(record)
-                    continue
-                elif record.kind == KIND_TORN and record.data[:1] == KIND_DOCUMENTS:
-                    framed, aside = _whole_documents_of_torn(record, event_tag, max_event_size)
-                else:
-                    # Set aside by the framer (KIND_REJECTED), or torn.
-                    framed = []
-                    aside = [Rejected(record.reason, record.data)]
-                for piece in aside:
-                    result.note(piece.reason, found=record.kind != KIND_REJECTED)
-                    quarantine.write(quarantine_entry(piece.reason, piece.data, context))
-                for event in framed:
-                    events.append(event)
-                    contexts.append(context)
-                    size += len(event)
-                if len(events) >= CHUNK_EVENTS or size >= CHUNK_BYTES:
-                    flush()
-                    size = 0
-            flush()
-        result.batch_bytes, result.batch_sha256 = batch.finish(footer)
-        result.quarantine_bytes, result.quarantine_sha256 = quarantine.finish()
-    except BaseException:
-        batch.abort()
-        quarantine.abort()
-        raise
-    return result
+            self.batch.write(b"".join(good))
+        self.events.clear()
+        self.contexts.clear()
 
 
 def replayable(
