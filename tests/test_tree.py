@@ -36,7 +36,6 @@ NOT_YET_SPLIT = frozenset(
     {
         "eventpipe.check.check_s3",
         "eventpipe.cli.run",
-        "eventpipe.destinations.azure.AzureBlobUploader._deliver",
         "eventpipe.drain.run_drain",
         "eventpipe.health.health_resource",
         "eventpipe.simulate.simulate",

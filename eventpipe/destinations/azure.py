@@ -32,12 +32,10 @@ from eventpipe import fs
 from eventpipe.destinations import (
     IObjectReader,
     IUploader,
-    KeyConflict,
-    PooledUploader,
     UploadError,
     UploadRequest,
-    delivered_before,
 )
+from eventpipe.destinations.conditional import ConditionalStore
 
 BLOCK_THRESHOLD = 8 * 1024 * 1024
 BLOCK_SIZE = 4 * 1024 * 1024
@@ -131,7 +129,7 @@ class _Chunks(io.RawIOBase):
 
 
 @implementer(IUploader, IObjectReader)
-class AzureBlobUploader(PooledUploader):
+class AzureBlobUploader(ConditionalStore):
     """
     Delivers to a container of Azure Blob Storage (or Azurite), in a
     dedicated pool of C{concurrency} threads.
@@ -201,92 +199,75 @@ class AzureBlobUploader(PooledUploader):
             self._client = service.get_container_client(self.container)
         return self._client
 
-    def deliver(self, request: UploadRequest) -> None:
-        try:
-            self._deliver(request)
-        except Exception as error:
-            raise classify(error) from error
+    @property
+    def in_parts_above(self) -> int:
+        return BLOCK_THRESHOLD
 
-    def _deliver(self, request: UploadRequest) -> None:
-        from azure.core import MatchConditions
+    def classify(self, error: BaseException) -> UploadError:
+        return classify(error)
+
+    def taken(self, error: BaseException) -> bool:
         from azure.core.exceptions import ResourceExistsError
-        from azure.storage.blob import BlobBlock, ContentSettings
 
-        blob = self.client.get_blob_client(request.key)
-        size = os.path.getsize(request.path)
-        settings = ContentSettings(
+        return isinstance(error, ResourceExistsError) or _status(error) == 412
+
+    def _settings(self, request: UploadRequest) -> Any:
+        """Its content type and encoding, and a Content-MD5 the service checks."""
+        from azure.storage.blob import ContentSettings
+
+        return ContentSettings(
             content_type=request.content_type,
             content_encoding=request.content_encoding,
             content_md5=bytearray(fs.file_digest(request.path, "md5").digest()),
         )
-        metadata = request.object_metadata()
-        try:
-            if size <= BLOCK_THRESHOLD:
-                with open(request.path, "rb") as stream:
-                    data = stream.read()
-                # Put Blob with If-None-Match: *, and a Content-MD5 the
-                # service checks.
-                blob.upload_blob(
-                    data,
-                    length=size,
-                    overwrite=False,
-                    metadata=metadata,
-                    content_settings=settings,
-                    validate_content=True,
-                    max_concurrency=1,
-                )
-                return
-            if self._found(request):
-                return
-            blocks = []
-            with open(request.path, "rb") as stream:
-                number = 0
-                while True:
-                    chunk = stream.read(BLOCK_SIZE)
-                    if not chunk:
-                        break
-                    # Block ids of one blob must have one length.
-                    block_id = base64.b64encode(
-                        f"{number:08d}-{uuid.uuid4().hex}".encode()
-                    ).decode()
-                    blob.stage_block(block_id, chunk, validate_content=True)
-                    blocks.append(BlobBlock(block_id=block_id))
-                    number += 1
-                    del chunk
-            blob.commit_block_list(
-                blocks,
-                metadata=metadata,
-                content_settings=settings,
-                match_condition=MatchConditions.IfMissing,
-            )
-        except ResourceExistsError:
-            if not self._found(request):
-                raise UploadError(f"{request.key} was taken, then gone", transient=True) from None
-        except Exception as error:
-            if _status(error) == 412:
-                if not self._found(request):
-                    raise UploadError(
-                        f"{request.key} was taken, then gone", transient=True
-                    ) from None
-                return
-            raise
 
-    def _found(self, request: UploadRequest) -> bool:
-        """
-        Whether this segment's delivery is on the key already (False when
-        the key is free).
+    def create(self, request: UploadRequest) -> None:
+        # Put Blob with If-None-Match: *.
+        with open(request.path, "rb") as stream:
+            data = stream.read()
+        self.client.get_blob_client(request.key).upload_blob(
+            data,
+            length=len(data),
+            overwrite=False,
+            metadata=request.object_metadata(),
+            content_settings=self._settings(request),
+            validate_content=True,
+            max_concurrency=1,
+        )
 
-        @raise KeyConflict: the key holds someone else's blob.
-        """
+    def create_in_parts(self, request: UploadRequest) -> None:
+        from azure.core import MatchConditions
+        from azure.storage.blob import BlobBlock
+
+        blob = self.client.get_blob_client(request.key)
+        blocks = []
+        with open(request.path, "rb") as stream:
+            number = 0
+            while True:
+                chunk = stream.read(BLOCK_SIZE)
+                if not chunk:
+                    break
+                # Block ids of one blob must have one length.
+                block_id = base64.b64encode(f"{number:08d}-{uuid.uuid4().hex}".encode()).decode()
+                blob.stage_block(block_id, chunk, validate_content=True)
+                blocks.append(BlobBlock(block_id=block_id))
+                number += 1
+                del chunk
+        blob.commit_block_list(
+            blocks,
+            metadata=request.object_metadata(),
+            content_settings=self._settings(request),
+            match_condition=MatchConditions.IfMissing,
+        )
+
+    def look(self, key: str) -> dict[str, str] | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            properties = self.client.get_blob_client(request.key).get_blob_properties()
+            properties = self.client.get_blob_client(key).get_blob_properties()
         except ResourceNotFoundError:
-            return False
-        if delivered_before(request, dict(properties.metadata or {})):
-            return True
-        raise KeyConflict(request.key)
+            return None
+        return dict(properties.metadata or {})
 
     def _check(self) -> str:
         try:

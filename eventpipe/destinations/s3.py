@@ -19,12 +19,10 @@ from zope.interface import implementer
 from eventpipe.destinations import (
     IObjectReader,
     IUploader,
-    KeyConflict,
-    PooledUploader,
     UploadError,
     UploadRequest,
-    delivered_before,
 )
+from eventpipe.destinations.conditional import ConditionalStore
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MULTIPART_PART_SIZE = 8 * 1024 * 1024
@@ -129,7 +127,7 @@ def _classify(error: BaseException) -> UploadError:
 
 
 @implementer(IUploader, IObjectReader)
-class S3Uploader(PooledUploader):
+class S3Uploader(ConditionalStore):
     """
     Delivers to S3 (or an S3-compatible store) with boto3, in a dedicated
     thread pool of C{concurrency} threads.
@@ -232,11 +230,15 @@ class S3Uploader(PooledUploader):
             raise classify(error) from error
         return dict(head.get("Metadata", {}))
 
-    def deliver(self, request: UploadRequest) -> None:
-        try:
-            self._upload(request)
-        except Exception as error:
-            raise classify(error) from error
+    @property
+    def in_parts_above(self) -> int:
+        return MULTIPART_THRESHOLD
+
+    def classify(self, error: BaseException) -> UploadError:
+        return classify(error)
+
+    def taken(self, error: BaseException) -> bool:
+        return _precondition_failed(error)
 
     def _extra(self, request: UploadRequest) -> dict[str, Any]:
         extra: dict[str, Any] = {
@@ -247,29 +249,20 @@ class S3Uploader(PooledUploader):
             extra["ContentEncoding"] = request.content_encoding
         return extra
 
-    def _upload(self, request: UploadRequest) -> None:
-        size = os.path.getsize(request.path)
-        try:
-            if size <= MULTIPART_THRESHOLD:
-                checksum = base64.b64encode(bytes.fromhex(request.sha256)).decode("ascii")
-                with open(request.path, "rb") as body:
-                    self.client.put_object(
-                        Bucket=self.bucket,
-                        Key=request.key,
-                        Body=body,
-                        IfNoneMatch="*",
-                        ChecksumAlgorithm="SHA256",
-                        ChecksumSHA256=checksum,
-                        **self._extra(request),
-                    )
-            elif not self._found(request):
-                self._multipart(request)
-        except Exception as error:
-            if not _precondition_failed(error):
-                raise
-            self._confirm_existing(request)
+    def create(self, request: UploadRequest) -> None:
+        checksum = base64.b64encode(bytes.fromhex(request.sha256)).decode("ascii")
+        with open(request.path, "rb") as body:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=request.key,
+                Body=body,
+                IfNoneMatch="*",
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+                **self._extra(request),
+            )
 
-    def _multipart(self, request: UploadRequest) -> None:
+    def create_in_parts(self, request: UploadRequest) -> None:
         client = self.client
         created = client.create_multipart_upload(
             Bucket=self.bucket,
@@ -320,31 +313,14 @@ class S3Uploader(PooledUploader):
                 pass
             raise
 
-    def _confirm_existing(self, request: UploadRequest) -> None:
-        """
-        The key is taken: by this segment's delivery (an earlier attempt, an
-        earlier life of this process), or else by someone else's object.
-        """
-        if not self._found(request):
-            # Gone again between the refusal and the look: try once more.
-            raise UploadError(f"{request.key} was taken, then gone", transient=True)
-
-    def _found(self, request: UploadRequest) -> bool:
-        """
-        Whether this segment's delivery is at the key already (False when
-        the key is free).
-
-        @raise KeyConflict: the key holds someone else's object.
-        """
+    def look(self, key: str) -> dict[str, str] | None:
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=request.key)
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as error:
             if _status(error) == 404:
-                return False
+                return None
             raise
-        if delivered_before(request, head.get("Metadata", {})):
-            return True
-        raise KeyConflict(request.key)
+        return dict(head.get("Metadata", {}))
 
     def _check(self) -> str:
         try:
