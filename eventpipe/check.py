@@ -106,6 +106,30 @@ def _missing(error: Exception, action: str) -> str:
     return f"{classified}{hint}"
 
 
+def _s3_bucket(client: Any, bucket: str) -> tuple[Check, bool]:
+    """
+    Whether the bucket is there and this identity may reach it, and whether
+    the checks go on (not when it is missing, or nothing answers: each call
+    would wait as long again).
+    """
+    try:
+        client.head_bucket(Bucket=bucket)
+    except Exception as error:
+        response = getattr(error, "response", {}) or {}
+        code = str(response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket"):
+            return (False, f"bucket {bucket}: does not exist"), False
+        if not response:
+            # No answer at all: a timeout, a refused connection.
+            return (False, f"bucket {bucket}: {_missing(error, 's3:ListBucket')}"), False
+        if code == "403":
+            from eventpipe.destinations.s3 import explained
+
+            error = explained(client, bucket, error)  # type: ignore[assignment]
+        return (False, f"bucket {bucket}: {_missing(error, 's3:ListBucket')}"), True
+    return (True, f"bucket {bucket}: reachable"), True
+
+
 def check_s3(
     client: Any, bucket: str, prefix: str, instance: str, allow_unconditional: bool = False
 ) -> Iterator[Check]:
@@ -117,25 +141,10 @@ def check_s3(
     (each call would wait as long again).
     """
     where = f"s3://{bucket}/{normalize_prefix(prefix)}"
-    try:
-        client.head_bucket(Bucket=bucket)
-    except Exception as error:
-        response = getattr(error, "response", {}) or {}
-        code = str(response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchBucket"):
-            yield False, f"bucket {bucket}: does not exist"
-            return
-        if not response:
-            # No answer at all: a timeout, a refused connection.
-            yield False, f"bucket {bucket}: {_missing(error, 's3:ListBucket')}"
-            return
-        if code == "403":
-            from eventpipe.destinations.s3 import explained
-
-            error = explained(client, bucket, error)  # type: ignore[assignment]
-        yield False, f"bucket {bucket}: {_missing(error, 's3:ListBucket')}"
-    else:
-        yield True, f"bucket {bucket}: reachable"
+    found, going_on = _s3_bucket(client, bucket)
+    yield found
+    if not going_on:
+        return
     key = f"{normalize_prefix(prefix)}.eventpipe-check/{instance}-{uuid.uuid4().hex}"
     from eventpipe.destinations.s3 import _precondition_failed, error_code
 

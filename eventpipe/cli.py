@@ -254,72 +254,85 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
     if options.subCommand == "simulate":
         return _simulate(sub, stream)
     if options.subCommand == "snowflake-sql":
-        names = SnowflakeNames(
-            table=sub["table"] or "",
-            stage=sub["stage"] or "",
-            pipe=sub["pipe"] or "",
-            file_format=sub["file-format"] or "",
-            storage_integration=sub["storage-integration"] or "",
-            view=sub["view"] or "",
-            notification_integration=sub["notification-integration"] or "",
-            database=sub["database"],
-            schema=sub["schema"],
-            warehouse=sub["warehouse"],
-            admin_role=sub["admin-role"],
-            role=sub["role"],
-            reader_role=sub["reader-role"],
-            role_arn=sub["role-arn"],
-        )
-        azure = None
-        if sub["azure-container"]:
-            from eventpipe.destinations.azure import account_host
-
-            if sub["s3-bucket"]:
-                sys.stderr.write(
-                    "eventpipe: --azure-container: one destination at a time: "
-                    "--s3-bucket or --azure-container, not both\n"
-                )
-                return 1
-            connection = sub.environ.get(
-                "AZURE_STORAGE_CONNECTION_STRING"
-            ) or sub.azure_from_env_file().get("AZURE_STORAGE_CONNECTION_STRING", "")
-            host = account_host(connection, sub["azure-account-url"], "")
-            if host.startswith(".blob."):
-                sys.stderr.write(
-                    "eventpipe: --azure-account-url (or AZURE_STORAGE_CONNECTION_STRING) is "
-                    "needed: the script names the storage account\n"
-                )
-                return 1
-            azure = AzureTarget(
-                blob_host=host,
-                container=sub["azure-container"],
-                tenant_id=sub["azure-tenant-id"],
-                queue_url=sub["azure-queue-url"] or "",
-            )
-        try:
-            sql = snowflake_sql(
-                sub["s3-bucket"],
-                sub["azure-prefix"] if azure else sub["s3-prefix"],
-                sub["format"],
-                sub["compress"],
-                names,
-                event_tag=sub["event-tag"],
-                azure=azure,
-            )
-        except ValueError as error:
-            sys.stderr.write(f"eventpipe: {error}\n")
-            return 1
-        for option, given in (
-            ("--role-arn", azure is not None or sub["role-arn"]),
-            ("--azure-tenant-id", azure is None or sub["azure-tenant-id"]),
-        ):
-            if not given:
-                sys.stderr.write(
-                    f"eventpipe: warning: no {option}: the script says <SET ME: {option}> "
-                    "where it goes, which Snowflake refuses until it is set\n"
-                )
-        stream.write(sql)
+        return _snowflake_sql(sub, stream)
     return 0
+
+
+def _snowflake_sql(sub: SnowflakeOptions, stream: TextIO) -> int:
+    """C{eventpipe snowflake-sql}: the set-up SQL for where the batches are."""
+    names = SnowflakeNames(
+        table=sub["table"] or "",
+        stage=sub["stage"] or "",
+        pipe=sub["pipe"] or "",
+        file_format=sub["file-format"] or "",
+        storage_integration=sub["storage-integration"] or "",
+        view=sub["view"] or "",
+        notification_integration=sub["notification-integration"] or "",
+        database=sub["database"],
+        schema=sub["schema"],
+        warehouse=sub["warehouse"],
+        admin_role=sub["admin-role"],
+        role=sub["role"],
+        reader_role=sub["reader-role"],
+        role_arn=sub["role-arn"],
+    )
+    azure = None
+    if sub["azure-container"]:
+        azure = _azure_target(sub)
+        if azure is None:
+            return 1
+    try:
+        sql = snowflake_sql(
+            sub["s3-bucket"],
+            sub["azure-prefix"] if azure else sub["s3-prefix"],
+            sub["format"],
+            sub["compress"],
+            names,
+            event_tag=sub["event-tag"],
+            azure=azure,
+        )
+    except ValueError as error:
+        sys.stderr.write(f"eventpipe: {error}\n")
+        return 1
+    for option, given in (
+        ("--role-arn", azure is not None or sub["role-arn"]),
+        ("--azure-tenant-id", azure is None or sub["azure-tenant-id"]),
+    ):
+        if not given:
+            sys.stderr.write(
+                f"eventpipe: warning: no {option}: the script says <SET ME: {option}> "
+                "where it goes, which Snowflake refuses until it is set\n"
+            )
+    stream.write(sql)
+    return 0
+
+
+def _azure_target(sub: SnowflakeOptions) -> AzureTarget | None:
+    """Where the Azure batches are, for the script; None (and a line) when it cannot say."""
+    from eventpipe.destinations.azure import account_host
+
+    if sub["s3-bucket"]:
+        sys.stderr.write(
+            "eventpipe: --azure-container: one destination at a time: "
+            "--s3-bucket or --azure-container, not both\n"
+        )
+        return None
+    connection = sub.environ.get(
+        "AZURE_STORAGE_CONNECTION_STRING"
+    ) or sub.azure_from_env_file().get("AZURE_STORAGE_CONNECTION_STRING", "")
+    host = account_host(connection, sub["azure-account-url"], "")
+    if host.startswith(".blob."):
+        sys.stderr.write(
+            "eventpipe: --azure-account-url (or AZURE_STORAGE_CONNECTION_STRING) is "
+            "needed: the script names the storage account\n"
+        )
+        return None
+    return AzureTarget(
+        blob_host=host,
+        container=sub["azure-container"],
+        tenant_id=sub["azure-tenant-id"],
+        queue_url=sub["azure-queue-url"] or "",
+    )
 
 
 def _simulate(sub: usage.Options, stream: TextIO) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred
 from twisted.python import usage
@@ -73,21 +73,42 @@ def spool_instance(directory: str) -> str | None:
 
 def run_drain(options: DrainOptions, out: TextIO) -> int:
     from twisted.internet import reactor, task
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
 
-    from eventpipe.logs import LEVELS
     from eventpipe.status import counted
     from eventpipe.tap import build
 
     directory = options["spool-dir"]
+    if not _drainable(options, directory):
+        return 1
+    options["shutdown-timeout"] = options["timeout"]
+    before = waiting_in(directory)
+    service = build(options, reactor, serve=False)
+    _log_to_stderr(options["log-level"])
+    out.write(
+        f"draining {directory} (instance {options['instance-id']}): "
+        f"{counted(before.segments, 'segment')}, {counted(before.events, 'event')}, "
+        f"to {service.uploader.description}\n"
+    )
+    out.flush()
+
+    async def drain() -> None:
+        # Start ships every segment; the stop waits for them up to --timeout.
+        service.startService()
+        await service.stopService()
+        raise SystemExit(_said(service, directory, out))
+
+    task.react(lambda _: Deferred.fromCoroutine(drain()), [])
+    return 1  # not reached: react ends the process
+
+
+def _drainable(options: DrainOptions, directory: str) -> bool:
+    """
+    Whether the spool can be drained with these options (a line says why
+    not); the spool's own instance id is taken.
+    """
     if not os.path.isdir(directory):
         sys.stderr.write(f"eventpipe: --spool-dir: no such directory: {directory!r}\n")
-        return 1
+        return False
     owner = os.stat(directory).st_uid
     if owner != os.geteuid():
         sys.stderr.write(
@@ -105,52 +126,54 @@ def run_drain(options: DrainOptions, out: TextIO) -> int:
                 f"not {options['instance-id']!r}: drain it as {instance!r} (leave "
                 "--instance-id out)\n"
             )
-            return 1
+            return False
         options["instance-id"] = instance
-    options["shutdown-timeout"] = options["timeout"]
-    before = waiting_in(directory)
-    service = build(options, reactor, serve=False)
+    return True
+
+
+def _log_to_stderr(level: str) -> None:
+    """The service's log, on stderr, from C{level} up."""
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    from eventpipe.logs import LEVELS
+
     globalLogBeginner.beginLoggingTo(
         [
             FilteringLogObserver(
-                textFileLogObserver(sys.stderr),
-                [LogLevelFilterPredicate(LEVELS[options["log-level"]])],
+                textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(LEVELS[level])]
             )
         ],
         redirectStandardIO=False,
     )
-    out.write(
-        f"draining {directory} (instance {options['instance-id']}): "
-        f"{counted(before.segments, 'segment')}, {counted(before.events, 'event')}, "
-        f"to {service.uploader.description}\n"
-    )
-    out.flush()
 
-    async def drain() -> None:
-        # Start ships every segment; the stop waits for them up to --timeout.
-        service.startService()
-        await service.stopService()
-        left = waiting_in(directory)
-        segments, events, aside = left.segments, left.events, len(left.set_aside)
-        delivered = service.shipping.events_delivered
-        quarantined = service.shipping.events_quarantined
-        pieces = f", {counted(quarantined, 'piece')} quarantined" if quarantined else ""
-        if not segments and not aside:
-            out.write(f"drained: {delivered} events delivered{pieces}; nothing is left\n")
-            raise SystemExit(0)
-        if segments:
-            error = service.shipping.last_attempt_error or "not delivered within --timeout"
-            out.write(
-                f"not drained: {counted(segments, 'segment')} ({counted(events, 'event')}) "
-                f"left in {directory} "
-                f"({error}); run drain again\n"
-            )
-        if aside:
-            out.write(
-                f"{counted(aside, 'segment')} set aside in {os.path.join(directory, 'failed')} "
-                "(they cannot be rendered; see the log of the service that set them aside)\n"
-            )
-        raise SystemExit(1)
 
-    task.react(lambda _: Deferred.fromCoroutine(drain()), [])
-    return 1  # not reached: react ends the process
+def _said(service: Any, directory: str, out: TextIO) -> int:
+    """What the drain did and left; the exit status (0: nothing is left)."""
+    from eventpipe.status import counted
+
+    left = waiting_in(directory)
+    segments, events, aside = left.segments, left.events, len(left.set_aside)
+    delivered = service.shipping.events_delivered
+    quarantined = service.shipping.events_quarantined
+    pieces = f", {counted(quarantined, 'piece')} quarantined" if quarantined else ""
+    if not segments and not aside:
+        out.write(f"drained: {delivered} events delivered{pieces}; nothing is left\n")
+        return 0
+    if segments:
+        error = service.shipping.last_attempt_error or "not delivered within --timeout"
+        out.write(
+            f"not drained: {counted(segments, 'segment')} ({counted(events, 'event')}) "
+            f"left in {directory} "
+            f"({error}); run drain again\n"
+        )
+    if aside:
+        out.write(
+            f"{counted(aside, 'segment')} set aside in {os.path.join(directory, 'failed')} "
+            "(they cannot be rendered; see the log of the service that set them aside)\n"
+        )
+    return 1

@@ -252,6 +252,36 @@ class _Text(Resource):
         return self._render(request)  # type: ignore[no-any-return]
 
 
+def _readyz(status: StatusSource, request: Request) -> bytes:
+    """
+    Ready means "takes events" (failing it would turn ACM away, and the
+    spool keeps what arrives); delivery trouble is said beside it.
+    """
+    now = status()
+    reason = now.not_ready_because()
+    request.setHeader(b"content-type", b"application/json")
+    found: dict[str, Any] = {"ready": reason is None}
+    if reason is not None:
+        request.setResponseCode(503)
+        found["reason"] = reason
+    trouble = now.delivery_trouble()
+    if trouble:
+        found["delivery_failing"] = trouble
+    return json.dumps(found).encode("utf-8") + b"\n"
+
+
+def _page(content_type: bytes, body: bytes) -> Resource:
+    """One file of the status page, with its security headers."""
+
+    def serve(request: Request) -> bytes:
+        request.setHeader(b"content-type", content_type)
+        for name, value in HEADERS.items():
+            request.setHeader(name, value)
+        return body
+
+    return _Text(serve)
+
+
 def health_resource(
     status: StatusSource, metrics: Metrics, rates: Callable[[], dict[str, Any]] | None = None
 ) -> Resource:
@@ -271,41 +301,17 @@ def health_resource(
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"ok\n"
 
-    def readyz(request: Request) -> bytes:
-        # Ready means "takes events" (failing it would turn ACM away, and
-        # the spool keeps what arrives); delivery trouble is said beside it.
-        now = status()
-        reason = now.not_ready_because()
-        request.setHeader(b"content-type", b"application/json")
-        found: dict[str, Any] = {"ready": reason is None}
-        if reason is not None:
-            request.setResponseCode(503)
-            found["reason"] = reason
-        trouble = now.delivery_trouble()
-        if trouble:
-            found["delivery_failing"] = trouble
-        return json.dumps(found).encode("utf-8") + b"\n"
-
     def status_json(request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
         return json.dumps(status().as_json(), indent=2).encode("utf-8") + b"\n"
 
-    def page(content_type: bytes, body: bytes) -> Resource:
-        def serve(request: Request) -> bytes:
-            request.setHeader(b"content-type", content_type)
-            for name, value in HEADERS.items():
-                request.setHeader(name, value)
-            return body
-
-        return _Text(serve)
-
     root = Resource()
-    root.putChild(b"", page(b"text/html; charset=utf-8", HTML))
-    root.putChild(b"page.js", page(b"text/javascript; charset=utf-8", JS))
-    root.putChild(b"page.css", page(b"text/css; charset=utf-8", CSS))
+    root.putChild(b"", _page(b"text/html; charset=utf-8", HTML))
+    root.putChild(b"page.js", _page(b"text/javascript; charset=utf-8", JS))
+    root.putChild(b"page.css", _page(b"text/css; charset=utf-8", CSS))
     root.putChild(b"metrics", _Text(scrape))
     root.putChild(b"healthz", _Text(healthz))
-    root.putChild(b"readyz", _Text(readyz))
+    root.putChild(b"readyz", _Text(lambda request: _readyz(status, request)))
     root.putChild(b"status", _Text(status_json))
 
     def rates_json(request: Request) -> bytes:

@@ -232,124 +232,150 @@ def simulate(
 
     @return: a Deferred that fires with the final L{Progress}.
     """
-    clock: IReactorTime = reactor
-    # Dated from the run's own time, not a fixed day.
-    events = AcmEvents(seed, start=clock.seconds())
-    progress = Progress(began=clock.seconds())
-    done: Deferred[Progress] = Deferred()
-    open_senders: list[_Sender] = []
-    closing: list[Deferred[None]] = []
-    next_sender = [0]
-    tty = out is not None and out.isatty()
-    last_line = [0.0]
+    run = _Run(reactor, endpoint, rate, count, duration, reconnect_per_event, malformed_every, seed)
+    run.out = out if out is not None and out.isatty() else None
+    if reconnect_per_event:
+        run.start()
+    else:
+        attempts = [
+            run.connect().addCallbacks(run.open_senders.append, run.failed)
+            for _ in range(connections)
+        ]
+        DeferredList(attempts).addCallback(run.connected)
+    return run.done
 
-    def lost(sender: _Sender) -> None:
-        if sender in open_senders:
-            open_senders.remove(sender)
 
-    factory = _SenderFactory(lost)
+class _Run:
+    """One run of the simulator: its senders, its pace, its progress."""
 
-    def document() -> bytes:
+    def __init__(
+        self,
+        reactor: Any,
+        endpoint: str,
+        rate: float,
+        count: int | None,
+        duration: float | None,
+        reconnect_per_event: bool,
+        malformed_every: int,
+        seed: int,
+    ) -> None:
+        self.reactor, self.endpoint, self.rate = reactor, endpoint, rate
+        self.clock: IReactorTime = reactor
+        self.duration = duration
+        self.reconnect_per_event = reconnect_per_event
+        self.malformed_every = malformed_every
+        # Dated from the run's own time, not a fixed day.
+        self.events = AcmEvents(seed, start=self.clock.seconds())
+        self.progress = Progress(began=self.clock.seconds())
+        self.done: Deferred[Progress] = Deferred()
+        self.open_senders: list[_Sender] = []
+        self.closing: list[Deferred[None]] = []
+        self.next_sender = 0
+        # Where the progress line goes (a terminal), and when it was last written.
+        self.out: TextIO | None = None
+        self.last_line = 0.0
+        self.factory = _SenderFactory(self._lost)
+        # With a duration: exactly duration x rate events (unless the
+        # receiver holds the sender back for longer).
+        self.target = count
+        if duration is not None:
+            self.target = min(round(duration * rate), count if count is not None else 1 << 62)
+        self.loop = LoopingCall(self.tick)
+        self.loop.clock = self.clock
+
+    def _lost(self, sender: _Sender) -> None:
+        if sender in self.open_senders:
+            self.open_senders.remove(sender)
+
+    def document(self) -> bytes:
+        progress = self.progress
         number = progress.sent
-        bad = malformed_every > 0 and (number + 1) % malformed_every == 0
+        bad = self.malformed_every > 0 and (number + 1) % self.malformed_every == 0
         # Each kind of malformation in turn.
         kind = MALFORMATIONS[progress.malformed % len(MALFORMATIONS)] if bad else ""
         progress.malformed += bad
         progress.sent += 1
-        return events.document(number, bad, kind)
+        return self.events.document(number, bad, kind)
 
-    def failed(failure: Failure) -> None:
-        progress.errors += 1
+    def failed(self, failure: Failure) -> None:
+        self.progress.errors += 1
         message = failure.getErrorMessage()
-        if message not in progress.messages:
-            progress.messages.append(message)
+        if message not in self.progress.messages:
+            self.progress.messages.append(message)
 
-    def connect() -> Deferred[Any]:
-        d = clientFromString(reactor, endpoint).connect(factory)
+    def connect(self) -> Deferred[Any]:
+        d = clientFromString(self.reactor, self.endpoint).connect(self.factory)
 
         def connected(sender: _Sender) -> _Sender:
-            progress.connections += 1
+            self.progress.connections += 1
             return sender
 
         return d.addCallback(connected)
 
-    def one_shot(data: bytes) -> None:
+    def connected(self, _: object) -> None:
+        """The long-lived connections are made (or not): start, or fail."""
+        if not self.open_senders:
+            problem = "; ".join(self.progress.messages)
+            self.done.errback(
+                Failure(ConnectionError(f"cannot connect to {self.endpoint}: {problem}"))
+            )
+            return
+        self.start()
+
+    def one_shot(self, data: bytes) -> None:
         def send(sender: _Sender) -> None:
             sender.transport.write(data)  # type: ignore[union-attr]
             sender.transport.loseConnection()  # type: ignore[union-attr]
 
-        d = connect().addCallbacks(send, failed)
-        closing.append(d)
-        d.addBoth(lambda _: closing.remove(d))
+        d = self.connect().addCallbacks(send, self.failed)
+        self.closing.append(d)
+        d.addBoth(lambda _: self.closing.remove(d))
 
-    # With a duration: exactly duration x rate events (unless the receiver
-    # holds the sender back for longer).
-    target = count
-    if duration is not None:
-        target = min(round(duration * rate), target if target is not None else 1 << 62)
-
-    def finished() -> bool:
-        if target is not None and progress.sent >= target:
+    def finished(self) -> bool:
+        if self.target is not None and self.progress.sent >= self.target:
             return True
-        return duration is not None and clock.seconds() - progress.began >= duration
+        elapsed = self.clock.seconds() - self.progress.began
+        return self.duration is not None and elapsed >= self.duration
 
-    def tick() -> None:
-        now = clock.seconds()
-        due = int((now - progress.began) * rate) + 1 - progress.sent
-        if target is not None:
-            due = min(due, target - progress.sent)
+    def tick(self) -> None:
+        now = self.clock.seconds()
+        progress = self.progress
+        due = int((now - progress.began) * self.rate) + 1 - progress.sent
+        if self.target is not None:
+            due = min(due, self.target - progress.sent)
         for _ in range(max(due, 0)):
-            if reconnect_per_event:
-                one_shot(document())
-            else:
-                ready = [sender for sender in open_senders if not sender.paused]
-                if not ready:
-                    # Every receiver pushes back: send the rest later.
-                    break
-                sender = ready[next_sender[0] % len(ready)]
-                next_sender[0] += 1
-                sender.transport.write(document())  # type: ignore[union-attr]
-        if tty and out is not None and now - last_line[0] >= 0.5:
-            last_line[0] = now
+            if self.reconnect_per_event:
+                self.one_shot(self.document())
+                continue
+            ready = [sender for sender in self.open_senders if not sender.paused]
+            if not ready:
+                # Every receiver pushes back: send the rest later.
+                break
+            sender = ready[self.next_sender % len(ready)]
+            self.next_sender += 1
+            sender.transport.write(self.document())  # type: ignore[union-attr]
+        if self.out is not None and now - self.last_line >= 0.5:
+            self.last_line = now
             current = progress.rate(now)
             shown = "-" if current is None else f"{current:,.0f}/s"
-            out.write(f"\rsent {progress.sent:,}  rate {shown}  errors {progress.errors}   ")
-            out.flush()
-        if finished():
-            loop.stop()
+            self.out.write(f"\rsent {progress.sent:,}  rate {shown}  errors {progress.errors}   ")
+            self.out.flush()
+        if self.finished():
+            self.loop.stop()
 
-    loop = LoopingCall(tick)
-    loop.clock = clock
+    def start(self, _: object = None) -> None:
+        self.progress.began = self.clock.seconds()
+        self.loop.start(0.01).addCallbacks(self.stop, self.done.errback)
 
-    def start(_: object = None) -> None:
-        progress.began = clock.seconds()
-        loop.start(0.01).addCallbacks(stop, lambda f: done.errback(f))
-
-    def stop(_: object) -> None:
-        for sender in list(open_senders):
+    def stop(self, _: object) -> None:
+        for sender in list(self.open_senders):
             sender.transport.loseConnection()  # type: ignore[union-attr]
+        self._wait_closed()
 
-        def wait_closed() -> None:
-            if open_senders or closing:
-                clock.callLater(0.05, wait_closed)
-                return
-            if tty and out is not None:
-                out.write("\n")
-            done.callback(progress)
-
-        wait_closed()
-
-    if reconnect_per_event:
-        start()
-    else:
-        attempts = [connect().addCallbacks(open_senders.append, failed) for _ in range(connections)]
-
-        def ready(_: object) -> None:
-            if not open_senders:
-                problem = "; ".join(progress.messages)
-                done.errback(Failure(ConnectionError(f"cannot connect to {endpoint}: {problem}")))
-                return
-            start()
-
-        DeferredList(attempts).addCallback(ready)
-    return done
+    def _wait_closed(self) -> None:
+        if self.open_senders or self.closing:
+            self.clock.callLater(0.05, self._wait_closed)
+            return
+        if self.out is not None:
+            self.out.write("\n")
+        self.done.callback(self.progress)

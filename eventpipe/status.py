@@ -183,91 +183,108 @@ def _age(seconds: float) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
+def _row(label: str, text: str) -> str:
+    return f"  {label:<12} {text}"
+
+
 def screen(report: dict[str, Any]) -> str:
     """The report as lines for a person."""
     lines = [
         f"eventpipe: {report['health']}"
         + (f": {report['health_because']}" if report["health_because"] else "")
     ]
-
-    def row(label: str, text: str) -> None:
-        lines.append(f"  {label:<12} {text}")
-
-    live = report["status"]
     pid = f" (pid {report['pid']})" if report.get("pid") else ""
-    if live is not None:
-        row(
+    if report["status"] is not None:
+        aside = _live_rows(report, pid, lines)
+    else:
+        aside = _spool_rows(report, pid, lines)
+    if aside:
+        lines.append(
+            _row(
+                "set aside",
+                f"{counted(len(aside), 'segment')} in {os.path.join(report['spool_dir'], 'failed')}: "
+                + ", ".join(aside),
+            )
+        )
+    else:
+        lines.append(_row("set aside", "none"))
+    return "\n".join(lines) + "\n"
+
+
+def _live_rows(report: dict[str, Any], pid: str, lines: list[str]) -> list[str]:
+    """The rows of a running service's own figures; the segments set aside."""
+    live = report["status"]
+    lines.append(
+        _row(
             "service",
             f"running{pid}, up {_age(live.get('uptime_seconds', 0))}, version {live.get('version')}",
         )
-        row("figures", f"from {report['source']}")
-        row(
+    )
+    lines.append(_row("figures", f"from {report['source']}"))
+    lines.append(
+        _row(
             "listening",
             f"{'yes' if live.get('listening') else 'no'}, "
             f"{counted(live.get('connections_open', 0), 'connection')} open",
         )
-        since = live.get("since_start", {})
-        row(
+    )
+    since = live.get("since_start", {})
+    lines.append(
+        _row(
             "since start",
             f"{counted(since.get('events_received', 0), 'event')} received, "
             f"{since.get('events_delivered', 0)} delivered, "
             f"{counted(since.get('pieces_quarantined', 0), 'piece')} quarantined",
         )
-        spool = live.get("spool", {})
-        limit = spool.get("limit_bytes", 0)
-        row(
+    )
+    spool = live.get("spool", {})
+    limit = spool.get("limit_bytes", 0)
+    waiting = _waiting(
+        spool.get("segments_waiting", 0),
+        spool.get("current_segment_events", 0),
+        spool.get("events_waiting", 0),
+        spool.get("events_waiting_exact", True),
+        spool.get("oldest_event_age_seconds", 0),
+    )
+    lines.append(
+        _row(
             "spool",
-            f"{_size(spool.get('waiting_bytes', 0), limit)} of {_size(limit, limit)}; "
-            + _waiting(
-                spool.get("segments_waiting", 0),
-                spool.get("current_segment_events", 0),
-                spool.get("events_waiting", 0),
-                spool.get("events_waiting_exact", True),
-                spool.get("oldest_event_age_seconds", 0),
-            ),
+            f"{_size(spool.get('waiting_bytes', 0), limit)} of {_size(limit, limit)}; {waiting}",
         )
-        paused = spool.get("reading_paused_because") or []
-        row("reading", "paused: " + ", ".join(paused) if paused else "not paused")
-        delivery = live.get("delivery", {})
-        last = delivery.get("last_delivery") or "none since start"
-        error = f": {delivery['last_error']}" if delivery.get("last_error") else ""
-        row(
+    )
+    paused = spool.get("reading_paused_because") or []
+    lines.append(_row("reading", "paused: " + ", ".join(paused) if paused else "not paused"))
+    delivery = live.get("delivery", {})
+    last = delivery.get("last_delivery") or "none since start"
+    error = f": {delivery['last_error']}" if delivery.get("last_error") else ""
+    lines.append(
+        _row(
             "delivery",
             f"{delivery.get('state')} to {delivery.get('destination')}{error}; last delivery {last}",
         )
-        aside = spool.get("segments_set_aside") or []
-    else:
-        state = f"running{pid}" if report["running"] else "not running"
-        row("service", state)
-        why = f" ({report['source_error']})" if "source_error" in report else ""
-        row("figures", f"from the spool directory {report['spool_dir']}{why}")
-        if "spool_error" in report:
-            row("spool", report["spool_error"])
-            aside = []
-        else:
-            spool = report["spool"]
-            row(
-                "spool",
-                f"{_size(spool['waiting_bytes'])}; "
-                + _waiting(
-                    spool["segments_waiting"],
-                    0,
-                    spool["events_waiting"],
-                    True,
-                    spool["oldest_event_age_seconds"],
-                    "segment",
-                ),
-            )
-            aside = spool["segments_set_aside"]
-    if aside:
-        row(
-            "set aside",
-            f"{counted(len(aside), 'segment')} in {os.path.join(report['spool_dir'], 'failed')}: "
-            + ", ".join(aside),
-        )
-    else:
-        row("set aside", "none")
-    return "\n".join(lines) + "\n"
+    )
+    return list(spool.get("segments_set_aside") or [])
+
+
+def _spool_rows(report: dict[str, Any], pid: str, lines: list[str]) -> list[str]:
+    """The rows read off the spool directory (no service answered); the segments set aside."""
+    lines.append(_row("service", f"running{pid}" if report["running"] else "not running"))
+    why = f" ({report['source_error']})" if "source_error" in report else ""
+    lines.append(_row("figures", f"from the spool directory {report['spool_dir']}{why}"))
+    if "spool_error" in report:
+        lines.append(_row("spool", report["spool_error"]))
+        return []
+    spool = report["spool"]
+    waiting = _waiting(
+        spool["segments_waiting"],
+        0,
+        spool["events_waiting"],
+        True,
+        spool["oldest_event_age_seconds"],
+        "segment",
+    )
+    lines.append(_row("spool", f"{_size(spool['waiting_bytes'])}; {waiting}"))
+    return list(spool["segments_set_aside"])
 
 
 def run_status(options: StatusOptions, out: TextIO) -> int:

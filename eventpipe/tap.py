@@ -34,33 +34,52 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
     if reactor is None:
         from twisted.internet import reactor
 
+    from eventpipe.config.settings import Settings
+    from eventpipe.destinations import IUploader
+    from eventpipe.destinations.select import destination_for
     from eventpipe.logs import set_level
+    from eventpipe.service import EventpipeService
+    from eventpipe.threads import ProcessWork, ThreadedWork
 
     set_level(options["log-level"])
     # Everything eventpipe writes is private, twistd's log file included
     # (it is opened after this; twistd --umask still has the last word).
     os.umask(0o077)
-
-    from eventpipe.config.settings import Settings
-    from eventpipe.destinations import IUploader
-    from eventpipe.destinations.select import destination_for
-    from eventpipe.fs import private_makedirs
-    from eventpipe.listeners import (
-        LISTEN_BACKLOG,
-        DatagramService,
-        Listener,
-        listening_service,
+    settings = Settings(**options.settings_fields())
+    lock, spool = _locked_spool(options, reactor, serve)
+    uploader: IUploader = destination_for(options, reactor)
+    # As many render workers as segments render at once, and cores allow.
+    render = ProcessWork(
+        reactor, reactor, workers=min(options["upload-concurrency"], os.cpu_count() or 1)
     )
+    sealer = ThreadedWork(reactor, reactor, 1, "eventpipe-seal")
+    service = EventpipeService(
+        settings,
+        spool,
+        uploader,
+        reactor,
+        render,
+        sealer=sealer,
+        announcement=options.summary(),
+        lock=lock,
+    )
+    if serve:
+        _serve(options, reactor, service)
+    return service
+
+
+def _locked_spool(options: Options, reactor: Any, serve: bool) -> tuple[Any, Any]:
+    """
+    The spool's lock, then the spool: a spool another process holds is not
+    touched at all (not even its format file, which an older release may
+    still read).  Start-up stops with one line when either cannot be had.
+    """
+    from eventpipe.fs import private_makedirs
     from eventpipe.lock import SpoolBusy, acquire
     from eventpipe.naming import extension
-    from eventpipe.protocol import EventReceiverFactory
-    from eventpipe.reload import ReloadOnHangup
-    from eventpipe.service import EventpipeService
     from eventpipe.spool.layout import SpoolFormatError
     from eventpipe.spool.spool import Spool
-    from eventpipe.threads import ProcessWork, ThreadedWork
 
-    settings = Settings(**options.settings_fields())
     directory = options["spool-dir"]
 
     def refuse(error: Exception) -> NoReturn:
@@ -68,8 +87,6 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
         sys.stderr.write(f"eventpipe: --spool-dir: cannot use {directory!r}: {reason}\n")
         raise SystemExit(1) from None
 
-    # The lock first: a spool another process holds is not touched at all
-    # (not even its format file, which an older release may still read).
     try:
         private_makedirs(directory)
         lock = acquire(directory, options["instance-id"])
@@ -92,24 +109,15 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
     except (OSError, SpoolFormatError) as error:
         lock.release()
         refuse(error)
-    uploader: IUploader = destination_for(options, reactor)
-    # As many render workers as segments render at once, and cores allow.
-    render = ProcessWork(
-        reactor, reactor, workers=min(options["upload-concurrency"], os.cpu_count() or 1)
-    )
-    sealer = ThreadedWork(reactor, reactor, 1, "eventpipe-seal")
-    service = EventpipeService(
-        settings,
-        spool,
-        uploader,
-        reactor,
-        render,
-        sealer=sealer,
-        announcement=options.summary(),
-        lock=lock,
-    )
-    if not serve:
-        return service
+    return lock, spool
+
+
+def _serve(options: Options, reactor: Any, service: Any) -> None:
+    """The listeners (TCP, TLS, UDP), the metrics endpoint, and SIGHUP's reload."""
+    from eventpipe.listeners import LISTEN_BACKLOG, DatagramService, Listener, listening_service
+    from eventpipe.protocol import EventReceiverFactory
+    from eventpipe.reload import ReloadOnHangup
+
     factory = EventReceiverFactory(service.ingest)
     for description in options["listen"]:
         inner = listening_service(description, factory, reactor, LISTEN_BACKLOG)
@@ -132,7 +140,6 @@ def build(options: Options, reactor: Any = None, serve: bool = True) -> Any:
             log.failure("SIGHUP: reading the settings again failed; the running ones stay")
 
     service.add_support(ReloadOnHangup(reactor, on_hangup))
-    return service
 
 
 def reload(options: Options, service: Any) -> None:
