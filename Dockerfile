@@ -11,6 +11,17 @@
 # --stop-timeout must exceed --shutdown-timeout (30 s) so a stop can ship
 # the last batch.  SIGHUP reads an --env-file (or EVENTPIPE_ENV_FILE) again;
 # docker --env-file values are fixed for the container's life.
+# The man page, eventpipe(1), built from the manual (docs/) with Sphinx in a
+# stage of its own: the image gets the page, not Sphinx.
+FROM python:3.12-slim AS manual
+WORKDIR /build
+COPY pyproject.toml setup.cfg README.rst LICENSE ./
+COPY eventpipe ./eventpipe
+COPY twisted ./twisted
+COPY docs ./docs
+RUN pip install --no-cache-dir . "sphinx==9.0.4" \
+    && sphinx-build -q -W -b man docs /man
+
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -29,6 +40,8 @@ RUN pip install --no-cache-dir . \
     && rm -rf /build \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/eventpipe --create-home eventpipe \
     && chmod 0700 /var/lib/eventpipe
+
+COPY --from=manual /man/eventpipe.1 /usr/local/share/man/man1/eventpipe.1
 
 USER 10001:10001
 WORKDIR /var/lib/eventpipe

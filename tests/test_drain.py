@@ -115,8 +115,10 @@ def leave_a_spool(testcase: SynchronousTestCase, count: int, extra: bytes = b"")
     send(service.port, make_stream(range(count // 2, count)) + extra)
     # Every event spooled (a current segment alone may hold part of them).
     wait_for(
-        lambda: os.path.exists(os.path.join(service.spool, "current"))
-        and waiting_in(service.spool).events >= count,
+        lambda: (
+            os.path.exists(os.path.join(service.spool, "current"))
+            and waiting_in(service.spool).events >= count
+        ),
         30,
         "a current segment with every event",
     )

@@ -179,6 +179,15 @@ class ClassificationTests(SynchronousTestCase):
             self.assertIn("[redacted]", text)
 
 
+class EnvFileTests(SynchronousTestCase):
+    def test_every_aws_variable_of_an_env_file_reaches_boto3(self) -> None:
+        """What an env file may say for AWS is what the S3 destination hands boto3."""
+        from eventpipe.config.table import AWS_FROM_ENV_FILE
+        from eventpipe.destinations.s3 import SESSION_KEYWORDS
+
+        self.assertEqual(set(AWS_FROM_ENV_FILE), set(SESSION_KEYWORDS))
+
+
 class UploaderUnitTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.client = RecordingClient()

@@ -304,15 +304,15 @@ PARAMETERS: list[Parameter] = [
 
 
 # What boto3 reads from the environment and eventpipe takes from an env file
-# too (the process's environment beats the file): keyword of boto3's
-# Session, or None for the endpoint, which goes to the client.
-AWS_FROM_ENV_FILE: dict[str, str | None] = {
-    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
-    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
-    "AWS_SESSION_TOKEN": "aws_session_token",
-    "AWS_PROFILE": "profile_name",
-    "AWS_ENDPOINT_URL": None,
-}
+# too (the process's environment beats the file; the S3 destination says
+# what each one is to boto3).
+AWS_FROM_ENV_FILE = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+)
 
 
 # The Azure credential read from an env file (passed to the SDK, never logged).

@@ -53,6 +53,15 @@ _CONFIGURATION_CODES = {
 # token of the environment and of an env file), registered by the uploader.
 _SECRETS: set[str] = set()
 _SECRET_NAMES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# What the variables an env file may give for AWS are to boto3: a keyword of
+# its Session, or None for the endpoint, which goes to the client.
+SESSION_KEYWORDS: dict[str, str | None] = {
+    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    "AWS_SESSION_TOKEN": "aws_session_token",
+    "AWS_PROFILE": "profile_name",
+    "AWS_ENDPOINT_URL": None,
+}
 _SIGNATURE = re.compile(r"(Signature=)[0-9a-fA-F]+")
 
 
@@ -160,7 +169,7 @@ class S3Uploader(ConditionalStore):
         self._concurrency = concurrency
         self._client = client
         # Credentials, profile and endpoint read from an env file (see
-        # eventpipe.config.table.AWS_FROM_ENV_FILE); never logged.
+        # SESSION_KEYWORDS); never logged.
         self._environment = dict(environment or {})
         for name in _SECRET_NAMES:
             for value in (self._environment.get(name), os.environ.get(name)):
@@ -182,12 +191,10 @@ class S3Uploader(ConditionalStore):
             import boto3
             from botocore.config import Config
 
-            from eventpipe.config.table import AWS_FROM_ENV_FILE
-
             session = {
-                AWS_FROM_ENV_FILE[key]: value
+                SESSION_KEYWORDS[key]: value
                 for key, value in self._environment.items()
-                if AWS_FROM_ENV_FILE.get(key)
+                if SESSION_KEYWORDS.get(key)
             }
             self._client = boto3.session.Session(**session).client(  # type: ignore[arg-type]
                 "s3",
