@@ -66,6 +66,27 @@ class FakeClockTests(ServiceHarness):
         self.assertEqual(self.delivered(), [1, 2])
         self.assertIn(service.shipping.key_for(old), self.uploader.objects)
 
+    def test_reload_reaches_every_stage(self) -> None:
+        """
+        A reload's time limits reach the render and the delivery steps,
+        which read them (and the other reloadable settings the stages).
+        """
+        from eventpipe.config.options import Options, changes
+
+        service = self.service()
+        running = Options(environ={})
+        running.parseOptions([f"--spool-dir={self.directory}"])
+        fresh = Options(environ={})
+        fresh.parseOptions(
+            [f"--spool-dir={self.directory}", "--upload-timeout=7", "--render-timeout=9"]
+        )
+        applied, restart = service.reload(fresh, changes(running, fresh))
+        self.assertEqual((sorted(applied), restart), (["render-timeout", "upload-timeout"], []))
+        shipping = service.shipping
+        for settings in (shipping.settings, shipping.delivery.settings, service.rotation.settings):
+            self.assertEqual(settings.upload_timeout, 7.0)
+        self.assertEqual(shipping.rendering.settings.render_timeout, 9.0)
+
     def test_shutdown_ships(self) -> None:
         """Stopping seals the current segment and ships it."""
         service = self.service()
