@@ -215,10 +215,33 @@ def raw_limit(workdir: str, streams: list[Stream]) -> dict[str, float]:
     wait_port(port)
     began = time.perf_counter()
     send_all(port, streams)
-    receiver.wait(120)
+    _, status, usage = os.wait4(receiver.pid, 0)
+    receiver.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - began
     os.unlink(os.path.join(workdir, "raw.out"))
-    return {"seconds": seconds}
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime}
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) of a process, its live children and those it reaped."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def own(process: int, reaped: bool) -> float:
+        try:
+            with open(f"/proc/{process}/stat") as stream:
+                fields = stream.read().rpartition(")")[2].split()
+        except OSError:
+            return 0.0
+        # utime, stime, cutime, cstime: fields 14 to 17 of stat(5).
+        counted = fields[11:15] if reaped else fields[11:13]
+        return sum(int(f) for f in counted) / ticks
+
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as stream:
+            children = [int(c) for c in stream.read().split()]
+    except OSError:
+        children = []
+    return own(pid, True) + sum(own(child, False) for child in children)
 
 
 def free_port() -> int:
@@ -341,7 +364,11 @@ def steady(samples: list[tuple[float, float]], events: int) -> float:
 def ingest(workdir: str, streams: list[Stream], events: int, args: list[str]) -> dict[str, float]:
     with Service(workdir, ["--rotation-interval=3600", "--check-interval=1", *args]) as service:
         seconds, _ = run_until(service, streams, "eventpipe_events_received_total", events)
-        return {"seconds": seconds, "peak_rss_mib": service.rss()}
+        return {
+            "seconds": seconds,
+            "peak_rss_mib": service.rss(),
+            "cpu_seconds": tree_cpu_seconds(service.pid),
+        }
 
 
 # 3. End to end.
@@ -372,6 +399,9 @@ def end_to_end(
         env,
     ) as service:
         seconds, samples = run_until(service, streams, "eventpipe_events_delivered_total", events)
+        # The whole process tree until the last delivery: twistd, and the
+        # render workers (the sealer and upload threads are twistd's).
+        cpu = tree_cpu_seconds(service.pid)
         rss = service.rss()
         worker = service.worker_rss()
         outbox = os.path.join(service.process.spool, "outbox")
@@ -383,6 +413,7 @@ def end_to_end(
     return {
         "seconds": seconds,
         "steady_events_per_s": steady(samples, events),
+        "cpu_seconds": cpu,
         "peak_rss_mib": rss,
         "worker_peak_rss_mib": worker,
         "lost": events - len(counts),
@@ -480,7 +511,38 @@ before = hwm()
 began = time.perf_counter()
 result = render_segment(path, path + ".xml", path + ".q")
 seconds = time.perf_counter() - began
-print(result.events, seconds, before / 1024, hwm() / 1024)
+peak = hwm()
+# The render's own limits, on the same bytes in the same process: SHA-256
+# of the segment alone, and a parse that builds no tree (lxml with a target
+# that keeps nothing) of the events as the render finds them.
+import hashlib
+from lxml import etree
+from eventpipe.framing.reads import uniform_events
+from eventpipe.records import KIND_DOCUMENTS, read_records
+began = time.perf_counter()
+digest = hashlib.sha256()
+with open(path, "rb") as stream:
+    for block in iter(lambda: stream.read(1 << 16), b""):
+        digest.update(block)
+sha_seconds = time.perf_counter() - began
+class Nothing:
+    # No start, end or data: lxml then calls no Python per element.
+    def close(self): return None
+with open(path, "rb") as stream:
+    chunks = [
+        uniform_events(record.data)[0]
+        for record in read_records(stream)
+        if record.kind == KIND_DOCUMENTS
+    ]
+began = time.perf_counter()
+for chunk in chunks:
+    parser = etree.XMLParser(target=Nothing(), resolve_entities=False, no_network=True)
+    parser.feed(b"<EVENTS>")
+    parser.feed(chunk)
+    parser.feed(b"</EVENTS>")
+    parser.close()
+parse_seconds = time.perf_counter() - began
+print(result.events, seconds, before / 1024, peak / 1024, sha_seconds, parse_seconds)
 """
 
 
@@ -510,9 +572,16 @@ def render_large(workdir: str, size: int, runs: int) -> dict[str, Any]:
         for output in (path + ".xml", path + ".q"):
             if os.path.exists(output):
                 os.unlink(output)
-        events, seconds, _, peak = map(float, answer)
+        events, seconds, _, peak, sha, parse = map(float, answer)
         measures.append(
-            {"segment_bytes": written, "events": events, "seconds": seconds, "peak_rss_mib": peak}
+            {
+                "segment_bytes": written,
+                "events": events,
+                "seconds": seconds,
+                "peak_rss_mib": peak,
+                "sha256_seconds": sha,
+                "parse_seconds": parse,
+            }
         )
     shutil.rmtree(directory, ignore_errors=True)
     return median(measures)
@@ -576,7 +645,23 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="skip a section (raw, ingest, layouts, e2e, s3, moto, stall, partial, fsync, render)",
     )
+    parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="benchmark the commit REV first, in a checkout and an environment of its own "
+        "(its own eventpipe, its own benchmark), then this tree, and print the two side by side",
+    )
     options = parser.parse_args(argv)
+    if options.compare:
+        given = list(sys.argv[1:] if argv is None else argv)
+        rest = []
+        while given:
+            arg = given.pop(0)
+            if arg == "--compare":
+                given.pop(0)
+            elif not arg.startswith("--compare="):
+                rest.append(arg)
+        return compare(options.compare, rest, options.json)
     from eventpipe.config.convert import parse_size
 
     pin(0, SENDER_CPU)
@@ -686,6 +771,52 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def compare(revision: str, args: list[str], ours_json: str) -> int:
+    """
+    Benchmark C{revision} (checked out and installed in a directory of its
+    own) with C{args}, then this tree with the same, and print both side by side.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    work = tempfile.mkdtemp(prefix="eventpipe-compare-")
+    source, venv = os.path.join(work, "src"), os.path.join(work, "venv")
+    theirs_json = os.path.join(work, "theirs.json")
+    try:
+        subprocess.run(["git", "clone", "--quiet", root, source], check=True)
+        subprocess.run(["git", "-C", source, "checkout", "--quiet", revision], check=True)
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        python = os.path.join(venv, "bin", "python")
+        subprocess.run([python, "-m", "pip", "install", "--quiet", f"{source}[test]"], check=True)
+        print(f"=== {revision} ===", flush=True)
+        subprocess.run(
+            [python, "-m", "tests.benchmarks", *args, "--json", theirs_json], cwd=source, check=True
+        )
+        print("\n=== this tree ===", flush=True)
+        main([*args, "--json", ours_json])
+        with open(theirs_json) as stream:
+            theirs = json.load(stream)
+        with open(ours_json) as stream:
+            ours = json.load(stream)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\n{revision} against this tree, events/s (read each ratio beside the raw row's: "
+        "that one is the machine's own swing between the two runs):"
+    )
+    print(f"  {'run':<30} {revision[:12]:>12} {'this tree':>12} {'this ÷ that':>12}")
+    for name, mine in ours.items():
+        if not isinstance(mine, dict) or "events_per_s" not in mine or name not in theirs:
+            continue
+        other = theirs[name]["events_per_s"]
+        print(
+            f"  {name:<30} {other:>12,.0f} {mine['events_per_s']:>12,.0f} {mine['events_per_s'] / other:>12.2f}"
+        )
+    for other, mine in zip(theirs.get("render", []), ours.get("render", [])):
+        rates = [r["events"] / r["seconds"] for r in (other, mine)]
+        label = f"render_{mine['segment_bytes'] / 2**20:.0f}MiB"
+        print(f"  {label:<30} {rates[0]:>12,.0f} {rates[1]:>12,.0f} {rates[1] / rates[0]:>12.2f}")
+    return 0
+
+
 def report(results: dict[str, Any]) -> None:
     raw = results.get("raw", {}).get("events_per_s")
 
@@ -703,8 +834,10 @@ def report(results: dict[str, Any]) -> None:
     )
     print()
     print(
-        f"  {'run':<30} {'events/s':>10} {'MB/s':>8} {'÷ raw':>6} {'÷ raw/ev':>9} {'steady/s':>10} {'peak RSS':>9} {'worker':>7}  check"
+        f"  {'run':<30} {'events/s':>10} {'MB/s':>8} {'÷ raw':>6} {'÷ raw/ev':>9} {'steady/s':>10} "
+        f"{'CPU s':>6} {'CPU ÷ raw':>9} {'peak RSS':>9} {'worker':>7}  check"
     )
+    raw_cpu = results.get("raw", {}).get("cpu_seconds")
     per_event = results.get("raw_per_event", {}).get("events_per_s")
     for name in [
         "raw",
@@ -729,10 +862,17 @@ def report(results: dict[str, Any]) -> None:
         alike = "-"
         if name.endswith("_per_event") and per_event:
             alike = f"{r['events_per_s'] / per_event:.2f}"
+        cpu = f"{r['cpu_seconds']:.2f}" if "cpu_seconds" in r else "-"
+        reference = raw_cpu
+        if name.endswith("_per_event"):
+            reference = results.get("raw_per_event", {}).get("cpu_seconds", raw_cpu)
+        cpu_ratio = (
+            f"{r['cpu_seconds'] / reference:.1f}x" if "cpu_seconds" in r and reference else "-"
+        )
         print(
             f"  {name:<30} {r['events_per_s']:>10,.0f} {r['mb_per_s']:>8.1f} {ratio(name):>6} "
             f"{alike:>9} "
-            f"{steady_rate:>10} {rss:>9} {worker:>7}  {check}"
+            f"{steady_rate:>10} {cpu:>6} {cpu_ratio:>9} {rss:>9} {worker:>7}  {check}"
         )
     if "moto_put" in results:
         m = results["moto_put"]
@@ -757,9 +897,12 @@ def report(results: dict[str, Any]) -> None:
             f"p99 {f['always']['p99_ms']:.3f} ms"
         )
     for r in results.get("render", []):
+        limit = r["sha256_seconds"] + r["parse_seconds"]
         print(
             f"  render of a {r['segment_bytes'] / 2**20:.0f} MiB segment ({r['events']:,.0f} events), one worker: "
-            f"{r['seconds']:.2f} s, {r['events'] / r['seconds']:,.0f} events/s, peak RSS {r['peak_rss_mib']:.0f} MiB"
+            f"{r['seconds']:.2f} s, {r['events'] / r['seconds']:,.0f} events/s, peak RSS {r['peak_rss_mib']:.0f} MiB; "
+            f"alone on the same bytes: SHA-256 {r['sha256_seconds']:.2f} s, a parse that builds no tree "
+            f"{r['parse_seconds']:.2f} s: the render takes {r['seconds'] / limit:.1f}x their sum"
         )
 
 
