@@ -123,6 +123,13 @@ class StatusCommandTests(SynchronousTestCase):
         )
         send(running.service.port, make_stream(range(5)))
         running.wait_failing("a failed delivery", 60)
+        # The probe fails at once: wait for a failed delivery of the sealed
+        # segment itself (rendered once, so its events are known).
+        wait_for(
+            lambda: running.status()["delivery"]["failed_attempts"] >= 1,  # type: ignore[index]
+            60,
+            "a failed delivery of the segment",
+        )
         shown = eventpipe("status", *running.options)
         self.assertEqual(shown.returncode, 1, shown.stdout + shown.stderr)
         self.assertTrue(shown.stdout.startswith("eventpipe: degraded: delivery failing: "))
