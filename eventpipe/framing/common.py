@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _UTF8_NAMES = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
@@ -118,14 +119,10 @@ class FramerState:
     _head: bytes
     _dropped: int
 
-    def _start_event(self, pos: int) -> None:
-        raise NotImplementedError
-
-    def _finish_oversize(self) -> Rejected:
-        raise NotImplementedError
-
-    def _finish_start_tag(self, buf: bytearray, pos: int, events: list[bytes]) -> bool:
-        raise NotImplementedError
+    # The framer's own steps, which the parts call.
+    _start_event: Callable[[int], None]
+    _finish_oversize: Callable[[], Rejected]
+    _finish_start_tag: Callable[[bytearray, int, list[bytes]], bool]
 
 
 def _other_encoding(prolog: bytes) -> bytes:

@@ -9,6 +9,7 @@ written first when it accepts again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -49,8 +50,8 @@ class IngestState:
     _closing: IDelayedCall | None
     _summarised_at: float
 
-    def _write(self, records: list[Any]) -> bool:
-        raise NotImplementedError
+    # Ingest's own write, which the retry of refused records calls.
+    _write: Callable[[list[Any]], bool]
 
 
 class Backpressure(IngestState):

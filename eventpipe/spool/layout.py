@@ -113,8 +113,6 @@ class SpoolState:
     _fd: int | None
     _current_born: float | None
 
-    def finish(self, detached: Detached) -> Segment:
-        raise NotImplementedError
-
-    def seal(self) -> Segment | None:
-        raise NotImplementedError
+    # The spool's own steps, which recovery calls.
+    finish: Callable[[Detached], Segment]
+    seal: Callable[[], Segment | None]
