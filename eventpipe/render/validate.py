@@ -10,9 +10,7 @@ import re
 
 from lxml import etree
 
-from eventpipe.render.jsonlines import (
-    _json_line,
-)
+from eventpipe.render.jsonlines import _json_line, flat_json_line, verbatim
 
 
 def make_parser() -> etree.XMLParser:
@@ -145,8 +143,16 @@ def _render_events(
     event_tag: str,
 ) -> list[tuple[str | None, bytes]]:
     """Validate (and convert) a chunk of events, in order."""
-    if fmt == "xml" and _plainly_valid(events, well_formed):
-        return [(None, data + b"\n") for data in events]
+    if _plainly_valid(events, well_formed):
+        if fmt == "xml":
+            return [(None, data + b"\n") for data in events]
+        # ACM's events without a tree; any other shape with one.
+        tag = event_tag.encode("utf-8")
+        screened = verbatim(b"".join(events))
+        return [
+            (None, flat_json_line(data, tag, screened) or _tree_json_line(data, parser))
+            for data in events
+        ]
     try:
         root = etree.fromstring(b"<EVENTS>" + b"".join(events) + b"</EVENTS>", parser)
     except etree.XMLSyntaxError:
@@ -160,6 +166,11 @@ def _render_events(
             return [(None, data + b"\n") for data in events]
         return [(None, _json_line(child, b"xmlns" in data)) for child, data in zip(root, events)]
     return [_render_event(data, parser, fmt, event_tag) for data in events]
+
+
+def _tree_json_line(data: bytes, parser: etree.XMLParser) -> bytes:
+    """The JSON line of one event known to be well-formed and plain, from its tree."""
+    return _json_line(etree.fromstring(data, parser), b"xmlns" in data)
 
 
 def _repaired(
