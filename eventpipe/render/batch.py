@@ -60,6 +60,7 @@ from eventpipe.render.validate import (
     _render_events,
     _repaired,
     _WellFormed,
+    json_lines,
     make_parser,
 )
 
@@ -246,13 +247,16 @@ class _Render:
         L{uniform_events}), when it is well-formed; what waits goes first,
         to keep the order.
         """
-        if self.fmt != "xml":
-            return False
         uniform = uniform_events(record.data, self.event_tag, self.max_event_size)
         if uniform is None or not _plain(uniform[0]) or not self.well_formed(uniform[0]):
             return False
         self.flush()
-        self.batch.write(uniform[0])
+        events = uniform[0]
+        if self.fmt == "json":
+            close = b"</" + self.event_tag.encode("utf-8") + b">"
+            framed = [event + close for event in events.split(close + b"\n")[:-1]]
+            events = b"".join(json_lines(framed, self.event_tag, self.parser, events))
+        self.batch.write(events)
         self.result.events += uniform[1]
         return True
 

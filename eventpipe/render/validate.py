@@ -146,13 +146,7 @@ def _render_events(
     if _plainly_valid(events, well_formed):
         if fmt == "xml":
             return [(None, data + b"\n") for data in events]
-        # ACM's events without a tree; any other shape with one.
-        tag = event_tag.encode("utf-8")
-        screened = verbatim(b"".join(events))
-        return [
-            (None, flat_json_line(data, tag, screened) or _tree_json_line(data, parser))
-            for data in events
-        ]
+        return [(None, line) for line in json_lines(events, event_tag, parser)]
     try:
         root = etree.fromstring(b"<EVENTS>" + b"".join(events) + b"</EVENTS>", parser)
     except etree.XMLSyntaxError:
@@ -168,9 +162,21 @@ def _render_events(
     return [_render_event(data, parser, fmt, event_tag) for data in events]
 
 
-def _tree_json_line(data: bytes, parser: etree.XMLParser) -> bytes:
-    """The JSON line of one event known to be well-formed and plain, from its tree."""
-    return _json_line(etree.fromstring(data, parser), b"xmlns" in data)
+def json_lines(
+    events: list[bytes], event_tag: str, parser: etree.XMLParser, chunk: bytes | None = None
+) -> list[bytes]:
+    """
+    The JSON lines of plain events already found well-formed (C{chunk}:
+    them joined, when the caller has it): ACM's without a tree
+    (L{flat_json_line}), any other shape with one.
+    """
+    tag = event_tag.encode("utf-8")
+    screened = verbatim(b"".join(events) if chunk is None else chunk)
+    return [
+        flat_json_line(data, tag, screened)
+        or _json_line(etree.fromstring(data, parser), b"xmlns" in data)
+        for data in events
+    ]
 
 
 def _repaired(
