@@ -102,6 +102,33 @@ def identity(path: str) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
+# What copy_file_range(2) answers where it cannot copy these two files (an
+# old kernel, another filesystem, a filesystem that does not implement it):
+# the bytes then go through this process.
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
+
+
+def copy_file(source: BinaryIO, sink: BinaryIO) -> None:
+    """
+    Copy what C{source} holds from where it stands to C{sink}, in the
+    kernel where it can (copy_file_range(2): no pass through this process,
+    a shared extent on a filesystem that clones), through a buffer where it
+    cannot.
+    """
+    sink.flush()
+    copied = 0
+    try:
+        while os.copy_file_range(source.fileno(), sink.fileno(), 1 << 30):
+            copied += 1
+    except OSError as error:
+        if error.errno not in _NO_KERNEL_COPY or copied:
+            raise
+        buffer = bytearray(1 << 20)
+        view = memoryview(buffer)
+        while count := source.readinto(view):  # type: ignore[attr-defined]
+            sink.write(view[:count])
+
+
 def fsync_file(fd: int) -> None:
     """Flush an open file's data to the disk."""
     os.fsync(fd)

@@ -5,6 +5,7 @@ before each step of a write.
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -18,7 +19,7 @@ from zope.interface.verify import verifyObject
 
 from eventpipe.destinations import IUploader, KeyConflict, UploadRequest
 from eventpipe.destinations.outbox import LocalDirectoryUploader
-from eventpipe.fs import file_sha256
+from eventpipe.fs import copy_file, file_sha256
 from tests.test_s3 import ImmediateReactor, SynchronousPool
 
 KEY = "acm/2025/07/29/20250729_161500_gw1_000000.xml"
@@ -198,3 +199,47 @@ class OutboxTests(SynchronousTestCase):
                     (after.st_ino, after.st_mtime_ns), (delivered.st_ino, delivered.st_mtime_ns)
                 )
             self.assertEqual(self.leftovers(), [])
+
+
+class CopyFileTests(SynchronousTestCase):
+    """The outbox's copy: in the kernel where it can, through a buffer where it cannot."""
+
+    def files(self) -> tuple[str, str, bytes]:
+        data = os.urandom(3 << 20) + b"tail"
+        source, sink = self.mktemp(), self.mktemp()
+        with open(source, "wb") as stream:
+            stream.write(data)
+        return source, sink, data
+
+    def copy(self, source: str, sink: str) -> bytes:
+        with open(source, "rb") as reading, open(sink, "wb") as writing:
+            writing.write(b"head")
+            copy_file(reading, writing)
+        with open(sink, "rb") as stream:
+            return stream.read()
+
+    def test_in_the_kernel(self) -> None:
+        source, sink, data = self.files()
+        self.assertEqual(self.copy(source, sink), b"head" + data)
+
+    def test_where_the_kernel_cannot(self) -> None:
+        """Another filesystem (EXDEV), or none that copies: the same bytes, through a buffer."""
+        for code in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP):
+            source, sink, data = self.files()
+
+            def refuse(*args: object, code: int = code) -> int:
+                raise OSError(code, os.strerror(code))
+
+            self.patch(os, "copy_file_range", refuse)
+            self.assertEqual(self.copy(source, sink), b"head" + data)
+
+    def test_a_fault_of_the_disk_is_raised(self) -> None:
+        """EIO is the machine's fault, not a way around: the delivery fails and says so."""
+        source, sink, _ = self.files()
+
+        def fail(*args: object) -> int:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        self.patch(os, "copy_file_range", fail)
+        error = self.assertRaises(OSError, self.copy, source, sink)
+        self.assertEqual(error.errno, errno.EIO)

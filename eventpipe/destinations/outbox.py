@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from eventpipe.destinations import (
     UploadRequest,
     delivered_before,
 )
-from eventpipe.fs import file_sha256, fsync_directory, private_makedirs
+from eventpipe.fs import copy_file, file_sha256, fsync_directory, private_makedirs
 
 _TEMPORARY = ".part"
 # Where the claims are, below the outbox.
@@ -107,7 +106,7 @@ class LocalDirectoryUploader(PooledUploader):
         private_makedirs(parent)
         with open(request.path, "rb") as source:
             temporary = self._write_aside(
-                target, lambda sink: shutil.copyfileobj(source, sink, 1 << 20)
+                target, lambda sink: copy_file(source, sink)
             )
         try:
             fresh = self._claim(claim, request, replace=not os.path.exists(target))
