@@ -524,6 +524,9 @@ began = time.perf_counter()
 result = render_segment(path, path + ".xml", path + ".q")
 seconds = time.perf_counter() - began
 peak = hwm()
+began = time.perf_counter()
+render_segment(path, path + ".json", path + ".q", fmt="json")
+json_seconds = time.perf_counter() - began
 # The render's own limits, on the same bytes in the same process: SHA-256
 # of the segment alone, and a parse that builds no tree (lxml with a target
 # that keeps nothing) of the events as the render finds them.
@@ -554,7 +557,7 @@ for chunk in chunks:
     parser.feed(b"</EVENTS>")
     parser.close()
 parse_seconds = time.perf_counter() - began
-print(result.events, seconds, before / 1024, peak / 1024, sha_seconds, parse_seconds)
+print(result.events, seconds, before / 1024, peak / 1024, sha_seconds, parse_seconds, json_seconds)
 """
 
 
@@ -581,10 +584,10 @@ def render_large(workdir: str, size: int, runs: int) -> dict[str, Any]:
         answer = subprocess.run(
             [sys.executable, "-c", RENDER, path], capture_output=True, text=True, check=True
         ).stdout.split()
-        for output in (path + ".xml", path + ".q"):
+        for output in (path + ".xml", path + ".json", path + ".q"):
             if os.path.exists(output):
                 os.unlink(output)
-        events, seconds, _, peak, sha, parse = map(float, answer)
+        events, seconds, _, peak, sha, parse, json_seconds = map(float, answer)
         measures.append(
             {
                 "segment_bytes": written,
@@ -593,6 +596,7 @@ def render_large(workdir: str, size: int, runs: int) -> dict[str, Any]:
                 "peak_rss_mib": peak,
                 "sha256_seconds": sha,
                 "parse_seconds": parse,
+                "json_seconds": json_seconds,
             }
         )
     shutil.rmtree(directory, ignore_errors=True)
@@ -821,14 +825,18 @@ def compare(revision: str, args: list[str], ours_json: str) -> int:
     for name, mine in ours.items():
         if not isinstance(mine, dict) or "events_per_s" not in mine or name not in theirs:
             continue
-        other = theirs[name]["events_per_s"]
-        print(
-            f"  {name:<30} {other:>12,.0f} {mine['events_per_s']:>12,.0f} {mine['events_per_s'] / other:>12.2f}"
-        )
+        for measure, label in (("events_per_s", name), ("steady_events_per_s", name + " steady")):
+            if measure in mine and measure in theirs[name]:
+                other, this = theirs[name][measure], mine[measure]
+                print(f"  {label:<30} {other:>12,.0f} {this:>12,.0f} {this / other:>12.2f}")
     for other, mine in zip(theirs.get("render", []), ours.get("render", [])):
         rates = [r["events"] / r["seconds"] for r in (other, mine)]
         label = f"render_{mine['segment_bytes'] / 2**20:.0f}MiB"
         print(f"  {label:<30} {rates[0]:>12,.0f} {rates[1]:>12,.0f} {rates[1] / rates[0]:>12.2f}")
+        if "json_seconds" in mine:
+            print(
+                f"  {label + ' json':<30} {'-':>12} {mine['events'] / mine['json_seconds']:>12,.0f}"
+            )
     return 0
 
 
@@ -921,6 +929,11 @@ def report(results: dict[str, Any]) -> None:
             f"alone on the same bytes: SHA-256 {r['sha256_seconds']:.2f} s, a parse that builds no tree "
             f"{r['parse_seconds']:.2f} s: the render takes {r['seconds'] / limit:.1f}x their sum"
         )
+        if "json_seconds" in r:
+            print(
+                f"    the same as JSON Lines: {r['json_seconds']:.2f} s, "
+                f"{r['events'] / r['json_seconds']:,.0f} events/s, {r['seconds'] / r['json_seconds']:.2f} of XML's rate"
+            )
 
 
 if __name__ == "__main__":
