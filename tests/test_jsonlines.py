@@ -126,3 +126,28 @@ class FlatJsonLineTests(SynchronousTestCase):
             b"<EVENT>\n<a></a>\n<b>   </b>\n</EVENT>",
         ]:
             self.assertEqual(flat_json_line(event, b"EVENT"), _tree_line(event), event)
+
+
+class LayoutsTests(SynchronousTestCase):
+    def test_every_layout_renders_as_the_tree_would(self) -> None:
+        """
+        Documents in every layout a sender uses, kept as read (one record a
+        write, or one for many): the JSON batch is the tree's conversion of
+        each event, in order.
+        """
+        from eventpipe.records import encode_documents
+        from eventpipe.render.batch import render_segment
+        from tests.test_framing import DECL, SEPARATORS
+
+        events = [make_event(n) for n in range(40)]
+        expected = b"".join(_tree_line(event) for event in events)
+        for separator in SEPARATORS:
+            for after in (b"", b"\n", b"\r\n"):
+                documents = [DECL + after + event + separator for event in events]
+                for records in ([b"".join(documents)], documents):
+                    path = self.mktemp()
+                    with open(path, "wb") as stream:
+                        stream.write(b"".join(encode_documents(r) for r in records))
+                    render_segment(path, path + ".json", path + ".q", fmt="json")
+                    with open(path + ".json", "rb") as stream:
+                        self.assertEqual(stream.read(), expected, (separator, after))
