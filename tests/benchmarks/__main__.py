@@ -488,7 +488,8 @@ def stalls(workdir: str, streams: list[bytes], events: int) -> dict[str, float]:
 
 def partial_connections(workdir: str, count: int = 1000) -> dict[str, float]:
     half = (DECLARATION + bench_event(0))[:600]
-    with Service(workdir, ["--max-connections=2000"]) as service:
+    # All from loopback: one host, as many connections as the whole.
+    with Service(workdir, ["--max-connections=2000", "--max-connections-per-host=2000"]) as service:
         sockets = []
         try:
             for _ in range(count):
