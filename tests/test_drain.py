@@ -24,6 +24,8 @@ from tests.support import (
     delivered_numbers,
     eventpipe,
     exactly_once_problems,
+    gcs_objects,
+    gcs_rig,
     make_stream,
     numbers_in_objects,
     s3_objects,
@@ -218,6 +220,20 @@ class DrainTests(SynchronousTestCase):
         )
         self.assertEqual(drained.returncode, 0, drained.stdout + drained.stderr)
         found = blobs(container)
+        self.assertEqual(exactly_once_problems(numbers_in_objects(found), range(30)), ([], [], []))
+        self.assertTrue(all("_test_" in key for key in found), list(found))
+
+    def test_drain_to_gcs(self) -> None:
+        dead = leave_a_spool(self, 30)
+        server, bucket = gcs_rig(self, os.path.abspath(self.mktemp()))
+        drained = eventpipe(
+            "drain",
+            f"--spool-dir={dead.spool}",
+            f"--gcs-bucket={BUCKET}",
+            f"--gcs-endpoint-url={server.endpoint}",
+        )
+        self.assertEqual(drained.returncode, 0, drained.stdout + drained.stderr)
+        found = gcs_objects(bucket)
         self.assertEqual(exactly_once_problems(numbers_in_objects(found), range(30)), ([], [], []))
         self.assertTrue(all("_test_" in key for key in found), list(found))
 

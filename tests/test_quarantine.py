@@ -35,6 +35,8 @@ from tests.support import (
     batch_files,
     blobs,
     eventpipe,
+    gcs_objects,
+    gcs_rig,
     quarantine_files,
     read_object,
     s3_objects,
@@ -323,6 +325,28 @@ class AzureTests(Checks, SynchronousTestCase):
 
     def delivered(self) -> dict[str, bytes]:
         return {key[len("acm/") :]: data for key, data in blobs(self.container).items()}
+
+
+class GCSTests(Checks, SynchronousTestCase):
+    def setUp(self) -> None:
+        workdir = os.path.abspath(self.mktemp())
+        server, self.bucket = gcs_rig(self, workdir)
+        self.scenario = Scenario(
+            self,
+            f"--gcs-bucket={BUCKET}",
+            "--gcs-prefix=acm",
+            f"--gcs-endpoint-url={server.endpoint}",
+        )
+
+    def delivered(self) -> dict[str, bytes]:
+        return {key[len("acm/") :]: data for key, data in gcs_objects(self.bucket).items()}
+
+    def after_replays(self) -> None:
+        # The replayed batch says where it came from, in its custom metadata.
+        replay = next(k for k in gcs_objects(self.bucket) if k.endswith("-r1.xml"))
+        metadata = self.bucket.get_blob(replay).metadata
+        self.assertTrue(metadata["replayed"].startswith("acm/quarantine/"), metadata)
+        self.assertEqual(metadata["events"], "5")
 
 
 class ReplayUnitTests(SynchronousTestCase):

@@ -139,6 +139,18 @@ def _container(text: str) -> str:
     return name
 
 
+_GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
+
+
+@_expects("3 to 63 lower-case letters, digits, hyphens, underscores and dots")
+def _gcs_bucket(text: str) -> str:
+    """A Cloud Storage bucket name, by Google's rules (a gs:// URL is refused)."""
+    name = text.strip()
+    if not _GCS_BUCKET.match(name) or ".." in name or name.startswith("goog"):
+        raise ValueError(text)
+    return name
+
+
 @_expects("https://ACCOUNT.blob.core.windows.net, or an emulator's http(s) URL")
 def _account_url(text: str) -> str:
     if not re.match(r"^https?://[^\s/]+", text.strip()):

@@ -153,8 +153,12 @@ class SettingsOptions(usage.Options):
 
     @property
     def prefix(self) -> str:
-        """The prefix of the destination in use (S3's or Azure's)."""
-        return str(self["azure-prefix"] if self["azure-container"] else self["s3-prefix"])
+        """The prefix of the destination in use (S3's, Azure's or GCS's)."""
+        if self["azure-container"]:
+            return str(self["azure-prefix"])
+        if self["gcs-bucket"]:
+            return str(self["gcs-prefix"])
+        return str(self["s3-prefix"])
 
     def lookup(self, variable: str) -> tuple[str, str] | None:
         """A variable's value and where it was found, or None."""
@@ -352,7 +356,7 @@ class Options(SettingsOptions):
 
     def _one_destination(self) -> None:
         """
-        Exactly one destination: S3, Azure, or the outbox; and no detail of
+        Exactly one destination: S3, Azure, GCS, or the outbox; and no detail of
         a destination without it (an endpoint or a prefix with no bucket
         would otherwise deliver into the outbox without a word).
         """
@@ -361,6 +365,8 @@ class Options(SettingsOptions):
             ("s3-prefix", "s3-bucket"),
             ("azure-account-url", "azure-container"),
             ("azure-prefix", "azure-container"),
+            ("gcs-endpoint-url", "gcs-bucket"),
+            ("gcs-prefix", "gcs-bucket"),
         ):
             if detail in self.sources and not self[destination]:
                 raise usage.UsageError(
@@ -368,11 +374,11 @@ class Options(SettingsOptions):
                     f"--{destination} (EVENTPIPE_{destination.upper().replace('-', '_')}) too, "
                     "or leave it out to deliver into the outbox"
                 )
-        given = [name for name in ("s3-bucket", "azure-container") if self[name]]
+        given = [name for name in ("s3-bucket", "azure-container", "gcs-bucket") if self[name]]
         if len(given) > 1:
             raise usage.UsageError(
-                f"{self.sources.get('azure-container', '--azure-container')}: one destination "
-                "at a time: --s3-bucket or --azure-container, not both"
+                f"{self.sources.get(given[-1], '--' + given[-1])}: one destination at a time: "
+                f"--{given[0]} or --{given[1]}, not both"
             )
         if given and "outbox" in self.sources:
             raise usage.UsageError(

@@ -18,6 +18,7 @@ from eventpipe.config.convert import (
     _endpoint,
     _endpoint_url,
     _event_tag,
+    _gcs_bucket,
     _instance_id,
     _non_negative_float,
     _positive_float,
@@ -105,8 +106,8 @@ PARAMETERS: list[Parameter] = [
         ("EVENTPIPE_OUTBOX",),
         None,
         _text,
-        "Directory that receives batches when no S3 bucket or Azure container is "
-        "set, laid out as the bucket would be (not together with either). "
+        "Directory that receives batches when no S3 bucket, Azure container or GCS bucket "
+        "is set, laid out as the bucket would be (not together with any of them). "
         "Default: <spool-dir>/outbox.",
     ),
     Parameter(
@@ -230,6 +231,31 @@ PARAMETERS: list[Parameter] = [
         _account_url,
         "The storage account's blob endpoint, https://ACCOUNT.blob.core.windows.net "
         "(or an emulator's). Default: the one in AZURE_STORAGE_CONNECTION_STRING.",
+    ),
+    Parameter(
+        "gcs-bucket",
+        ("EVENTPIPE_GCS_BUCKET", "GCS_BUCKET"),
+        None,
+        _gcs_bucket,
+        "Deliver to this Google Cloud Storage bucket instead of the outbox. "
+        "Credentials: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, "
+        "workload identity, the VM's service account); anonymous only against "
+        "--gcs-endpoint-url.",
+    ),
+    Parameter(
+        "gcs-prefix",
+        ("EVENTPIPE_GCS_PREFIX",),
+        "",
+        _prefix,
+        "Prefix of every object name in the bucket (acm and acm/ mean the same).",
+    ),
+    Parameter(
+        "gcs-endpoint-url",
+        ("EVENTPIPE_GCS_ENDPOINT_URL",),
+        None,
+        _endpoint_url,
+        "A Cloud Storage emulator's URL (fake-gcs-server); requests to it are anonymous. "
+        "Default: STORAGE_EMULATOR_HOST when set, else Google's endpoint.",
     ),
     Parameter(
         "max-connections",

@@ -105,9 +105,7 @@ class LocalDirectoryUploader(PooledUploader):
         parent = os.path.dirname(target)
         private_makedirs(parent)
         with open(request.path, "rb") as source:
-            temporary = self._write_aside(
-                target, lambda sink: copy_file(source, sink)
-            )
+            temporary = self._write_aside(target, lambda sink: copy_file(source, sink))
         try:
             fresh = self._claim(claim, request, replace=not os.path.exists(target))
             try:

@@ -1,4 +1,4 @@
-"""The destination the options name: S3, Azure Blob Storage, or the outbox."""
+"""The destination the options name: S3, Azure Blob Storage, Google Cloud Storage, or the outbox."""
 
 from __future__ import annotations
 
@@ -36,6 +36,16 @@ def destination_for(options: Any, reactor: Any, concurrency: int | None = None) 
             environment=options.azure_from_env_file(),
         )
         prefix = options["azure-prefix"]
+    elif options["gcs-bucket"]:
+        from eventpipe.destinations.gcs import GCSUploader
+
+        uploader = GCSUploader(
+            reactor,
+            options["gcs-bucket"],
+            endpoint_url=options["gcs-endpoint-url"],
+            concurrency=threads,
+        )
+        prefix = options["gcs-prefix"]
     else:
         uploader = None
     if uploader is not None:
