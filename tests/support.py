@@ -742,18 +742,41 @@ def azurite_command() -> list[str]:
     missing("azurite-blob", "npm install --prefix .ci azurite")
 
 
-class AzuriteServer:
+class Emulator:
     """
-    Azurite, Microsoft's Azure Storage emulator, as a separate process on a
-    loopback port; its blobs persist in C{workdir} across a restart.
+    A store's emulator as a separate process on a loopback port, its objects
+    kept in a directory of C{workdir} across a restart; stopped by PID.
     """
+
+    name = "emulator"
 
     def __init__(self, workdir: str, port: int | None = None) -> None:
         self.workdir = os.path.abspath(workdir)
-        self.location = os.path.join(self.workdir, "azurite")
+        self.location = os.path.join(self.workdir, self.name)
         os.makedirs(self.location, exist_ok=True)
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> Emulator:
+        log = open(os.path.join(self.workdir, f"{self.name}-{self.port}.log"), "ab")
+        self.process = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+        wait_for_port(self.port, 60, self.process)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        end_process(self.process, sig)
+        self.process = None
+
+
+class AzuriteServer(Emulator):
+    """Azurite, Microsoft's Azure Storage emulator."""
+
+    name = "azurite"
 
     @property
     def connection_string(self) -> str:
@@ -767,31 +790,19 @@ class AzuriteServer:
     def environment(self) -> dict[str, str]:
         return {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
 
-    def start(self) -> AzuriteServer:
-        log = open(os.path.join(self.workdir, f"azurite-{self.port}.log"), "ab")
-        self.process = subprocess.Popen(
-            [
-                *azurite_command(),
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                str(self.port),
-                "--location",
-                self.location,
-                "--silent",
-                "--skipApiVersionCheck",
-                "--disableTelemetry",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port, 60, self.process)
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        end_process(self.process, sig)
-        self.process = None
+    def command(self) -> list[str]:
+        return [
+            *azurite_command(),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(self.port),
+            "--location",
+            self.location,
+            "--silent",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+        ]
 
     def container(self, name: str = CONTAINER):  # type: ignore[no-untyped-def]
         from azure.storage.blob import BlobServiceClient
@@ -803,7 +814,8 @@ class AzuriteServer:
 
 def azurite_rig(testcase, workdir: str):  # type: ignore[no-untyped-def]
     """An Azurite process with the test container; stopped when the test ends."""
-    server = AzuriteServer(workdir).start()
+    server = AzuriteServer(workdir)
+    server.start()
     testcase.addCleanup(server.stop)
     container = server.container()
     container.create_container()
@@ -828,54 +840,36 @@ def fake_gcs_server_command() -> list[str]:
     return [str(_get_binary_path())]
 
 
-class FakeGCSServer:
+class FakeGCSServer(Emulator):
     """
     fake-gcs-server, the emulator Google's client libraries are tested
-    against, as a separate process on a loopback port; its objects persist
-    in C{workdir} across a restart (the filesystem backend).
+    against (the filesystem backend: objects survive a restart).
     """
 
-    def __init__(self, workdir: str, port: int | None = None) -> None:
-        self.workdir = os.path.abspath(workdir)
-        self.root = os.path.join(self.workdir, "fake-gcs")
-        os.makedirs(self.root, exist_ok=True)
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+    name = "fake-gcs"
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> FakeGCSServer:
-        log = open(os.path.join(self.workdir, f"fake-gcs-{self.port}.log"), "ab")
-        self.process = subprocess.Popen(
-            [
-                *fake_gcs_server_command(),
-                "-scheme",
-                "http",
-                "-host",
-                "127.0.0.1",
-                "-port",
-                str(self.port),
-                "-backend",
-                "filesystem",
-                "-filesystem-root",
-                self.root,
-                "-external-url",
-                self.endpoint,
-                "-log-level",
-                "warn",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port, 60, self.process)
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        end_process(self.process, sig)
-        self.process = None
+    def command(self) -> list[str]:
+        return [
+            *fake_gcs_server_command(),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(self.port),
+            "-backend",
+            "filesystem",
+            "-filesystem-root",
+            self.location,
+            "-external-url",
+            self.endpoint,
+            "-log-level",
+            "warn",
+        ]
 
     def client(self):  # type: ignore[no-untyped-def]
         from google.auth.credentials import AnonymousCredentials
@@ -890,7 +884,8 @@ class FakeGCSServer:
 
 def gcs_rig(testcase, workdir: str):  # type: ignore[no-untyped-def]
     """A fake-gcs-server process with the test bucket; stopped when the test ends."""
-    server = FakeGCSServer(workdir).start()
+    server = FakeGCSServer(workdir)
+    server.start()
     testcase.addCleanup(server.stop)
     bucket = server.client().create_bucket(BUCKET)
     return server, bucket

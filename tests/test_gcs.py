@@ -13,8 +13,6 @@ import base64
 import hashlib
 import io
 import os
-import signal
-import socket
 import time
 
 import google_crc32c
@@ -22,26 +20,17 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from eventpipe.destinations import KeyConflict, UploadError, UploadRequest
 from eventpipe.destinations.gcs import MULTIPART_LIMIT, GCSUploader
+from tests.stores import FAST, StoreScenarios, written
+from tests.stores import upload_request as request
 from tests.support import (
     BUCKET,
     BlackHole,
     Twistd,
     eventpipe,
-    exactly_once_problems,
     gcs_objects,
     gcs_rig,
-    make_stream,
     numbers_in_objects,
-    send,
-    spooled,
-    wait_for,
 )
-
-
-def request(path: str, key: str, source: str) -> UploadRequest:
-    with open(path, "rb") as stream:
-        sha = hashlib.sha256(stream.read()).hexdigest()
-    return UploadRequest(path, key, sha, "application/xml", metadata={"events": "3"}, source=source)
 
 
 class UploaderTests(SynchronousTestCase):
@@ -54,10 +43,7 @@ class UploaderTests(SynchronousTestCase):
         )
 
     def file(self, data: bytes) -> str:
-        path = os.path.abspath(self.mktemp())
-        with open(path, "wb") as stream:
-            stream.write(data)
-        return path
+        return written(self, data)
 
     def test_delivered_as_sent(self) -> None:
         """Byte for byte, with the identity, the checksum and the type; again is a no-op."""
@@ -172,15 +158,9 @@ class UploaderTests(SynchronousTestCase):
         self.uploader.deliver(request(self.file(b"kept"), "kept.xml", "kept-digest"))
 
 
-FAST = [
-    "--rotation-interval=0.5",
-    "--check-interval=0.1",
-    "--retry-initial-delay=0.2",
-    "--retry-max-delay=1",
-]
+class ProcessTests(StoreScenarios, SynchronousTestCase):
+    unreachable = "cannot reach the GCS endpoint"
 
-
-class ProcessTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.workdir = os.path.abspath(self.mktemp())
         self.server, self.bucket = gcs_rig(self, self.workdir)
@@ -202,65 +182,8 @@ class ProcessTests(SynchronousTestCase):
     def numbers(self) -> list[int]:
         return numbers_in_objects(gcs_objects(self.bucket))
 
-    def test_delivered_exactly_once(self) -> None:
-        process = self.service().start()
-        send(process.port, make_stream(range(200)))
-        wait_for(lambda: len(self.numbers()) >= 200, 60, "the objects")
-        self.assertEqual(process.stop(), -signal.SIGTERM)
-        self.assertEqual(exactly_once_problems(self.numbers(), range(200)), ([], [], []))
-        keys = list(gcs_objects(self.bucket))
-        self.assertTrue(all(k.startswith("acm/20") for k in keys), keys)
-        self.assertIn("everything received was delivered", process.log())
-
-    def test_emulator_stopped_and_started_while_sending(self) -> None:
-        """
-        The emulator stops with batches on their way and comes back 100
-        events later, on the same directory; nothing is lost or doubled.
-        """
-        process = self.service().start()
-        connection = socket.create_connection(("127.0.0.1", process.port))
-        self.addCleanup(connection.close)
-        for n in range(300):
-            connection.sendall(make_stream([n]))
-            if n == 100:
-                self.server.stop()
-            if n == 200:
-                self.server.start()
-            time.sleep(0.01)
-        connection.close()
-        wait_for(lambda: len(set(self.numbers())) >= 300, 90, "the objects after the outage")
-        self.assertEqual(process.stop(), -signal.SIGTERM)
-        self.assertEqual(exactly_once_problems(self.numbers(), range(300)), ([], [], []))
-        self.assertIn("cannot reach the GCS endpoint", process.log())
-
-    def test_kill_nine_and_restart(self) -> None:
-        process = self.service().start()
-        send(process.port, make_stream(range(150)))
-        wait_for(
-            lambda: len(spooled(process.spool) | set(self.numbers())) >= 150,
-            30,
-            "the events read",
-        )
-        process.kill()
-        process.start()
-        send(process.port, make_stream(range(150, 300)))
-        wait_for(lambda: len(set(self.numbers())) >= 300, 60, "the objects after the restart")
-        process.stop()
-        self.assertEqual(exactly_once_problems(self.numbers(), range(300)), ([], [], []))
-
-    def test_twins_share_an_instance_id(self) -> None:
-        """Two processes with one id: the key a twin took is left alone, nothing is lost."""
-        twins = [self.service(f"twin-{n}").start() for n in range(2)]
-        connections = [socket.create_connection(("127.0.0.1", t.port)) for t in twins]
-        self.addCleanup(lambda: [c.close() for c in connections])
-        for n in range(60):
-            connections[0].sendall(make_stream([n]))
-            connections[1].sendall(make_stream([1000 + n]))
-            time.sleep(1 / 12)
-        for twin in twins:
-            self.assertEqual(twin.stop(), -signal.SIGTERM)
-        expected = [*range(60), *range(1000, 1060)]
-        self.assertEqual(exactly_once_problems(self.numbers(), expected), ([], [], []))
+    def keys(self) -> list[str]:
+        return list(gcs_objects(self.bucket))
 
     def test_check(self) -> None:
         common = [

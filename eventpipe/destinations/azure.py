@@ -276,13 +276,8 @@ class AzureBlobUploader(ConditionalStore):
             raise classify(error) from error
         return self.description
 
-    def overwrites(self, key: str) -> bool:
-        try:
-            return overwrites(self.client, key)
-        except UploadError:
-            raise
-        except Exception as error:
-            raise classify(error) from error
+    def writes_over(self, key: str) -> bool:
+        return overwrites(self.client, key)
 
     # What the tools read (blocking; see IObjectReader).
 

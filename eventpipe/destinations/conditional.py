@@ -8,8 +8,9 @@ carries this segment's source digest is this segment's delivery
 writer's, and the delivery fails with L{KeyConflict}.
 
 A store writes only its primitives: L{ConditionalStore.look},
-L{ConditionalStore.create}, L{ConditionalStore.create_in_parts}, which of
-its errors says the key is taken, and how its errors read.
+L{ConditionalStore.create}, L{ConditionalStore.create_in_parts},
+L{ConditionalStore.writes_over} (the start-up probe), which of its errors
+says the key is taken, and how its errors read.
 """
 
 from __future__ import annotations
@@ -66,6 +67,19 @@ class ConditionalStore(PooledUploader):
         if delivered_before(request, found):
             return True
         raise KeyConflict(request.key)
+
+    def overwrites(self, key: str) -> bool:
+        """L{PooledUploader.overwrites}, with the store's errors read as its others are."""
+        try:
+            return self.writes_over(key)
+        except UploadError:
+            raise
+        except Exception as error:
+            raise self.classify(error) from error
+
+    @abc.abstractmethod
+    def writes_over(self, key: str) -> bool:
+        """Write C{key} twice, each only if absent: whether the second was taken (blocking)."""
 
     @abc.abstractmethod
     def look(self, key: str) -> dict[str, str] | None:

@@ -214,13 +214,8 @@ class GCSUploader(ConditionalStore):
             raise classify(error) from error
         return self.description
 
-    def overwrites(self, key: str) -> bool:
-        try:
-            return overwrites(self.bucket, key)
-        except UploadError:
-            raise
-        except Exception as error:
-            raise classify(error) from error
+    def writes_over(self, key: str) -> bool:
+        return overwrites(self.bucket, key)
 
     # What the tools read (blocking; see IObjectReader).
 

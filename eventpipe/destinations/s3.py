@@ -337,13 +337,8 @@ class S3Uploader(ConditionalStore):
             raise classify(detailed) from detailed
         return self.description
 
-    def overwrites(self, key: str) -> bool:
-        try:
-            return overwrites(self.client, self.bucket, key)
-        except UploadError:
-            raise
-        except Exception as error:
-            raise classify(error) from error
+    def writes_over(self, key: str) -> bool:
+        return overwrites(self.client, self.bucket, key)
 
 
 # Codes that say the credentials themselves are refused (not a permission),
