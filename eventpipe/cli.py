@@ -23,7 +23,7 @@ from eventpipe.config.table import PARAMETERS
 from eventpipe.drain import DrainOptions
 from eventpipe.quarantine.options import QuarantineOptions
 from eventpipe.snowflake.script import snowflake_sql
-from eventpipe.snowflake.setup import AzureTarget
+from eventpipe.snowflake.setup import AzureTarget, GCSTarget
 from eventpipe.snowflake.sql import SnowflakeNames
 from eventpipe.status import StatusOptions
 
@@ -33,6 +33,8 @@ SNOWFLAKE_SETTINGS = (
     "azure-container",
     "azure-prefix",
     "azure-account-url",
+    "gcs-bucket",
+    "gcs-prefix",
     "format",
     "compress",
     "event-tag",
@@ -113,10 +115,18 @@ class SnowflakeOptions(SettingsOptions):
             "(default https://ACCOUNT.queue.core.windows.net/CONTAINER-snowpipe).",
         ],
         [
+            "gcs-pubsub-subscription",
+            None,
+            "",
+            "GCP: the Pub/Sub subscription the bucket's notifications fill, "
+            "projects/PROJECT/subscriptions/NAME; without it the script says "
+            "<SET ME: --gcs-pubsub-subscription> there, which Snowflake refuses.",
+        ],
+        [
             "notification-integration",
             None,
             None,
-            "Azure: the notification integration (default acm_events_FORMAT_notification).",
+            "Azure and GCP: the notification integration (default acm_events_FORMAT_notification).",
         ],
     ]
 
@@ -126,8 +136,8 @@ class CheckOptions(ServiceOptions):
     longdesc = (
         "Check what the service needs, reading the same options and environment: "
         "the listen endpoints parse and their ports are free, the spool directory "
-        "is writable with room to spare, and the destination (outbox, S3 bucket or "
-        "Azure container, and prefix) can be written. One line each; exit status 0 "
+        "is writable with room to spare, and the destination (outbox, S3 bucket, "
+        "Azure container or GCS bucket, and prefix) can be written. One line each; exit status 0 "
         "when all pass."
     )
 
@@ -276,29 +286,41 @@ def _snowflake_sql(sub: SnowflakeOptions, stream: TextIO) -> int:
         reader_role=sub["reader-role"],
         role_arn=sub["role-arn"],
     )
-    azure = None
+    given = [name for name in ("s3-bucket", "azure-container", "gcs-bucket") if sub[name]]
+    if len(given) > 1:
+        sys.stderr.write(
+            f"eventpipe: --{given[-1]}: one destination at a time: "
+            f"--{given[0]} or --{given[-1]}, not both\n"
+        )
+        return 1
+    azure = gcs = None
     if sub["azure-container"]:
         azure = _azure_target(sub)
         if azure is None:
             return 1
+    if sub["gcs-bucket"]:
+        gcs = GCSTarget(sub["gcs-bucket"], sub["gcs-pubsub-subscription"])
+    prefix = sub["azure-prefix"] if azure else sub["gcs-prefix"] if gcs else sub["s3-prefix"]
     try:
         sql = snowflake_sql(
             sub["s3-bucket"],
-            sub["azure-prefix"] if azure else sub["s3-prefix"],
+            prefix,
             sub["format"],
             sub["compress"],
             names,
             event_tag=sub["event-tag"],
             azure=azure,
+            gcs=gcs,
         )
     except ValueError as error:
         sys.stderr.write(f"eventpipe: {error}\n")
         return 1
-    for option, given in (
-        ("--role-arn", azure is not None or sub["role-arn"]),
-        ("--azure-tenant-id", azure is None or sub["azure-tenant-id"]),
+    for option, needed in (
+        ("--role-arn", not given or given[0] == "s3-bucket"),
+        ("--azure-tenant-id", azure is not None),
+        ("--gcs-pubsub-subscription", gcs is not None),
     ):
-        if not given:
+        if needed and not sub[option[2:]]:
             sys.stderr.write(
                 f"eventpipe: warning: no {option}: the script says <SET ME: {option}> "
                 "where it goes, which Snowflake refuses until it is set\n"
@@ -311,12 +333,6 @@ def _azure_target(sub: SnowflakeOptions) -> AzureTarget | None:
     """Where the Azure batches are, for the script; None (and a line) when it cannot say."""
     from eventpipe.destinations.azure import account_host
 
-    if sub["s3-bucket"]:
-        sys.stderr.write(
-            "eventpipe: --azure-container: one destination at a time: "
-            "--s3-bucket or --azure-container, not both\n"
-        )
-        return None
     connection = sub.environ.get(
         "AZURE_STORAGE_CONNECTION_STRING"
     ) or sub.azure_from_env_file().get("AZURE_STORAGE_CONNECTION_STRING", "")

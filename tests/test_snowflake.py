@@ -125,7 +125,10 @@ class SqlTests(SynchronousTestCase):
             g
             for g in self.GIVEN
             if not any(a.startswith(g.split("=")[0] + "=") for a in args)
-            and not (g.startswith("--s3-bucket") and any("--azure-container" in a for a in args))
+            and not (
+                g.startswith("--s3-bucket")
+                and any("--azure-container" in a or "--gcs-bucket" in a for a in args)
+            )
         ]
         self.assertEqual(run(["snowflake-sql", *given, *args], out), 0)
         return out.getvalue()
@@ -148,7 +151,9 @@ class SqlTests(SynchronousTestCase):
         Azure tenant): the script says <SET ME: ...> there, which Snowflake
         refuses, and stderr warns.
         """
-        self.assertIn("--s3-bucket (EVENTPIPE_S3_BUCKET) or --azure-container", self.refused())
+        self.assertIn(
+            "--s3-bucket (EVENTPIPE_S3_BUCKET), --azure-container or --gcs-bucket", self.refused()
+        )
         stderr = io.StringIO()
         self.patch(sys, "stderr", stderr)
         out = io.StringIO()
@@ -535,6 +540,78 @@ class SqlTests(SynchronousTestCase):
             self.refused("--azure-container=acm-events", "--s3-bucket=acm-events"),
         )
         self.assertIn("--azure-container", self.refused("--azure-container=Not_Valid"))
+
+    def gcs(self, *args: str) -> str:
+        return self.sql(
+            "--gcs-bucket=acm-events",
+            "--gcs-prefix=acm",
+            "--gcs-pubsub-subscription=projects/acme-security/subscriptions/acm-events-snowpipe",
+            *args,
+        )
+
+    def test_gcs_parses_and_golden(self) -> None:
+        """
+        The GCS set-up, for every format and compression, parses like the
+        S3 one; its default output is kept as a golden file.
+        """
+        import sqlglot.expressions as exp
+
+        for fmt in ("xml", "json"):
+            for compress in ("none", "gzip"):
+                sql = self.gcs(f"--format={fmt}", f"--compress={compress}")
+                parsed = statements(sql)
+                self.assertEqual(len([p for p in parsed if isinstance(p, exp.Copy)]), 2)
+                self.assertEqual(list(parts(sql)), [1, 2, 3, 4, 5, 6, 7])
+                self.assertNotIn("In AWS", sql)
+                self.assertNotIn("arn:aws", sql)
+                self.assertNotIn("azure", sql.lower())
+        sql = self.gcs()
+        path = os.path.join(GOLDEN, "setup-gcs-xml.sql")
+        if os.environ.get("EVENTPIPE_REGENERATE_GOLDEN"):
+            with open(path, "w") as stream:
+                stream.write(sql)
+        with open(path) as stream:
+            self.assertEqual(sql, stream.read(), f"{path} (EVENTPIPE_REGENERATE_GOLDEN=1)")
+
+    def test_gcs_steps(self) -> None:
+        """
+        The storage integration on GCS, the service accounts' roles, the topic,
+        the bucket notification under the prefix, the subscription, and the
+        pipe on the notification integration.
+        """
+        sql = self.gcs()
+        numbered = parts(sql)
+        self.assertIn("STORAGE_PROVIDER = 'GCS'", numbered[1])
+        self.assertIn("STORAGE_ALLOWED_LOCATIONS = ('gcs://acm-events/acm/')", numbered[1])
+        self.assertIn("TYPE = QUEUE", numbered[1])
+        self.assertIn("NOTIFICATION_PROVIDER = GCP_PUBSUB", numbered[1])
+        self.assertIn(
+            "GCP_PUBSUB_SUBSCRIPTION_NAME = "
+            "'projects/acme-security/subscriptions/acm-events-snowpipe'",
+            numbered[1],
+        )
+        self.assertIn("DESC INTEGRATION acm_events_integration;", numbered[1])
+        self.assertIn("DESC INTEGRATION acm_events_xml_notification;", numbered[1])
+        self.assertIn("-- ----- In GCP, before part 2", sql)
+        self.assertIn("--role=roles/storage.objectViewer", sql)
+        self.assertIn("--event-types=OBJECT_FINALIZE --object-prefix=acm/", sql)
+        self.assertIn("--role=roles/pubsub.subscriber", sql)
+        self.assertIn("--role=roles/monitoring.viewer", sql)
+        self.assertIn("URL = 'gcs://acm-events/acm/'", numbered[2])
+        self.assertIn("  INTEGRATION = 'ACM_EVENTS_XML_NOTIFICATION'\nAS\n", numbered[4])
+        self.assertNotIn("notification_channel", sql)
+        self.assertEqual(sql.count("-- ----- In "), 1)
+
+    def test_gcs_refusals(self) -> None:
+        self.assertIn(
+            "--gcs-pubsub-subscription",
+            self.refused("--gcs-bucket=acm-events", "--gcs-pubsub-subscription=acm-sub"),
+        )
+        self.assertIn(
+            "one destination at a time",
+            self.refused("--gcs-bucket=acm-events", "--s3-bucket=acm-events"),
+        )
+        self.assertIn("--gcs-bucket", self.refused("--gcs-bucket=gs://acm-events"))
 
     def test_usage_errors(self) -> None:
         self.assertEqual(run([]), 1)

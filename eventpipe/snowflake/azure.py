@@ -8,17 +8,14 @@ Every other part is the one the S3 set-up runs.  Pure text.
 
 from __future__ import annotations
 
-from eventpipe.snowflake.setup import (
-    Setup,
-)
+from eventpipe.snowflake.parts import part_1_queued
+from eventpipe.snowflake.setup import Setup
 from eventpipe.snowflake.sql import (
     Provider,
     bare,
     comment,
-    create_then_set,
     literal,
     outside,
-    part,
     set_me,
 )
 
@@ -31,42 +28,22 @@ def part_1_azure(setup: Setup) -> str:
     names = setup.names
     azure = setup.azure
     assert azure is not None
-    return part(
-        1,
-        names.admin_role,
-        "the storage and notification integrations, the reader role",
-        f"USE ROLE {names.admin_role};",
-        "",
-        *create_then_set(
-            "STORAGE INTEGRATION",
-            names.storage_integration,
-            ["TYPE = EXTERNAL_STAGE", "STORAGE_PROVIDER = 'AZURE'"],
-            [
-                "ENABLED = TRUE",
-                f"AZURE_TENANT_ID = {literal(azure.tenant_id or set_me('--azure-tenant-id'))}",
-                f"STORAGE_ALLOWED_LOCATIONS = ({literal(setup.location)})",
-            ],
-        ),
-        f"GRANT USAGE ON INTEGRATION {names.storage_integration} TO ROLE {names.role};",
-        "",
-        "-- New batches reach the pipe through a storage queue that Event Grid fills.",
-        f"CREATE NOTIFICATION INTEGRATION IF NOT EXISTS {names.notification_integration}",
-        "  ENABLED = TRUE",
-        "  TYPE = QUEUE",
-        "  NOTIFICATION_PROVIDER = AZURE_STORAGE_QUEUE",
-        f"  AZURE_STORAGE_QUEUE_PRIMARY_URI = {literal(azure.queue)}",
-        f"  AZURE_TENANT_ID = {literal(azure.tenant_id or set_me('--azure-tenant-id'))};",
-        "-- (The queue is fixed when it is created: for another one, DROP INTEGRATION",
-        "-- and run this part again.  A prefix lives in the Event Grid filter below.)",
-        f"GRANT USAGE ON INTEGRATION {names.notification_integration} TO ROLE {names.role};",
-        "",
-        "-- Analysts: reads the typed view and the quarantine table, sees the pipe's status.",
-        f"CREATE ROLE IF NOT EXISTS {names.reader_role};",
-        f"GRANT ROLE {names.reader_role} TO ROLE {names.role};",
-        "",
-        "-- AZURE_CONSENT_URL and AZURE_MULTI_TENANT_APP_NAME, for the Azure step below:",
-        f"DESC INTEGRATION {names.storage_integration};",
-        f"DESC INTEGRATION {names.notification_integration};",
+    tenant = literal(azure.tenant_id or set_me("--azure-tenant-id"))
+    return part_1_queued(
+        setup,
+        ["STORAGE_PROVIDER = 'AZURE'", f"AZURE_TENANT_ID = {tenant}"],
+        [
+            "-- New batches reach the pipe through a storage queue that Event Grid fills.",
+            f"CREATE NOTIFICATION INTEGRATION IF NOT EXISTS {names.notification_integration}",
+            "  ENABLED = TRUE",
+            "  TYPE = QUEUE",
+            "  NOTIFICATION_PROVIDER = AZURE_STORAGE_QUEUE",
+            f"  AZURE_STORAGE_QUEUE_PRIMARY_URI = {literal(azure.queue)}",
+            f"  AZURE_TENANT_ID = {tenant};",
+            "-- (The queue is fixed when it is created: for another one, DROP INTEGRATION",
+            "-- and run this part again.  A prefix lives in the Event Grid filter below.)",
+        ],
+        "AZURE_CONSENT_URL and AZURE_MULTI_TENANT_APP_NAME",
     )
 
 

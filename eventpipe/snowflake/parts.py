@@ -38,6 +38,46 @@ def header(setup: Setup) -> str:
 """
 
 
+def part_1_queued(setup: Setup, storage: list[str], notification: list[str], described: str) -> str:
+    """
+    Part 1 where the pipe listens on a notification integration of ours
+    (Azure, GCP): the storage integration (C{storage}: its provider's
+    settings), the notification integration (C{notification}: its lines,
+    comments included), the reader role, and what C{DESC} shows for the
+    cloud's step (C{described}).
+    """
+    names = setup.names
+    return part(
+        1,
+        names.admin_role,
+        "the storage and notification integrations, the reader role",
+        f"USE ROLE {names.admin_role};",
+        "",
+        *create_then_set(
+            "STORAGE INTEGRATION",
+            names.storage_integration,
+            ["TYPE = EXTERNAL_STAGE", storage[0]],
+            [
+                "ENABLED = TRUE",
+                *storage[1:],
+                f"STORAGE_ALLOWED_LOCATIONS = ({literal(setup.location)})",
+            ],
+        ),
+        f"GRANT USAGE ON INTEGRATION {names.storage_integration} TO ROLE {names.role};",
+        "",
+        *notification,
+        f"GRANT USAGE ON INTEGRATION {names.notification_integration} TO ROLE {names.role};",
+        "",
+        "-- Analysts: reads the typed view and the quarantine table, sees the pipe's status.",
+        f"CREATE ROLE IF NOT EXISTS {names.reader_role};",
+        f"GRANT ROLE {names.reader_role} TO ROLE {names.role};",
+        "",
+        f"-- {described}, for the {setup.cloud} step below:",
+        f"DESC INTEGRATION {names.storage_integration};",
+        f"DESC INTEGRATION {names.notification_integration};",
+    )
+
+
 def _format_settings(setup: Setup) -> list[str]:
     # AUTO reads plain and gzipped batches alike, so a change of --compress
     # needs no change here.
@@ -127,11 +167,17 @@ def part_2_objects(setup: Setup) -> str:
         f"GRANT SELECT ON TABLE {names.rejected_table} TO ROLE {reader};",
         "",
         "-- Check: this lists the batches delivered so far.  An error here is the",
-        "-- AWS step above (the trust policy, or the permissions policy)."
-        if setup.azure is None
-        else "-- Azure step above (the consent, or the role on the container).",
+        _CHECKED[setup.cloud],
         f"LIST @{names.stage} PATTERN = {literal(batch_pattern(setup.fmt))};",
     )
+
+
+# What an error of the check in part 2 points at, by cloud.
+_CHECKED = {
+    "AWS": "-- AWS step above (the trust policy, or the permissions policy).",
+    "Azure": "-- Azure step above (the consent, or the role on the container).",
+    "GCP": "-- GCP step above (the service account's role on the bucket).",
+}
 
 
 def _copy(setup: Setup) -> str:
@@ -179,7 +225,7 @@ def part_4_pipe(setup: Setup) -> str:
         "  AUTO_INGEST = TRUE",
         *(
             [f"  INTEGRATION = {literal(bare(names.notification_integration).upper())}"]
-            if setup.azure
+            if setup.queued
             else []
         ),
         "AS",
@@ -190,7 +236,7 @@ def part_4_pipe(setup: Setup) -> str:
             [
                 "-- On a re-run, the definition column shows the COPY the pipe",
             ]
-            if setup.azure
+            if setup.queued
             else [
                 "-- The pipe's SQS queue, for the AWS step below, is the notification_channel",
                 "-- column.  On a re-run, its definition column shows the COPY the pipe",

@@ -19,7 +19,7 @@ only; part 7 is commented out until an investigation needs it.
 from __future__ import annotations
 
 from eventpipe.naming import normalize_prefix
-from eventpipe.snowflake import aws
+from eventpipe.snowflake import aws, gcp
 from eventpipe.snowflake import azure as azure_provider
 from eventpipe.snowflake.parts import (
     header,
@@ -30,7 +30,7 @@ from eventpipe.snowflake.parts import (
     part_6_monitoring,
     part_7_quarantine,
 )
-from eventpipe.snowflake.setup import AzureTarget, Setup
+from eventpipe.snowflake.setup import AzureTarget, GCSTarget, Setup
 from eventpipe.snowflake.sql import SnowflakeNames
 
 
@@ -42,26 +42,37 @@ def snowflake_sql(
     names: SnowflakeNames = SnowflakeNames(),
     event_tag: str = "EVENT",
     azure: AzureTarget | None = None,
+    gcs: GCSTarget | None = None,
 ) -> str:
     """
     The SQL that loads eventpipe's batches, one row per event, in numbered
-    parts with the steps in AWS (or Azure, with C{azure}) between them.
+    parts with the steps in AWS (or Azure, with C{azure}, or GCP, with
+    C{gcs}) between them.
 
     @raise ValueError: a name is not a valid identifier, or the role ARN
-        (or the Azure tenant or queue) is not one Snowflake can use; the
-        message names the option.
+        (or the Azure tenant or queue, or the Pub/Sub subscription) is not
+        one Snowflake can use; the message names the option.
     """
     names = names.for_format(fmt)
     names.check()
-    if azure is not None:
-        azure.check()
-    if not bucket and azure is None:
+    for target in (azure, gcs):
+        if target is not None:
+            target.check()
+    if not bucket and azure is None and gcs is None:
         raise ValueError(
-            "--s3-bucket (EVENTPIPE_S3_BUCKET) or --azure-container is needed: the script "
-            "names where the batches are"
+            "--s3-bucket (EVENTPIPE_S3_BUCKET), --azure-container or --gcs-bucket is needed: "
+            "the script names where the batches are"
         )
-    setup = Setup(bucket or "", normalize_prefix(prefix), fmt, compress, event_tag, names, azure)
-    provider = azure_provider.PROVIDER if azure is not None else aws.PROVIDER
+    setup = Setup(
+        bucket or "", normalize_prefix(prefix), fmt, compress, event_tag, names, azure, gcs
+    )
+    provider = (
+        azure_provider.PROVIDER
+        if azure is not None
+        else gcp.PROVIDER
+        if gcs is not None
+        else aws.PROVIDER
+    )
     first, access, notification = (
         provider.integration(setup),
         provider.access(setup),

@@ -55,6 +55,27 @@ class AzureTarget:
 
 
 @dataclass(frozen=True)
+class GCSTarget:
+    """Where the batches are in Google Cloud Storage, and the subscription the pipe reads."""
+
+    bucket: str
+    # projects/PROJECT/subscriptions/NAME; empty: not given (the script
+    # then says <SET ME: --gcs-pubsub-subscription>).
+    subscription: str = ""
+
+    def check(self) -> None:
+        """@raise ValueError: the subscription is not a full name; the message names the option."""
+        if self.subscription and not re.match(
+            r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/subscriptions/[A-Za-z][\w.~+%-]{2,254}$",
+            self.subscription,
+        ):
+            raise ValueError(
+                f"--gcs-pubsub-subscription: invalid value {self.subscription!r} "
+                "(projects/PROJECT/subscriptions/NAME)"
+            )
+
+
+@dataclass(frozen=True)
 class Setup:
     """Where the batches are and how they are written."""
 
@@ -65,15 +86,23 @@ class Setup:
     event_tag: str
     names: SnowflakeNames
     azure: AzureTarget | None = None
+    gcs: GCSTarget | None = None
 
     @property
     def cloud(self) -> str:
-        return "Azure" if self.azure else "AWS"
+        return "Azure" if self.azure else "GCP" if self.gcs else "AWS"
+
+    @property
+    def queued(self) -> bool:
+        """Whether the pipe listens on a notification integration of ours (not on S3's SQS)."""
+        return self.azure is not None or self.gcs is not None
 
     @property
     def location(self) -> str:
         if self.azure:
             return f"azure://{self.azure.blob_host}/{self.azure.container}/{self.prefix}"
+        if self.gcs:
+            return f"gcs://{self.gcs.bucket}/{self.prefix}"
         scheme = PARTITIONS[self.names.partition][1]
         return f"{scheme}://{self.bucket}/{self.prefix}"
 
