@@ -1,6 +1,6 @@
 """
 eventpipe: ACM Generic XML events over TCP, delivered as batches Snowflake
-loads to S3, Azure Blob Storage or a local outbox.
+loads to S3, Azure Blob Storage, Google Cloud Storage or a local outbox.
 
 The journey of an event, a package or module each: L{eventpipe.protocol}
 (the receiving ends) -> L{eventpipe.framing} -> L{eventpipe.ingest} ->
