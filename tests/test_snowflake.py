@@ -810,17 +810,18 @@ class RealEngineTests(SynchronousTestCase):
         outbox = self.run_service("--format=json", "--compress=gzip")
         self.check_rows(self.duckdb_rows(outbox, ".json.gz"))
 
-    def typed_view_rows(self, outbox: str, *args: str) -> list[dict[str, Any]]:
+    def typed_view_rows(
+        self, outbox: str, *args: str, where: tuple[str, ...] = ("--s3-bucket=acm-events",)
+    ) -> list[dict[str, Any]]:
         """
-        The generated typed view, run by DuckDB over a table loaded from the
-        real JSON batches as the pipe loads them (one row per line).
+        The generated typed view (for the destination C{where}), run by
+        DuckDB over a table loaded from the real JSON batches as the pipe
+        loads them (one row per line).
         """
         import duckdb
 
         out = io.StringIO()
-        self.assertEqual(
-            run(["snowflake-sql", "--s3-bucket=acm-events", "--format=json", *args], out), 0
-        )
+        self.assertEqual(run(["snowflake-sql", *where, "--format=json", *args], out), 0)
         files = [p for p in batch_files(outbox) if p.endswith(".json")]
         connection = duckdb.connect()
         connection.execute(
@@ -864,6 +865,18 @@ class RealEngineTests(SynchronousTestCase):
         """
         outbox = self.run_service("--format=json")
         self.check_typed(self.typed_view_rows(outbox))
+
+    def test_duckdb_typed_view_azure_and_gcs(self) -> None:
+        """The view the Azure and GCS scripts create reads the batches as the S3 one's does."""
+        outbox = self.run_service("--format=json")
+        for where in (
+            (
+                "--azure-container=acm-events",
+                "--azure-account-url=https://acmstore.blob.core.windows.net",
+            ),
+            ("--gcs-bucket=acm-events",),
+        ):
+            self.check_typed(self.typed_view_rows(outbox, where=where))
 
     def test_duckdb_typed_view_other_event_tag(self) -> None:
         """
