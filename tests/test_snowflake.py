@@ -873,8 +873,12 @@ class RealEngineTests(SynchronousTestCase):
             (
                 "--azure-container=acm-events",
                 "--azure-account-url=https://acmstore.blob.core.windows.net",
+                "--azure-tenant-id=11111111-2222-3333-4444-555555555555",
             ),
-            ("--gcs-bucket=acm-events",),
+            (
+                "--gcs-bucket=acm-events",
+                "--gcs-pubsub-subscription=projects/acme-security/subscriptions/acm-1",
+            ),
         ):
             self.check_typed(self.typed_view_rows(outbox, where=where))
 
