@@ -163,6 +163,27 @@ class UploaderTests(SynchronousTestCase):
         self.assertTrue(error.transient)
         self.assertLess(time.monotonic() - began, 30)
 
+    def test_key_file_from_the_env_file(self) -> None:
+        """
+        GOOGLE_APPLICATION_CREDENTIALS in --env-file reaches the client (the
+        process's environment is the client's own); a key that cannot be
+        read is one line to fix, not a wait.
+        """
+        from eventpipe.config.options import Options
+        from eventpipe.destinations.select import destination_for
+
+        env_file = self.file(b"GOOGLE_APPLICATION_CREDENTIALS=/nonexistent/key.json\n")
+        options = Options(environ={})
+        options.parseOptions([f"--env-file={env_file}", "--gcs-bucket=acm-events"])
+        uploader = destination_for(options, None)
+        self.assertIn("gcs=GOOGLE_APPLICATION_CREDENTIALS", options.summary())
+        error = self.assertRaises(
+            UploadError, uploader.deliver, request(self.file(b"x"), "k.xml", "s")
+        )
+        self.assertFalse(error.transient)
+        self.assertIn("/nonexistent/key.json", str(error))
+        self.assertIn("GOOGLE_APPLICATION_CREDENTIALS", error.hint)
+
     def test_kept_across_a_restart(self) -> None:
         """What the emulator keeps on its directory: objects and their metadata."""
         self.uploader.deliver(request(self.file(b"kept"), "kept.xml", "kept-digest"))

@@ -31,6 +31,7 @@ from eventpipe.config.table import (
     AWS_FROM_ENV_FILE,
     AZURE_FROM_ENV_FILE,
     DEFAULT_LISTEN,
+    GCS_FROM_ENV_FILE,
     PARAMETERS,
     Parameter,
     known_variables,
@@ -132,24 +133,25 @@ class SettingsOptions(usage.Options):
                     f"eventpipe{near}; it is ignored\n"
                 )
 
-    def aws_from_env_file(self) -> dict[str, str]:
-        """
-        What the env file says for boto3 (credentials, profile, endpoint),
-        where the process's environment does not say it already.
-        """
+    def _from_env_file(self, names: tuple[str, ...]) -> dict[str, str]:
+        """What the env file says of C{names}, where the process's environment does not."""
         return {
             key: value
             for key, value in self._file.items()
-            if key in AWS_FROM_ENV_FILE and value and not self.environ.get(key)
+            if key in names and value and not self.environ.get(key)
         }
 
+    def aws_from_env_file(self) -> dict[str, str]:
+        """What the env file says for boto3 (credentials, profile, endpoint)."""
+        return self._from_env_file(AWS_FROM_ENV_FILE)
+
     def azure_from_env_file(self) -> dict[str, str]:
-        """The Azure connection string the env file gives, if the environment does not."""
-        return {
-            key: value
-            for key, value in self._file.items()
-            if key in AZURE_FROM_ENV_FILE and value and not self.environ.get(key)
-        }
+        """The Azure connection string the env file gives."""
+        return self._from_env_file(AZURE_FROM_ENV_FILE)
+
+    def gcs_from_env_file(self) -> dict[str, str]:
+        """The service-account key file the env file names for Google's client."""
+        return self._from_env_file(GCS_FROM_ENV_FILE)
 
     @property
     def prefix(self) -> str:
@@ -251,6 +253,8 @@ class SettingsOptions(usage.Options):
             parts.append(f"aws={','.join(aws)} (in {self._file_path})")
         if self.azure_from_env_file():
             parts.append(f"azure=AZURE_STORAGE_CONNECTION_STRING (in {self._file_path})")
+        if self.gcs_from_env_file():
+            parts.append(f"gcs=GOOGLE_APPLICATION_CREDENTIALS (in {self._file_path})")
         return "; ".join(parts) or "all defaults"
 
 

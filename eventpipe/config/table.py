@@ -344,6 +344,10 @@ AWS_FROM_ENV_FILE = (
 # The Azure credential read from an env file (passed to the SDK, never logged).
 AZURE_FROM_ENV_FILE = ("AZURE_STORAGE_CONNECTION_STRING",)
 
+# Google's service-account key file, named in an env file (its path is
+# given to the client; the key is never read by eventpipe nor logged).
+GCS_FROM_ENV_FILE = ("GOOGLE_APPLICATION_CREDENTIALS",)
+
 
 # Variables read besides those of the parameters.
 OTHER_VARIABLES = frozenset(
@@ -357,6 +361,7 @@ OTHER_VARIABLES = frozenset(
         "EVENTPIPE_ALLOW_UNCONDITIONAL_WRITES",
         *AWS_FROM_ENV_FILE,
         *AZURE_FROM_ENV_FILE,
+        *GCS_FROM_ENV_FILE,
     }
 )
 

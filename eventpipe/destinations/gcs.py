@@ -118,6 +118,8 @@ class GCSUploader(ConditionalStore):
     dedicated pool of C{concurrency} threads.
 
     @param endpoint_url: an emulator's URL; requests to it are anonymous.
+    @param environment: C{GOOGLE_APPLICATION_CREDENTIALS} read from an env
+        file.
     """
 
     def __init__(
@@ -129,8 +131,12 @@ class GCSUploader(ConditionalStore):
         client: Any = None,
         pool: ThreadPool | None = None,
         clock: IReactorTime | None = None,
+        environment: dict[str, str] | None = None,
     ) -> None:
         self._pool(reactor, clock, concurrency, "eventpipe-gcs", pool)
+        # GOOGLE_APPLICATION_CREDENTIALS from an env file (the process's own
+        # environment is read by the client itself).
+        self._key_file = (environment or {}).get("GOOGLE_APPLICATION_CREDENTIALS", "")
         self.bucket_name = bucket
         self.endpoint_url = emulator_endpoint(endpoint_url)
         self._client = client
@@ -152,6 +158,16 @@ class GCSUploader(ConditionalStore):
                     credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
                     client_options={"api_endpoint": self.endpoint_url},
                 )
+            elif self._key_file:
+                try:
+                    self._client = storage.Client.from_service_account_json(self._key_file)
+                except (OSError, ValueError) as error:
+                    raise UploadError(
+                        f"cannot use the service-account key {self._key_file}: {error}",
+                        transient=False,
+                        hint="GOOGLE_APPLICATION_CREDENTIALS (in the env file) must name a "
+                        "readable service-account key file",
+                    ) from None
             else:
                 self._client = storage.Client()
         return self._client

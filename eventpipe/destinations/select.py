@@ -44,6 +44,7 @@ def destination_for(options: Any, reactor: Any, concurrency: int | None = None) 
             options["gcs-bucket"],
             endpoint_url=options["gcs-endpoint-url"],
             concurrency=threads,
+            environment=options.gcs_from_env_file(),
         )
         prefix = options["gcs-prefix"]
     else:
