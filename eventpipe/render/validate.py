@@ -123,13 +123,12 @@ class _WellFormed:
         return True
 
 
-def _plainly_valid(events: list[bytes], well_formed: _WellFormed) -> bool:
+def _plainly_valid(chunk: bytes, well_formed: _WellFormed) -> bool:
     """
-    Whether a chunk of plain events is well-formed, one event a root with
-    the right tag (the framer made each start with it): one parse that
-    builds nothing and calls back nothing.
+    Whether a chunk of plain events (joined) is well-formed, one event a
+    root with the right tag (the framer made each start with it): one parse
+    that builds nothing and calls back nothing.
     """
-    chunk = b"".join(events)
     # Each event, as framed, starts with the root's start tag and ends with
     # the end tag that closes it: in a well-formed chunk, each is one root.
     return _plain(chunk) and well_formed(chunk)
@@ -143,10 +142,11 @@ def _render_events(
     event_tag: str,
 ) -> list[tuple[str | None, bytes]]:
     """Validate (and convert) a chunk of events, in order."""
-    if _plainly_valid(events, well_formed):
+    chunk = b"".join(events)
+    if _plainly_valid(chunk, well_formed):
         if fmt == "xml":
             return [(None, data + b"\n") for data in events]
-        return [(None, line) for line in json_lines(events, event_tag, parser)]
+        return [(None, line) for line in json_lines(events, event_tag, parser, chunk)]
     try:
         root = etree.fromstring(b"<EVENTS>" + b"".join(events) + b"</EVENTS>", parser)
     except etree.XMLSyntaxError:

@@ -25,7 +25,6 @@ QUEUE_ROLE = "Storage Queue Data Contributor"
 
 
 def part_1_azure(setup: Setup) -> str:
-    names = setup.names
     azure = setup.azure
     assert azure is not None
     tenant = literal(azure.tenant_id or set_me("--azure-tenant-id"))
@@ -33,16 +32,17 @@ def part_1_azure(setup: Setup) -> str:
         setup,
         ["STORAGE_PROVIDER = 'AZURE'", f"AZURE_TENANT_ID = {tenant}"],
         [
-            "-- New batches reach the pipe through a storage queue that Event Grid fills.",
-            f"CREATE NOTIFICATION INTEGRATION IF NOT EXISTS {names.notification_integration}",
-            "  ENABLED = TRUE",
-            "  TYPE = QUEUE",
-            "  NOTIFICATION_PROVIDER = AZURE_STORAGE_QUEUE",
-            f"  AZURE_STORAGE_QUEUE_PRIMARY_URI = {literal(azure.queue)}",
-            f"  AZURE_TENANT_ID = {tenant};",
-            "-- (The queue is fixed when it is created: for another one, DROP INTEGRATION",
-            "-- and run this part again.  A prefix lives in the Event Grid filter below.)",
+            "NOTIFICATION_PROVIDER = AZURE_STORAGE_QUEUE",
+            f"AZURE_STORAGE_QUEUE_PRIMARY_URI = {literal(azure.queue)}",
+            f"AZURE_TENANT_ID = {tenant}",
         ],
+        (
+            ["-- New batches reach the pipe through a storage queue that Event Grid fills."],
+            [
+                "-- (The queue is fixed when it is created: for another one, DROP INTEGRATION",
+                "-- and run this part again.  A prefix lives in the Event Grid filter below.)",
+            ],
+        ),
         "AZURE_CONSENT_URL and AZURE_MULTI_TENANT_APP_NAME",
     )
 

@@ -33,22 +33,24 @@ def _subscription(setup: Setup) -> str:
 
 
 def part_1_gcp(setup: Setup) -> str:
-    names = setup.names
     return part_1_queued(
         setup,
         ["STORAGE_PROVIDER = 'GCS'"],
         [
-            "-- New batches reach the pipe through a Pub/Sub subscription that the",
-            "-- bucket's notifications fill (the GCP step below makes it).",
-            f"CREATE NOTIFICATION INTEGRATION IF NOT EXISTS {names.notification_integration}",
-            "  ENABLED = TRUE",
-            "  TYPE = QUEUE",
-            "  NOTIFICATION_PROVIDER = GCP_PUBSUB",
-            f"  GCP_PUBSUB_SUBSCRIPTION_NAME = {literal(_subscription(setup))};",
-            "-- (The subscription is fixed when it is created: for another one, DROP",
-            "-- INTEGRATION and run this part again.  A prefix lives in the bucket",
-            "-- notification below.)",
+            "NOTIFICATION_PROVIDER = GCP_PUBSUB",
+            f"GCP_PUBSUB_SUBSCRIPTION_NAME = {literal(_subscription(setup))}",
         ],
+        (
+            [
+                "-- New batches reach the pipe through a Pub/Sub subscription that the",
+                "-- bucket's notifications fill (the GCP step below makes it).",
+            ],
+            [
+                "-- (The subscription is fixed when it is created: for another one, DROP",
+                "-- INTEGRATION and run this part again.  A prefix lives in the bucket",
+                "-- notification below.)",
+            ],
+        ),
         "STORAGE_GCP_SERVICE_ACCOUNT and GCP_PUBSUB_SERVICE_ACCOUNT",
     )
 

@@ -38,13 +38,19 @@ def header(setup: Setup) -> str:
 """
 
 
-def part_1_queued(setup: Setup, storage: list[str], notification: list[str], described: str) -> str:
+def part_1_queued(
+    setup: Setup,
+    storage: list[str],
+    queue: list[str],
+    comments: tuple[list[str], list[str]],
+    described: str,
+) -> str:
     """
     Part 1 where the pipe listens on a notification integration of ours
     (Azure, GCP): the storage integration (C{storage}: its provider's
-    settings), the notification integration (C{notification}: its lines,
-    comments included), the reader role, and what C{DESC} shows for the
-    cloud's step (C{described}).
+    settings), the notification integration (C{queue}: its provider's
+    settings; C{comments}: what stands before and after it), the reader
+    role, and what C{DESC} shows for the cloud's step (C{described}).
     """
     names = setup.names
     return part(
@@ -65,7 +71,13 @@ def part_1_queued(setup: Setup, storage: list[str], notification: list[str], des
         ),
         f"GRANT USAGE ON INTEGRATION {names.storage_integration} TO ROLE {names.role};",
         "",
-        *notification,
+        *comments[0],
+        f"CREATE NOTIFICATION INTEGRATION IF NOT EXISTS {names.notification_integration}",
+        "  ENABLED = TRUE",
+        "  TYPE = QUEUE",
+        *(f"  {setting}" for setting in queue[:-1]),
+        f"  {queue[-1]};",
+        *comments[1],
         f"GRANT USAGE ON INTEGRATION {names.notification_integration} TO ROLE {names.role};",
         "",
         "-- Analysts: reads the typed view and the quarantine table, sees the pipe's status.",
